@@ -1,0 +1,3 @@
+"""regtune service: REST API, SQL persistence, workers, CLI and dashboard."""
+
+__version__ = "0.1.0"

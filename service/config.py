@@ -1,0 +1,69 @@
+"""The one settings object (environment variables prefixed ``REGTUNE_``, or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class Settings(BaseSettings):
+    """Service configuration. Every field maps to ``REGTUNE_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="REGTUNE_", env_file=".env", extra="ignore")
+
+    # One database for the service's tables and Optuna's RDBStorage.
+    database_url: str = "sqlite:///./regtune.db"
+    # Apply migrations when the server starts (default: yes on SQLite, no elsewhere).
+    auto_migrate: bool | None = None
+
+    # API server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # "auto": auth on whenever the server binds a non-loopback address.
+    auth: Literal["auto", "on", "off"] = "auto"
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    log_format: Literal["text", "json"] = "text"
+
+    # CLI client: where `regtune submit/status/best/cancel` send requests, and the token they use.
+    server_url: str = "http://127.0.0.1:8000"
+    token: SecretStr | None = None
+
+    # Workers
+    worker_poll_interval: float = Field(2.0, gt=0)
+    heartbeat_interval: int = Field(10, ge=1)
+    heartbeat_grace_period: int = Field(120, ge=2, le=300)
+    max_retries: int = Field(2, ge=0)
+    # A study whose trials fail this many times in a row ends `failed`.
+    max_consecutive_failures: int = Field(5, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must be a sqlite:// or postgresql:// URL")
+        if v.startswith("postgresql+pg8000"):
+            raise ValueError("pg8000 is not supported; use postgresql+psycopg://")
+        return v
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    def auth_enabled(self, host: str | None = None) -> bool:
+        if self.auth != "auto":
+            return self.auth == "on"
+        return (host or self.host) not in LOOPBACK_HOSTS
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

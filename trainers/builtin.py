@@ -1,0 +1,1 @@
+"""Built-in trainers (placeholder; implemented by the trainers issue)."""

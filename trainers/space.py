@@ -1,0 +1,191 @@
+"""The search space of a study: one distribution (or fixed value) per regularization parameter.
+
+The same document is used by the REST API, the CLI and YAML files::
+
+    weight_decay:    {low: 1.0e-6, high: 1.0e-1, log: true}
+    l1:              {fixed: 0.0}
+    dropout:         {low: 0.0, high: 0.7}
+    batch_size:      {choices: [16, 32, 64]}
+    patience:        {low: 2, high: 10}
+
+A parameter left out takes its `RegularizationParams` default as a fixed value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from trainers.params import PARAM_NAMES, RegularizationParams
+
+Number = int | float
+
+# Which parameters are integers, and the rule each parameter's values obey.
+INT_PARAMS = frozenset({"batch_size", "patience"})
+_BOUNDS: dict[str, tuple[float, float | None, bool]] = {
+    # name: (minimum, maximum or None, maximum is exclusive)
+    "weight_decay": (0.0, None, False),
+    "l1": (0.0, None, False),
+    "dropout": (0.0, 1.0, True),
+    "label_smoothing": (0.0, 1.0, True),
+    "batch_size": (1, None, False),
+    "patience": (0, None, False),
+}
+
+
+class Range(BaseModel):
+    """A float or int range (int for `batch_size` and `patience`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    low: Number
+    high: Number
+    log: bool = False
+    step: Number | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite numbers")
+        if self.low > self.high:
+            raise ValueError("low must be <= high")
+        if self.log and self.low <= 0:
+            raise ValueError("log: true needs low > 0")
+        if self.step is not None:
+            if self.step <= 0:
+                raise ValueError("step must be > 0")
+            if self.log:
+                raise ValueError("step cannot be combined with log: true")
+        return self
+
+
+class Choices(BaseModel):
+    """A categorical choice among listed values."""
+
+    model_config = ConfigDict(extra="forbid")
+    choices: list[Number] = Field(min_length=1)
+
+
+class Fixed(BaseModel):
+    """A fixed value (not searched)."""
+
+    model_config = ConfigDict(extra="forbid")
+    fixed: Number
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "fixed" if "fixed" in value else "choices" if "choices" in value else "range"
+    return {Fixed: "fixed", Choices: "choices"}.get(type(value), "range")
+
+
+ParamSpec = Annotated[
+    Annotated[Range, Tag("range")] | Annotated[Choices, Tag("choices")] | Annotated[Fixed, Tag("fixed")],
+    Discriminator(_kind),
+]
+
+
+def _named_values(spec: Range | Choices | Fixed) -> list[tuple[str, Number]]:
+    if isinstance(spec, Range):
+        return [("low", spec.low), ("high", spec.high)]
+    if isinstance(spec, Choices):
+        return [("choices", c) for c in spec.choices]
+    return [("fixed", spec.fixed)]
+
+
+def _rule_error(name: str, key: str, value: Number) -> str | None:
+    """The rule `value` breaks as parameter `name`, phrased for the user, or None."""
+    lo, hi, hi_exclusive = _BOUNDS[name]
+    if name in INT_PARAMS:
+        if isinstance(value, bool) or float(value) != int(value) or value < lo:
+            kind = "positive integers" if lo >= 1 else "non-negative integers"
+            return f"{name}.{key} must be {kind}" if key == "choices" else (
+                f"{name}.{key} must be a {kind[:-1]}"
+            )
+        return None
+    if value < lo:
+        return f"{name}.{key} must be >= {lo:g}"
+    if hi is not None and (value >= hi if hi_exclusive else value > hi):
+        return f"{name}.{key} must be {'<' if hi_exclusive else '<='} {hi:g}"
+    return None
+
+
+class SearchSpace(BaseModel):
+    """Per-parameter distributions; validates every value against the parameter's rule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight_decay: ParamSpec | None = None
+    l1: ParamSpec | None = None
+    dropout: ParamSpec | None = None
+    label_smoothing: ParamSpec | None = None
+    batch_size: ParamSpec | None = None
+    patience: ParamSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> SearchSpace:
+        errors: list[str] = []
+        for name in PARAM_NAMES:
+            spec = getattr(self, name)
+            if spec is None:
+                continue
+            for key, value in _named_values(spec):
+                message = _rule_error(name, key, value)
+                if message is not None:
+                    errors.append(message)
+                    break
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def searched(self) -> list[str]:
+        """Names of the parameters that are sampled (not fixed)."""
+        return [
+            n
+            for n in PARAM_NAMES
+            if isinstance(getattr(self, n), Range | Choices)
+        ]
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The Optuna distribution of each searched parameter (what `suggest_*` will use)."""
+        out: dict[str, optuna.distributions.BaseDistribution] = {}
+        for name in self.searched():
+            spec = getattr(self, name)
+            if isinstance(spec, Choices):
+                choices = [int(c) if name in INT_PARAMS else float(c) for c in spec.choices]
+                out[name] = optuna.distributions.CategoricalDistribution(choices)
+            elif name in INT_PARAMS:
+                out[name] = optuna.distributions.IntDistribution(
+                    int(spec.low), int(spec.high), log=spec.log, step=int(spec.step or 1)
+                )
+            else:
+                out[name] = optuna.distributions.FloatDistribution(
+                    float(spec.low), float(spec.high), log=spec.log, step=spec.step
+                )
+        return out
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> RegularizationParams:
+        """Suggest every searched parameter on `trial`; fixed and omitted ones take their value."""
+        values: dict[str, Any] = {}
+        for name, dist in self.distributions().items():
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                values[name] = trial.suggest_categorical(name, list(dist.choices))  # type: ignore[arg-type]
+            elif isinstance(dist, optuna.distributions.IntDistribution):
+                values[name] = trial.suggest_int(
+                    name, dist.low, dist.high, step=dist.step, log=dist.log
+                )
+            else:
+                assert isinstance(dist, optuna.distributions.FloatDistribution)
+                values[name] = trial.suggest_float(
+                    name, dist.low, dist.high, step=dist.step, log=dist.log
+                )
+        for name in PARAM_NAMES:
+            spec = getattr(self, name)
+            if isinstance(spec, Fixed):
+                values[name] = int(spec.fixed) if name in INT_PARAMS else float(spec.fixed)
+        return RegularizationParams(**values)
+
+
+Direction = Literal["minimize", "maximize"]
