@@ -1,0 +1,71 @@
+"""Shared fixtures: real databases, isolated per test.
+
+- `sqlite_url`: a fresh SQLite file in the test's tmp dir.
+- `pg_url`: a fresh, uniquely named PostgreSQL database, dropped afterwards. When the server is
+  unreachable the test is skipped locally but FAILS under CI=true.
+- `db_url`: parametrized over both backends (the postgres case carries the `postgres` marker).
+- `migrated_db_url`: `db_url` with Optuna's schema and regtune's migrations applied.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+os.environ.setdefault("TZ", "UTC")
+
+PG_ADMIN_URL = os.environ.get(
+    "REGTUNE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: os.PathLike[str]) -> str:
+    return f"sqlite:///{tmp_path}/regtune.db"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # the server is not there
+        admin.dispose()
+        message = f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc.__class__.__name__}: {exc}"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"regtune_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def migrated_db_url(db_url: str) -> str:
+    from service.migrations import upgrade
+
+    upgrade(db_url)
+    return db_url
