@@ -11,8 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trainers import SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2")
-PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "patient", "threshold")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
@@ -113,5 +111,6 @@ def load_spec_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise SpecFileError(f"{p} is not valid YAML/JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise SpecFileError(f"{p} must contain a mapping (the study spec), not {type(data).__name__}")
+        kind = type(data).__name__
+        raise SpecFileError(f"{p} must contain a mapping (the study spec), not {kind}")
     return data
