@@ -1,0 +1,87 @@
+"""Apply regtune's database migrations (and make sure Optuna's schema exists first).
+
+Optuna's RDBStorage and regtune's tables share one database. Optuna creates and migrates its own
+tables (its history lives in `alembic_version`); regtune's Alembic history lives in
+`regtune_alembic_version` and touches only tables prefixed `regtune_`.
+
+Call `upgrade(url)` once before any worker starts: concurrent first-time creation of Optuna's
+schema races (optuna#4621), so workers open the storage with ``skip_table_creation=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+
+from alembic import command
+from service.db import engine_kwargs, make_engine, normalize_url
+
+__all__ = [
+    "VERSION_TABLE",
+    "alembic_config",
+    "current",
+    "downgrade",
+    "ensure_optuna_schema",
+    "upgrade",
+]
+
+VERSION_TABLE = "regtune_alembic_version"
+# alembic.ini and alembic/ sit at the project root, next to the `service` package.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic `Config` for regtune's history, bound to `url` (normalized)."""
+    ini = PROJECT_ROOT / "alembic.ini"
+    cfg = Config(str(ini)) if ini.exists() else Config()
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    # the URL travels as an attribute, not an ini option: passwords may contain '%'
+    cfg.attributes["url"] = normalize_url(url)
+    # leave the host application's logging alone
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def ensure_optuna_schema(url: str) -> None:
+    """Create (or migrate) Optuna's tables by opening its RDBStorage once."""
+    url = normalize_url(url)
+    # the storage logs an INFO line per schema step; those are noise for `regtune db upgrade`
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        storage.engine.dispose()
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Ensure Optuna's schema, then apply regtune's migrations up to `revision` (default head)."""
+    ensure_optuna_schema(url)
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Revert regtune's migrations down to `revision` (``base`` removes every regtune table).
+
+    Optuna's tables are left as they are.
+    """
+    command.downgrade(alembic_config(url), revision)
+
+
+def current(url: str) -> str | None:
+    """The applied regtune revision, or None when regtune's migrations were never applied."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            return ctx.get_current_revision()
+    finally:
+        engine.dispose()
+
+
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
