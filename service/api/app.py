@@ -12,11 +12,13 @@ from service import __version__
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
+from service.observability import configure_logging, install
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for `settings` (default: the environment's `REGTUNE_*` settings)."""
     settings = settings or get_settings()
+    configure_logging(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install(app)  # GET /metrics + request latency (service.observability)
     from service.api.routes import router
 
     app.include_router(router)
