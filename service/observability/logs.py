@@ -105,6 +105,8 @@ def configure_logging(fmt: LogFormat = "text", level: int | str = logging.INFO) 
     handler.addFilter(ContextFilter())
     root.addHandler(handler)
     root.setLevel(level)
+    # one INFO line per Alembic plugin at every migration is noise, not news
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uv = logging.getLogger(name)
         uv.handlers.clear()
