@@ -1,1 +1,182 @@
-"""Built-in trainers (placeholder; implemented by the trainers issue)."""
+"""Built-in trainers: MLPs on data sets bundled with scikit-learn (no downloads).
+
+Registered through the ``regtune.trainers`` entry points in ``pyproject.toml``:
+
+- ``digits-mlp``: 8x8 handwritten digits, 1,797 samples, 10 classes.
+- ``breast-cancer-mlp``: Wisconsin breast cancer, 569 samples, 2 classes.
+- ``wine-mlp``: wine cultivars, 178 samples, 3 classes.
+- ``synthetic-mlp``: seeded ``make_classification`` set whose size is a config field.
+
+Each has its own pydantic config (the study's ``trainer_config``). Every one accepts
+``label_noise``: a fraction of training and validation labels replaced by another class, the test
+split kept clean, which is where regularization visibly pays off.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn import datasets
+
+from trainers.data import InMemoryDataModule, Splits, make_splits
+from trainers.module import EPOCH_METRICS, RegularizedClassifier, mlp
+from trainers.params import RegularizationParams
+from trainers.registry import Trainer
+
+
+class MLPConfig(BaseModel):
+    """Settings shared by the built-in MLP trainers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_epochs: int = Field(30, ge=1, le=10_000, description="Upper bound on training epochs.")
+    hidden_sizes: tuple[int, ...] = Field(
+        (256, 256), min_length=1, max_length=16, description="Width of each hidden layer."
+    )
+    learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="AdamW learning rate.")
+    seed: int = Field(0, ge=0, description="Seeds the split, label noise, init and shuffling.")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows for validation.")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows for test.")
+    label_noise: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of train+val labels replaced by another class."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MLPConfig:
+        if any(h < 1 for h in self.hidden_sizes):
+            raise ValueError("hidden_sizes must be positive integers")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must be < 0.9 (training needs rows)")
+        return self
+
+
+class DigitsConfig(MLPConfig):
+    """``digits-mlp``: 64 → hidden → 10."""
+
+
+class BreastCancerConfig(MLPConfig):
+    """``breast-cancer-mlp``: 30 → hidden → 2."""
+
+    hidden_sizes: tuple[int, ...] = Field((64, 64), min_length=1, max_length=16)
+
+
+class WineConfig(MLPConfig):
+    """``wine-mlp``: 13 → hidden → 3."""
+
+    hidden_sizes: tuple[int, ...] = Field((32, 32), min_length=1, max_length=16)
+    max_epochs: int = Field(60, ge=1, le=10_000)
+
+
+class SyntheticConfig(MLPConfig):
+    """``synthetic-mlp``: ``sklearn.datasets.make_classification`` with a configurable size."""
+
+    hidden_sizes: tuple[int, ...] = Field((64, 64), min_length=1, max_length=16)
+    n_samples: int = Field(2_000, ge=30, le=10_000_000, description="Rows generated.")
+    n_features: int = Field(20, ge=2, le=10_000)
+    n_informative: int = Field(10, ge=1)
+    n_classes: int = Field(3, ge=2, le=100)
+    class_sep: float = Field(1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_synthetic(self) -> SyntheticConfig:
+        if self.n_informative > self.n_features:
+            raise ValueError("n_informative must be <= n_features")
+        if self.n_classes > 2**self.n_informative:
+            raise ValueError("n_classes must be <= 2 ** n_informative")
+        return self
+
+
+_LOADERS = {
+    "digits": datasets.load_digits,
+    "breast_cancer": datasets.load_breast_cancer,
+    "wine": datasets.load_wine,
+}
+
+
+@lru_cache(maxsize=8)
+def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _LOADERS[name](return_X_y=True)
+    return np.asarray(x), np.asarray(y)
+
+
+@lru_cache(maxsize=16)
+def _splits(name: str, config: MLPConfig) -> Splits:
+    # Cached per (data set, config): trials of one study share their data tensors (read-only).
+    if isinstance(config, SyntheticConfig):
+        x, y = datasets.make_classification(
+            n_samples=config.n_samples,
+            n_features=config.n_features,
+            n_informative=config.n_informative,
+            n_redundant=0,
+            n_classes=config.n_classes,
+            class_sep=config.class_sep,
+            random_state=config.seed,
+        )
+    else:
+        x, y = _bundled(name)
+    return make_splits(
+        x,
+        y,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        label_noise=config.label_noise,
+    )
+
+
+def build_mlp(
+    dataset: str, params: RegularizationParams, config: MLPConfig
+) -> tuple[RegularizedClassifier, InMemoryDataModule]:
+    """Build the module and data module of a built-in trainer (seeded by ``config.seed``)."""
+    splits = _splits(dataset, config)
+    # Seeds initialization and, since nothing else draws from torch's global generator before
+    # fit, the dropout masks: same seed + same params -> same metrics.
+    torch.manual_seed(config.seed)
+    backbone = mlp(splits.n_features, config.hidden_sizes, splits.n_classes, params.dropout)
+    module = RegularizedClassifier(backbone, params, learning_rate=config.learning_rate)
+    return module, InMemoryDataModule(splits, params.batch_size, seed=config.seed)
+
+
+def _builder(dataset: str) -> Any:
+    def build(params: RegularizationParams, config: Any) -> tuple[Any, Any]:
+        return build_mlp(dataset, params, config)
+
+    return build
+
+
+DIGITS_MLP = Trainer(
+    name="digits-mlp",
+    description="MLP on scikit-learn's 8x8 digits (1,797 images, 10 classes)",
+    config_model=DigitsConfig,
+    build=_builder("digits"),
+    metrics=EPOCH_METRICS,
+    tags=("builtin", "tabular"),
+)
+BREAST_CANCER_MLP = Trainer(
+    name="breast-cancer-mlp",
+    description="MLP on scikit-learn's breast cancer set (569 samples, 2 classes)",
+    config_model=BreastCancerConfig,
+    build=_builder("breast_cancer"),
+    metrics=EPOCH_METRICS,
+    tags=("builtin", "tabular"),
+)
+WINE_MLP = Trainer(
+    name="wine-mlp",
+    description="MLP on scikit-learn's wine set (178 samples, 3 classes)",
+    config_model=WineConfig,
+    build=_builder("wine"),
+    metrics=EPOCH_METRICS,
+    tags=("builtin", "tabular"),
+)
+SYNTHETIC_MLP = Trainer(
+    name="synthetic-mlp",
+    description="MLP on a seeded synthetic classification set (size set by n_samples)",
+    config_model=SyntheticConfig,
+    build=_builder("synthetic"),
+    metrics=EPOCH_METRICS,
+    tags=("builtin", "synthetic"),
+)

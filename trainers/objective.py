@@ -14,14 +14,21 @@ CONTRACT (used by the service; keep these names and signatures):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import optuna
+import torch
 
+from trainers import _lightning
 from trainers.params import RegularizationParams
+from trainers.registry import get_trainer
 from trainers.space import Direction, SearchSpace
+
+#: Used when a trainer's config has no ``max_epochs`` field.
+DEFAULT_MAX_EPOCHS = 100
 
 
 class TrialCancelled(optuna.TrialPruned):
@@ -68,16 +75,165 @@ class TrialObserver(Protocol):
     def should_stop(self) -> bool: ...
 
 
+class _EpochTracker:
+    """Per-epoch bookkeeping of one trial: history, best epoch (and its weights), Optuna reports.
+
+    Namespace-independent; `trainers._lightning.epoch_callback` calls `on_epoch` from the
+    matching Lightning callback.
+    """
+
+    def __init__(
+        self, trial: optuna.trial.BaseTrial, spec: ObjectiveSpec, observer: TrialObserver | None
+    ) -> None:
+        self.trial = trial
+        self.spec = spec
+        self.observer = observer
+        self.history: list[EpochRecord] = []
+        self.best: EpochRecord | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        best = self.best.metrics[self.spec.metric]
+        return value < best if self.spec.direction == "minimize" else value > best
+
+    def on_epoch(self, trainer: Any, module: Any) -> None:
+        epoch = int(trainer.current_epoch)
+        metrics = {
+            name: float(v)
+            for name, v in trainer.callback_metrics.items()
+            if not isinstance(v, torch.Tensor) or v.numel() == 1
+        }
+        metric = self.spec.metric
+        if metric not in metrics:
+            raise RuntimeError(
+                f"trainer {self.spec.trainer!r} did not log the objective metric {metric!r} "
+                f"(logged: {', '.join(sorted(metrics)) or 'nothing'})"
+            )
+        bad = [
+            f"{name}={value}"
+            for name, value in metrics.items()
+            if (name == metric or name.endswith("loss")) and not math.isfinite(value)
+        ]
+        if bad:
+            raise TrialDiverged(
+                f"training diverged at epoch {epoch}: non-finite {', '.join(sorted(bad))} "
+                "(try a lower learning rate or weaker regularization)"
+            )
+        record = EpochRecord(epoch=epoch, metrics=metrics)
+        self.history.append(record)
+        if self.observer is not None:
+            self.observer.on_epoch(self.trial, record)
+        value = metrics[metric]
+        if self._better(value):
+            self.best = record
+            # Small models: a copy in memory is cheaper than a checkpoint file.
+            self.best_state = {k: t.detach().clone() for k, t in module.state_dict().items()}
+        self.trial.report(value, epoch)
+        if self.observer is not None and self.observer.should_stop():
+            raise TrialCancelled(f"study cancelled: trial stopped after epoch {epoch}")
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric}={value:.6g}")
+
+
+def _record_attrs(trial: optuna.trial.BaseTrial, tracker: _EpochTracker) -> None:
+    trial.set_user_attr("epochs_run", len(tracker.history))
+    if tracker.best is not None:
+        trial.set_user_attr("best_epoch", tracker.best.epoch)
+
+
 def run_trial(
     trial: optuna.trial.BaseTrial,
     spec: ObjectiveSpec,
     observer: TrialObserver | None = None,
 ) -> TrialOutcome:
-    raise NotImplementedError
+    """Sample the regularization, train the spec's trainer once, return its best epoch.
+
+    Steps: sample ``spec.search_space`` on ``trial`` (``observer.on_start``), build the trainer's
+    module and data module, fit with EarlyStopping(``patience``) on ``spec.metric`` and a
+    per-epoch callback that records the epoch (``observer.on_epoch``), reports it to Optuna and
+    prunes; then evaluate the best epoch's weights on the test split when the module has a
+    ``test_step`` and the data module a ``test_dataloader``.
+
+    Sets the trial's user attributes ``best_epoch`` and ``epochs_run`` (also when pruned).
+
+    Raises:
+        optuna.TrialPruned: the pruner pruned the trial.
+        TrialCancelled: ``observer.should_stop()`` returned True (checked before training and
+            after each epoch).
+        TrialDiverged: a loss (or the objective metric) became NaN or infinite.
+        UnknownTrainerError, pydantic.ValidationError, ValueError: a bad spec.
+    """
+    definition = get_trainer(spec.trainer)
+    config = definition.validate_config(spec.trainer_config)
+    if spec.metric not in definition.metrics:
+        raise ValueError(
+            f"objective metric {spec.metric!r} is not logged by trainer {spec.trainer!r} "
+            f"(it logs: {', '.join(definition.metrics)})"
+        )
+    params = spec.search_space.sample(trial)
+    if observer is not None:
+        observer.on_start(trial, params)
+        if observer.should_stop():
+            raise TrialCancelled("study cancelled before the trial started training")
+    module, datamodule = definition.build(params, config)
+    ns = _lightning.namespace_of(module, datamodule)
+    _lightning.quiet(ns)
+    tracker = _EpochTracker(trial, spec, observer)
+    early_stopping = ns.callbacks.EarlyStopping(
+        monitor=spec.metric,
+        mode="min" if spec.direction == "minimize" else "max",
+        patience=params.patience,
+        check_finite=False,  # non-finite values are the tracker's (TrialDiverged) business
+    )
+    pl_trainer = ns.Trainer(
+        accelerator=spec.accelerator,
+        devices=1,
+        max_epochs=int(getattr(config, "max_epochs", DEFAULT_MAX_EPOCHS)),
+        callbacks=[_lightning.epoch_callback(ns, tracker.on_epoch), early_stopping],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    try:
+        pl_trainer.fit(module, datamodule=datamodule)
+    finally:
+        _record_attrs(trial, tracker)
+    if tracker.best is None or tracker.best_state is None:
+        raise RuntimeError(f"trainer {spec.trainer!r} ran no validation epoch")
+
+    test_metrics: dict[str, float] | None = None
+    if _lightning.overrides(ns, module, "test_step") and _lightning.overrides(
+        ns, datamodule, "test_dataloader"
+    ):
+        module.load_state_dict(tracker.best_state)
+        results = pl_trainer.test(module, datamodule=datamodule, verbose=False)
+        test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        trial.set_user_attr("test_metrics", test_metrics)
+
+    best = tracker.best
+    return TrialOutcome(
+        params=params,
+        value=best.metrics[spec.metric],
+        best_epoch=best.epoch,
+        epochs_run=len(tracker.history),
+        history=tracker.history,
+        best_metrics=dict(best.metrics),
+        test_metrics=test_metrics,
+    )
 
 
 def make_objective(
     spec: ObjectiveSpec,
     observer_factory: Callable[[], TrialObserver | None] | None = None,
 ) -> Callable[[optuna.Trial], float]:
-    raise NotImplementedError
+    """An objective for ``study.optimize``: `run_trial` with a fresh observer per trial."""
+
+    def objective(trial: optuna.Trial) -> float:
+        observer = observer_factory() if observer_factory is not None else None
+        return run_trial(trial, spec, observer).value
+
+    return objective

@@ -78,11 +78,15 @@ class Fixed(BaseModel):
 def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "fixed" if "fixed" in value else "choices" if "choices" in value else "range"
-    return {Fixed: "fixed", Choices: "choices"}.get(type(value), "range")
+    if isinstance(value, Fixed):
+        return "fixed"
+    return "choices" if isinstance(value, Choices) else "range"
 
 
 ParamSpec = Annotated[
-    Annotated[Range, Tag("range")] | Annotated[Choices, Tag("choices")] | Annotated[Fixed, Tag("fixed")],
+    Annotated[Range, Tag("range")]
+    | Annotated[Choices, Tag("choices")]
+    | Annotated[Fixed, Tag("fixed")],
     Discriminator(_kind),
 ]
 
@@ -101,8 +105,10 @@ def _rule_error(name: str, key: str, value: Number) -> str | None:
     if name in INT_PARAMS:
         if isinstance(value, bool) or float(value) != int(value) or value < lo:
             kind = "positive integers" if lo >= 1 else "non-negative integers"
-            return f"{name}.{key} must be {kind}" if key == "choices" else (
-                f"{name}.{key} must be a {kind[:-1]}"
+            return (
+                f"{name}.{key} must be {kind}"
+                if key == "choices"
+                else (f"{name}.{key} must be a {kind[:-1]}")
             )
         return None
     if value < lo:
@@ -142,11 +148,7 @@ class SearchSpace(BaseModel):
 
     def searched(self) -> list[str]:
         """Names of the parameters that are sampled (not fixed)."""
-        return [
-            n
-            for n in PARAM_NAMES
-            if isinstance(getattr(self, n), Range | Choices)
-        ]
+        return [n for n in PARAM_NAMES if isinstance(getattr(self, n), Range | Choices)]
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         """The Optuna distribution of each searched parameter (what `suggest_*` will use)."""
@@ -171,7 +173,7 @@ class SearchSpace(BaseModel):
         values: dict[str, Any] = {}
         for name, dist in self.distributions().items():
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
-                values[name] = trial.suggest_categorical(name, list(dist.choices))  # type: ignore[arg-type]
+                values[name] = trial.suggest_categorical(name, list(dist.choices))
             elif isinstance(dist, optuna.distributions.IntDistribution):
                 values[name] = trial.suggest_int(
                     name, dist.low, dist.high, step=dist.step, log=dist.log

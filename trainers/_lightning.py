@@ -1,0 +1,89 @@
+"""The two Lightning namespaces, and the per-epoch callback built for each.
+
+``lightning.pytorch`` (package ``lightning``) and ``pytorch_lightning`` (package
+``pytorch-lightning``) define distinct classes: a ``pytorch_lightning`` module cannot be fitted by
+a ``lightning.pytorch`` Trainer nor carry its callbacks. The objective finds which namespace a
+trainer's module belongs to and builds the Trainer and callbacks from that same namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+_NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
+_callback_classes: dict[str, type] = {}
+
+# Called once per validation epoch with (trainer, module); raising stops the fit.
+EpochHook = Callable[[Any, Any], None]
+
+
+def _import(name: str) -> ModuleType | None:
+    try:
+        return __import__(name, fromlist=["LightningModule"])
+    except ImportError:
+        return None
+
+
+def namespace_of(module: Any, datamodule: Any) -> ModuleType:
+    """The Lightning namespace both objects belong to.
+
+    Raises:
+        TypeError: when ``module`` is no LightningModule of either namespace, or the data module
+            belongs to another namespace than the module.
+    """
+    for name in _NAMESPACES:
+        ns = _import(name)
+        if ns is None or not isinstance(module, ns.LightningModule):
+            continue
+        if not isinstance(datamodule, ns.LightningDataModule):
+            raise TypeError(
+                f"the trainer's module is a {name}.LightningModule but its data module "
+                f"{type(datamodule).__name__} is not a {name}.LightningDataModule; "
+                "the two Lightning namespaces cannot be mixed"
+            )
+        return ns
+    raise TypeError(
+        f"the trainer built a {type(module).__name__}, which is not a LightningModule "
+        "(lightning.pytorch or pytorch_lightning)"
+    )
+
+
+def quiet(ns: ModuleType) -> None:
+    """Silence the per-fit banner ("GPU available: ...") that Lightning logs at INFO."""
+    logging.getLogger(f"{ns.__name__}.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger(f"{ns.__name__}.accelerators.cuda").setLevel(logging.WARNING)
+
+
+def epoch_callback(ns: ModuleType, hook: EpochHook) -> Any:
+    """A ``ns.Callback`` calling ``hook(trainer, module)`` after each real validation epoch.
+
+    The objective's hook records the epoch, reports it to Optuna and raises to prune, cancel or
+    fail; this is the small pruning callback (optuna-integration's speaks one namespace only).
+    """
+    cls = _callback_classes.get(ns.__name__)
+    if cls is None:
+
+        class EpochCallback(ns.Callback):  # type: ignore[name-defined]
+            def __init__(self, hook: EpochHook) -> None:
+                super().__init__()
+                self.hook = hook
+
+            def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+                if trainer.sanity_checking:
+                    return
+                self.hook(trainer, pl_module)
+
+        EpochCallback.__qualname__ = f"EpochCallback[{ns.__name__}]"
+        _callback_classes[ns.__name__] = cls = EpochCallback
+    return cls(hook)
+
+
+def overrides(ns: ModuleType, obj: Any, method: str) -> bool:
+    """Whether ``obj`` defines ``method`` itself (not just Lightning's default hook)."""
+    from importlib import import_module
+
+    helpers = import_module(f"{ns.__name__}.utilities.model_helpers")
+    return bool(helpers.is_overridden(method, obj))

@@ -1,0 +1,172 @@
+"""The regularized classifier: applies one `RegularizationParams` to any backbone.
+
+- ``weight_decay``: decoupled (AdamW) decay on the penalized weights only.
+- ``l1``: λ₁·Σ|w| over the same weights, added to the training loss.
+- ``dropout``: the backbone is built with it (see `mlp`); Lightning switches it off in eval.
+- ``label_smoothing``: applied to the training loss only; every reported loss is unsmoothed.
+
+"Weights" are parameters with two or more dimensions (linear and convolution kernels,
+embeddings). Biases and normalization parameters are one-dimensional, so they are neither decayed
+nor L1-penalized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.metrics import ECE_BINS, ClassificationAccumulator
+from trainers.params import RegularizationParams
+
+NEAR_ZERO = 1e-3
+
+#: What `RegularizedClassifier` logs once per epoch (after the validation pass).
+EPOCH_METRICS: tuple[str, ...] = (
+    "train_loss",
+    "train_eval_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_ece",
+    "gap",
+    "near_zero_frac",
+)
+#: What `RegularizedClassifier` logs on the test split.
+TEST_METRICS: tuple[str, ...] = ("test_loss", "test_acc", "test_ece")
+
+
+def mlp(
+    n_in: int, hidden: list[int] | tuple[int, ...], n_out: int, dropout: float
+) -> nn.Sequential:
+    """``Linear → ReLU → Dropout(p)`` per hidden layer, then a linear head (logits)."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout > 0:  # Dropout(0) is the identity; skipping it saves a kernel per layer
+            layers.append(nn.Dropout(dropout))
+        width = h
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+def penalized_weights(module: nn.Module) -> list[nn.Parameter]:
+    """Parameters that weight decay and L1 act on: those with ≥ 2 dimensions."""
+    return [p for p in module.parameters() if p.ndim >= 2]
+
+
+def near_zero_fraction(weights: list[nn.Parameter], threshold: float = NEAR_ZERO) -> torch.Tensor:
+    """Fraction of entries with |w| < threshold across ``weights``."""
+    small = sum((w.detach().abs() < threshold).sum() for w in weights)
+    total = sum(w.numel() for w in weights)
+    return torch.as_tensor(small, dtype=torch.float32) / max(total, 1)
+
+
+class RegularizedClassifier(pl.LightningModule):
+    """Classifier over ``backbone`` (an ``nn.Module`` mapping features to logits).
+
+    Logs once per epoch, at the end of the validation pass (see `EPOCH_METRICS`):
+
+    - ``train_loss``: mean training loss over the epoch's batches as optimized (with label
+      smoothing, without the L1 term), measured in train mode while the weights change.
+    - ``train_eval_loss`` / ``train_acc``: unsmoothed loss and accuracy on the whole training
+      split in eval mode (dropout off) with the epoch's final weights.
+    - ``val_loss`` (unsmoothed), ``val_acc``, ``val_ece`` (15-bin ECE).
+    - ``gap`` = ``val_loss - train_eval_loss``: the generalization gap, both sides measured the
+      same way (same weights, eval mode, no smoothing).
+    - ``near_zero_frac``: fraction of penalized weights with |w| < 1e-3 (what L1 drives up).
+
+    The training-split evaluation uses the data module's ``train_eval_batches()`` when it has one.
+
+    Args:
+        backbone: the network, built with the sampled dropout.
+        params: the regularization settings.
+        learning_rate: AdamW learning rate.
+    """
+
+    def __init__(
+        self, backbone: nn.Module, params: RegularizationParams, *, learning_rate: float = 1e-3
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.reg = params
+        self.learning_rate = learning_rate
+        self._weights = penalized_weights(backbone)
+        self._train_sum = torch.zeros(())
+        self._train_count = 0
+        self._eval = ClassificationAccumulator(ECE_BINS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        weight_ids = {id(p) for p in self._weights}
+        others = [p for p in self.backbone.parameters() if id(p) not in weight_ids]
+        groups: list[dict[str, Any]] = [
+            {"params": self._weights, "weight_decay": self.reg.weight_decay},
+            {"params": others, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.learning_rate)
+
+    def l1_penalty(self) -> torch.Tensor:
+        """Σ|w| over the penalized weights (not multiplied by λ₁)."""
+        return torch.stack([w.abs().sum() for w in self._weights]).sum()
+
+    # -- training ---------------------------------------------------------------------------
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sum = torch.zeros((), device=self.device)
+        self._train_count = 0
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self.backbone(x), y, label_smoothing=self.reg.label_smoothing)
+        # Summed as a tensor: no host sync per step; read once per epoch.
+        self._train_sum += loss.detach() * len(y)
+        self._train_count += len(y)
+        if self.reg.l1 > 0:
+            loss = loss + self.reg.l1 * self.l1_penalty()
+        return loss
+
+    # -- validation -------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval = ClassificationAccumulator(ECE_BINS, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self._eval.update(self.backbone(x), y)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._eval.compute("val")
+        if self._train_count:
+            metrics["train_loss"] = self._train_sum / self._train_count
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batches = getattr(datamodule, "train_eval_batches", None)
+        if batches is not None:
+            train = ClassificationAccumulator(ECE_BINS, device=self.device)
+            for x, y in batches():
+                train.update(self.backbone(x.to(self.device)), y.to(self.device))
+            metrics["train_eval_loss"] = train.loss()
+            metrics["train_acc"] = train.accuracy()
+            metrics["gap"] = metrics["val_loss"] - metrics["train_eval_loss"]
+        metrics["near_zero_frac"] = near_zero_fraction(self._weights)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+
+    # -- test -------------------------------------------------------------------------------
+
+    def on_test_epoch_start(self) -> None:
+        self._eval = ClassificationAccumulator(ECE_BINS, device=self.device)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self._eval.update(self.backbone(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self._eval.compute("test"), on_step=False, on_epoch=True)
