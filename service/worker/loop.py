@@ -1,0 +1,157 @@
+"""The worker loop: pick the oldest study with a free slot, claim it, run one trial, repeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from service.config import Settings
+from service.db import make_engine, make_session_factory, unit_of_work
+from service.models import StudyRecord
+from service.spec import StudySpec
+from service.worker import repository as repo
+from service.worker.optimization import open_storage, quiet_optuna
+from service.worker.sweep import sweep_with
+from service.worker.trial import Claim, WorkerContext, WorkerShutdown, run_claimed_trial
+from trainers import available_trainers
+
+__all__ = ["WorkerOptions", "run_worker"]
+
+log = logging.getLogger("regtune.worker")
+
+_CLAIM_ATTEMPTS = 5
+
+
+@dataclass
+class WorkerOptions:
+    """What `regtune worker` was asked to do (one process, one trial at a time)."""
+
+    study_id: int | None = None
+    once: bool = False
+    max_trials: int | None = None
+    exit_when_idle: bool = False
+    accelerator: str = "cpu"
+    name: str | None = None
+
+
+class _Specs:
+    """Parsed specs by study id; studies this worker cannot run are skipped, not failed."""
+
+    def __init__(self) -> None:
+        self.parsed: dict[int, StudySpec] = {}
+        self.skipped: set[int] = set()
+
+    def get(self, ctx: WorkerContext, study: StudyRecord) -> StudySpec | None:
+        if study.id in self.parsed:
+            return self.parsed[study.id]
+        try:
+            spec = StudySpec.model_validate(study.spec)
+        except ValidationError as exc:
+            if study.trainer not in available_trainers():
+                # another worker (with that plugin installed) may run it
+                log.warning(
+                    "skipping study %s: trainer %r is not installed here", study.id, study.trainer
+                )
+                self.skipped.add(study.id)
+                return None
+            with unit_of_work(ctx.sessions) as session:
+                locked = repo.lock_study(session, study.id)
+                if locked is not None:
+                    repo.fail_study(session, locked, f"invalid spec: {exc.errors()[0]['msg']}")
+            return None
+        self.parsed[study.id] = spec
+        return spec
+
+
+def claim_next(ctx: WorkerContext, specs: _Specs, only: int | None) -> Claim | None:
+    """Claim a slot in the oldest study that has one; None when there is no work."""
+    with unit_of_work(ctx.sessions) as session:
+        candidates = repo.candidate_studies(session, only, exclude=sorted(specs.skipped))
+    for study_id in candidates:
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            try:
+                with unit_of_work(ctx.sessions) as session:
+                    study = repo.lock_study(session, study_id)
+                    if study is None:
+                        break
+                    spec = specs.get(ctx, study)
+                    if spec is None:
+                        break
+                    row = repo.claim_slot(session, study, ctx.name)
+                    if row is None:
+                        break
+                    return Claim(study_id=study_id, trial_id=row.id, spec=spec)
+            except IntegrityError:
+                continue  # someone took that slot between our read and insert: look again
+    return None
+
+
+def _install_signals(ctx: WorkerContext) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if ctx.shutdown.is_set():
+            # second signal: abandon now (Optuna records FAIL, the slot is released)
+            raise WorkerShutdown("abandoned: the worker was asked to shut down twice")
+        log.warning(
+            "%s received: abandoning the current trial at its next step, then exiting",
+            signal.Signals(signum).name,
+        )
+        ctx.shutdown.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def make_context(settings: Settings, options: WorkerOptions) -> WorkerContext:
+    engine = make_engine(settings.database_url)
+    return WorkerContext(
+        settings=settings,
+        sessions=make_session_factory(engine),
+        storage=open_storage(settings.database_url, settings),
+        name=options.name or f"{socket.gethostname()}:{os.getpid()}",
+        accelerator=options.accelerator,
+    )
+
+
+def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bool = True) -> int:
+    """Run trials until told to stop; returns how many trials this worker ran."""
+    quiet_optuna()
+    ctx = make_context(settings, options)
+    if handle_signals:
+        _install_signals(ctx)
+    specs = _Specs()
+    ran = 0
+    last_sweep = 0.0
+    log.info("worker %s started on %s", ctx.name, ctx.accelerator)
+    try:
+        while not ctx.shutdown.is_set():
+            if time.monotonic() - last_sweep >= settings.heartbeat_interval:
+                last_sweep = time.monotonic()
+                try:
+                    sweep_with(ctx.sessions, ctx.storage, settings)
+                except OperationalError:
+                    log.warning("stale-trial sweep failed; will retry", exc_info=True)
+            claim = claim_next(ctx, specs, options.study_id)
+            if claim is None:
+                if options.once or options.exit_when_idle:
+                    break
+                ctx.shutdown.wait(settings.worker_poll_interval)
+                continue
+            state = run_claimed_trial(ctx, claim)
+            if state is not None:
+                ran += 1
+                log.info("trial of study %s ended %s", claim.study_id, state.value)
+            if options.once or (options.max_trials is not None and ran >= options.max_trials):
+                break
+    finally:
+        ctx.storage.remove_session()
+        ctx.storage.engine.dispose()
+    log.info("worker %s stopped after %d trials", ctx.name, ran)
+    return ran

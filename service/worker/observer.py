@@ -1,0 +1,99 @@
+"""The TrialObserver a worker passes to `run_trial`: stores epochs, watches for cancellation."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import optuna
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import unit_of_work
+from service.models import StudyStatus
+from service.worker import repository as repo
+from trainers.objective import EpochRecord
+from trainers.params import RegularizationParams
+
+__all__ = ["DbTrialObserver"]
+
+# a study in one of these states stops its running trials at their next epoch
+_STOPPING = (StudyStatus.cancelled.value, StudyStatus.failed.value)
+
+
+class DbTrialObserver:
+    """Writes each epoch (one transaction per epoch) and polls the study status once per epoch.
+
+    `should_stop()` is true when the study was cancelled (or failed) or when the worker was asked
+    to shut down (`shutdown` event); `run_trial` then ends the trial at the epoch boundary.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        study_id: int,
+        trial_id: int,
+        metric: str,
+        direction: str,
+        shutdown: threading.Event,
+    ) -> None:
+        self._sessions = sessions
+        self._study_id = study_id
+        self._trial_id = trial_id
+        self._metric = metric
+        self._maximize = direction == "maximize"
+        self._shutdown = shutdown
+        self.study_stopped = False
+        self.epochs_run = 0
+        self.best: tuple[int, float, dict[str, float]] | None = None
+
+    def on_start(self, trial: optuna.trial.BaseTrial, params: RegularizationParams) -> None:
+        with unit_of_work(self._sessions) as session:
+            repo.set_params(session, self._trial_id, params.model_dump())
+
+    def _improves(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best[1] if self._maximize else value < self.best[1]
+
+    def on_epoch(self, trial: optuna.trial.BaseTrial, record: EpochRecord) -> None:
+        metrics = {k: float(v) for k, v in record.metrics.items()}
+        value = metrics.get(self._metric)
+        improved = value is not None and self._improves(value)
+        if improved:
+            assert value is not None
+            self.best = (record.epoch, value, metrics)
+        self.epochs_run = max(self.epochs_run, record.epoch + 1)
+        with unit_of_work(self._sessions) as session:
+            repo.add_epoch(
+                session,
+                self._trial_id,
+                record.epoch,
+                _json_safe(metrics),
+                _json_best(self.best) if improved else None,
+            )
+            status = repo.study_status(session, self._study_id)
+        self.study_stopped = status is None or status in _STOPPING
+
+    def should_stop(self) -> bool:
+        return self.study_stopped or self._shutdown.is_set()
+
+    @property
+    def shutting_down(self) -> bool:
+        """Stopped because the worker is shutting down (not because of the study)."""
+        return self._shutdown.is_set() and not self.study_stopped
+
+
+def _json_safe(metrics: dict[str, float]) -> dict[str, Any]:
+    # JSON has no NaN/inf (PostgreSQL's json type refuses them): store null instead
+    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def _json_best(
+    best: tuple[int, float, dict[str, float]] | None,
+) -> tuple[int, float, dict[str, float]] | None:
+    if best is None:
+        return None
+    return best[0], best[1], _json_safe(best[2])

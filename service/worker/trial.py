@@ -1,0 +1,209 @@
+"""Run one claimed trial: Optuna `optimize(n_trials=1)` bound to the claimed slot row."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.db import unit_of_work
+from service.models import TrialState
+from service.spec import StudySpec
+from service.worker import repository as repo
+from service.worker.observer import DbTrialObserver
+from service.worker.optimization import SpecError, open_study
+from trainers.objective import TrialCancelled, run_trial
+
+__all__ = ["Claim", "WorkerContext", "WorkerShutdown", "run_claimed_trial", "short_error"]
+
+log = logging.getLogger("regtune.worker")
+
+ERROR_MAX_CHARS = 500
+
+
+class WorkerShutdown(RuntimeError):
+    """The worker was asked to stop: the trial is abandoned (FAIL, slot released)."""
+
+
+class SlotLost(RuntimeError):
+    """The claim was swept away before the Optuna trial was bound to it."""
+
+
+@dataclass
+class WorkerContext:
+    """What every trial of one worker process shares."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    storage: RDBStorage
+    name: str
+    accelerator: str = "cpu"
+    shutdown: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Claim:
+    study_id: int
+    trial_id: int  # regtune_trials.id
+    spec: StudySpec
+
+
+@dataclass
+class _Run:
+    """What the objective saw, read back after `optimize` returns."""
+
+    optuna_trial_id: int | None = None
+    outcome: Any = None
+    error: BaseException | None = None
+    cancelled: bool = False
+    observer: DbTrialObserver | None = None
+
+
+def short_error(exc: BaseException) -> str:
+    """One line for users (the full traceback goes to the worker log)."""
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return message if len(message) <= ERROR_MAX_CHARS else message[: ERROR_MAX_CHARS - 1] + "…"
+
+
+def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> Any:
+    objective_spec = spec.objective_spec(accelerator=ctx.accelerator)
+
+    def objective(trial: optuna.Trial) -> float:
+        run.optuna_trial_id = trial._trial_id
+        retry_of = ctx.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        with unit_of_work(ctx.sessions) as session:
+            bound = repo.bind_trial(
+                session,
+                claim.trial_id,
+                trial.number,
+                trial._trial_id,
+                int(retry_of) if retry_of is not None else None,
+            )
+        if not bound:
+            run.error = SlotLost("the trial's slot was released before it started")
+            raise run.error
+        observer = DbTrialObserver(
+            ctx.sessions,
+            claim.study_id,
+            claim.trial_id,
+            spec.objective.metric,
+            spec.objective.direction,
+            ctx.shutdown,
+        )
+        run.observer = observer
+        try:
+            outcome = run_trial(trial, objective_spec, observer)
+        except TrialCancelled:
+            if observer.shutting_down:
+                run.error = WorkerShutdown("abandoned: the worker was asked to shut down")
+                raise run.error from None
+            run.cancelled = True
+            raise
+        except optuna.TrialPruned:
+            raise
+        except SystemExit as exc:
+            # Lightning turns SIGTERM/Ctrl-C into SystemExit, which would escape Optuna and
+            # leave the trial RUNNING: make it an ordinary failure instead.
+            run.error = WorkerShutdown("abandoned: the worker was asked to shut down")
+            raise run.error from exc
+        except Exception as exc:
+            run.error = exc
+            log.error("trial %s of study %s failed", trial.number, claim.study_id, exc_info=exc)
+            raise
+        run.outcome = outcome
+        return float(outcome.value)
+
+    return objective
+
+
+def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
+    """Map the Optuna trial's final state (the source of truth) to the row's outcome."""
+    frozen = ctx.storage.get_trial(run.optuna_trial_id) if run.optuna_trial_id else None
+    observer = run.observer
+    best = observer.best if observer else None
+    epochs = observer.epochs_run if observer else None
+    # what the observer saw so far (pruned, cancelled and failed trials keep it)
+    partial = repo.TrialResult(
+        TrialState.fail,
+        value=best[1] if best else None,
+        best_epoch=best[0] if best else None,
+        epochs_run=epochs,
+        metrics=best[2] if best else None,
+    )
+    if frozen is not None and frozen.state == OptunaState.COMPLETE:
+        outcome = run.outcome
+        if outcome is None:  # should not happen; keep what Optuna has
+            return replace(partial, state=TrialState.complete, value=frozen.value)
+        return repo.TrialResult(
+            TrialState.complete,
+            value=float(outcome.value),
+            best_epoch=outcome.best_epoch,
+            epochs_run=outcome.epochs_run,
+            metrics=outcome.best_metrics,
+            test_metrics=outcome.test_metrics,
+        )
+    if frozen is not None and frozen.state == OptunaState.PRUNED:
+        state = TrialState.cancelled if run.cancelled else TrialState.pruned
+        return replace(partial, state=state)
+    error = run.error
+    if error is not None:
+        message = short_error(error)
+    elif run.outcome is not None:
+        message = f"objective value {run.outcome.value!r} is not a finite number"
+    else:
+        message = "the trial did not run"
+    return replace(
+        partial,
+        error=message,
+        counts_as_failure=not isinstance(error, WorkerShutdown | SlotLost),
+    )
+
+
+def run_claimed_trial(ctx: WorkerContext, claim: Claim) -> TrialState | None:
+    """Run the Optuna trial for `claim` and record its outcome; returns the row's final state.
+
+    Never raises for a trial's own failure. Returns None when no Optuna trial was created (the
+    claim is given back, or the study is failed when its spec cannot be built).
+    """
+    run = _Run()
+    try:
+        study = open_study(ctx.storage, claim.spec, claim.trial_id)
+        study.optimize(_objective(ctx, claim, claim.spec, run), n_trials=1, catch=(Exception,))
+    except SpecError as exc:
+        reason = str(exc)
+        log.error("study %s cannot run: %s", claim.study_id, reason)
+        with unit_of_work(ctx.sessions) as session:
+            study_row = repo.lock_study(session, claim.study_id)
+            repo.delete_claim(session, claim.trial_id)
+            if study_row is not None:
+                repo.fail_study(session, study_row, f"invalid spec: {reason}")
+                repo.refresh_study(session, study_row)
+        return None
+    except Exception as exc:
+        # storage trouble or an Optuna internal error: record what we know, keep the worker up
+        log.exception("trial of study %s crashed outside the objective", claim.study_id)
+        run.error = run.error or exc
+    if run.optuna_trial_id is None:
+        with unit_of_work(ctx.sessions) as session:
+            study_row = repo.lock_study(session, claim.study_id)
+            repo.delete_claim(session, claim.trial_id)
+            if study_row is not None:
+                repo.refresh_study(session, study_row)
+        return None
+    result = _result(ctx, run)
+    with unit_of_work(ctx.sessions) as session:
+        study_row = repo.lock_study(session, claim.study_id)
+        if study_row is not None:
+            repo.finish_trial(session, study_row, claim.trial_id, result)
+            repo.refresh_study(
+                session, study_row, ctx.settings.max_consecutive_failures, result.error
+            )
+    return result.state
