@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
 from service.models import StudyRecord
+from service.observability import log_context
 from service.spec import StudySpec
 from service.worker import repository as repo
 from service.worker.optimization import open_storage, quiet_optuna
@@ -138,13 +139,20 @@ def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bo
                     sweep_with(ctx.sessions, ctx.storage, settings)
                 except OperationalError:
                     log.warning("stale-trial sweep failed; will retry", exc_info=True)
-            claim = claim_next(ctx, specs, options.study_id)
+            try:
+                claim = claim_next(ctx, specs, options.study_id)
+            except SQLAlchemyError as exc:
+                # the database restarts or is briefly unreachable: keep polling
+                log.warning("cannot claim a trial (%s); retrying", exc.__class__.__name__)
+                ctx.shutdown.wait(settings.worker_poll_interval)
+                continue
             if claim is None:
                 if options.once or options.exit_when_idle:
                     break
                 ctx.shutdown.wait(settings.worker_poll_interval)
                 continue
-            state = run_claimed_trial(ctx, claim)
+            with log_context(study_id=claim.study_id, trial_id=claim.trial_id):
+                state = run_claimed_trial(ctx, claim)
             if state is not None:
                 ran += 1
                 log.info("trial of study %s ended %s", claim.study_id, state.value)
