@@ -8,6 +8,8 @@ to the same body).
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 __all__ = [
     "ConflictError",
@@ -26,7 +29,10 @@ __all__ = [
     "RegtuneError",
     "ServiceUnavailableError",
     "install_error_handlers",
+    "validation_details",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -95,14 +101,57 @@ def _clean_msg(msg: str) -> str:
     return msg
 
 
-def validation_details(errors: Sequence[Any]) -> list[ErrorDetail]:
-    """Pydantic errors as `ErrorDetail`s (loc without discriminator tags, message cleaned)."""
+# Discriminator tags pydantic inserts in locations of the search-space union: not field names.
+_TAGS = frozenset({"range", "choices", "fixed"})
+# A rule message from our validators starts with the field it is about: "dropout.high must ..."
+_LEADING_PATH = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?=[: ])")
+
+
+def _field_path(loc: Sequence[str | int]) -> str:
+    return ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+
+
+def _rule_details(loc: list[str | int], msg: str, type_: str) -> list[ErrorDetail]:
+    """Split a model-level rule message into one detail per field it names.
+
+    Validators on a whole model (the spec, the search space) report at the model's location;
+    their messages start with the field path, which is moved into `loc` so clients can point
+    at the field. Several rules broken at once arrive joined with "; ".
+    """
+    parts = msg.split("; ")
+    if len(parts) > 1 and not all(
+        (m := _LEADING_PATH.match(p)) and "." in m.group(1) for p in parts
+    ):
+        parts = [msg]  # a "; " inside one message (e.g. the list of registered trainers)
     details = []
+    for part in parts:
+        match = _LEADING_PATH.match(part)
+        full_loc, text = list(loc), part
+        if match:
+            path: list[str | int] = list(match.group(1).split("."))
+            if path[0] in loc:  # "dropout.high ..." reported at [..., "dropout"]
+                full_loc = loc[: loc.index(path[0])] + path
+            else:
+                full_loc = loc + path
+                context = _field_path(loc)
+                if context:  # "low must be <= high" at [..., "dropout"]: say which parameter
+                    text = f"{context}.{part}"
+        details.append(ErrorDetail(loc=full_loc, msg=text, type=type_))
+    return details
+
+
+def validation_details(errors: Sequence[Any]) -> list[ErrorDetail]:
+    """Pydantic errors as `ErrorDetail`s whose `loc` and `msg` both name the field and rule."""
+    details: list[ErrorDetail] = []
     for err in errors:
-        loc = [p for p in err.get("loc", ()) if p not in ("range", "choices", "fixed")]
-        details.append(
-            ErrorDetail(loc=loc, msg=_clean_msg(str(err.get("msg", ""))), type=str(err.get("type")))
-        )
+        loc = [p for p in err.get("loc", ()) if p not in _TAGS]
+        msg = _clean_msg(str(err.get("msg", "")))
+        type_ = str(err.get("type", "value_error"))
+        if type_ == "value_error":
+            details.extend(_rule_details(loc, msg, type_))
+            continue
+        field = _field_path(loc)
+        details.append(ErrorDetail(loc=loc, msg=f"{field}: {msg}" if field else msg, type=type_))
     return details
 
 
@@ -112,7 +161,17 @@ async def _validation_error_handler(_request: Request, exc: Exception) -> JSONRe
     return error_response(422, body)
 
 
+async def _database_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    # a database that stops answering mid-request is an outage, not a bug: 503, no traceback
+    log.warning("database error: %s", exc.__class__.__name__, exc_info=exc)
+    err = ServiceUnavailableError(
+        f"the database is unavailable ({exc.__class__.__name__}); retry later"
+    )
+    return error_response(err.status_code, err.to_response())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the two handlers: domain errors and payload validation."""
     app.add_exception_handler(RegtuneError, _regtune_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(OperationalError, _database_error_handler)

@@ -1,10 +1,20 @@
-"""Routes (placeholder until the study endpoints land)."""
+"""Every route of the API, gathered in one router."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 
+from service.api import studies, system
+from service.errors import ErrorResponse
+
+# 422 bodies use the same shape as every other error (see service.errors)
+VALIDATION: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "Invalid request: each problem names its field"},
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+}
+
 router = APIRouter()
-
-
-@router.get("/healthz")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+router.include_router(system.router)
+router.include_router(studies.router, responses=VALIDATION)

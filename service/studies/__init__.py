@@ -1,0 +1,1 @@
+"""Studies: the rules (service) and the SQL (repository) behind the study endpoints."""

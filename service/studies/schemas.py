@@ -1,0 +1,142 @@
+"""Response models of the study, trial and trainer endpoints (the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+from service.models import StudyStatus, TrialState
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: `items`, the `total` matching the filter, and the page bounds."""
+
+    items: list[T]
+    total: int = Field(description="rows matching the filter (all pages)")
+    limit: int
+    offset: int
+
+
+class Progress(BaseModel):
+    """Trial counts of a study. `finished` (complete + pruned) counts towards `n_trials`."""
+
+    n_trials: int = Field(description="budget.n_trials")
+    finished: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+
+
+class Params(BaseModel):
+    """The regularization settings of one trial (None while not yet sampled)."""
+
+    weight_decay: float | None = None
+    l1: float | None = None
+    dropout: float | None = None
+    label_smoothing: float | None = None
+    batch_size: int | None = None
+    patience: int | None = None
+
+
+class TrialSummary(BaseModel):
+    """One trial, flattened: parameters, state, objective value and best-epoch metrics."""
+
+    number: int = Field(description="Optuna trial number")
+    state: TrialState
+    params: Params
+    value: float | None = Field(description="objective at the best epoch")
+    best_epoch: int | None
+    epochs_run: int
+    duration_s: float | None
+    train_loss: float | None
+    val_loss: float | None
+    val_acc: float | None
+    val_ece: float | None
+    gap: float | None
+    metrics: dict[str, Any] | None = Field(description="every metric of the best epoch")
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None = Field(description="why the trial failed, if it did")
+
+
+class EpochMetrics(BaseModel):
+    epoch: int
+    metrics: dict[str, Any]
+
+
+class TrialDetail(TrialSummary):
+    """One trial with its learning curves (one entry per epoch) and test metrics."""
+
+    test_metrics: dict[str, Any] | None
+    worker: str | None
+    epochs: list[EpochMetrics]
+
+
+class StudySummary(BaseModel):
+    """A row of the study list."""
+
+    id: int
+    name: str
+    trainer: str
+    status: StudyStatus
+    metric: str
+    direction: str
+    progress: Progress
+    best_value: float | None
+    best_trial_number: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+
+class StudyDetail(StudySummary):
+    """A study: its spec (normalized, defaults filled in), progress and best trial."""
+
+    spec: dict[str, Any]
+    updated_at: datetime
+    best_trial: TrialSummary | None
+
+
+class BestResult(BaseModel):
+    """The best trial so far: what a CI job consumes.
+
+    `final` is true once the study ended (completed, failed or cancelled); before that the
+    result may still improve.
+    """
+
+    study_id: int
+    study: str
+    status: StudyStatus
+    final: bool
+    metric: str
+    direction: str
+    value: float
+    trial_number: int
+    params: Params
+    best_epoch: int | None
+    epochs_run: int
+    metrics: dict[str, Any] | None
+    test_metrics: dict[str, Any] | None
+    progress: Progress
+
+
+class TrainerInfo(BaseModel):
+    """A registered trainer: its name, what it logs, and the JSON schema of its config."""
+
+    name: str
+    description: str
+    metrics: list[str]
+    tags: list[str]
+    config_schema: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    database: str = Field(examples=["ok"])
+    version: str

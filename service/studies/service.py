@@ -1,0 +1,302 @@
+"""Rules of the study endpoints: create (with its Optuna study), read, cancel; trainers.
+
+Endpoints call these functions; every SQL query lives in `service.studies.repository`. Nothing
+here commits: the request's unit of work does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import unit_of_work
+from service.errors import ConflictError, NotFoundError
+from service.models import StudyRecord, StudyStatus, TrialRecord, TrialState
+from service.spec import StudySpec
+from service.studies import repository
+from service.studies.optuna_storage import LazyOptunaStorage
+from service.studies.schemas import (
+    BestResult,
+    EpochMetrics,
+    Page,
+    Params,
+    Progress,
+    StudyDetail,
+    StudySummary,
+    TrainerInfo,
+    TrialDetail,
+    TrialSummary,
+)
+from trainers import available_trainers
+
+__all__ = [
+    "best_result",
+    "cancel_study",
+    "create_study",
+    "database_problem",
+    "list_studies",
+    "list_trainers",
+    "list_trials",
+    "resolve_study",
+    "study_detail",
+    "trial_detail",
+]
+
+
+def resolve_study(session: Session, ref: str) -> StudyRecord:
+    """The study with id `ref` (all digits) or name `ref`; raises `NotFoundError`."""
+    study = (
+        repository.get_study(session, int(ref))
+        if ref.isdigit()
+        else repository.get_study_by_name(session, ref)
+    )
+    if study is None:
+        raise NotFoundError(f"study {ref!r} not found", loc=["path", "study"])
+    return study
+
+
+def _progress(study: StudyRecord) -> Progress:
+    return Progress(
+        n_trials=study.n_trials,
+        finished=study.n_complete + study.n_pruned,
+        complete=study.n_complete,
+        pruned=study.n_pruned,
+        failed=study.n_failed,
+        running=study.n_running,
+    )
+
+
+def _summary_fields(study: StudyRecord) -> dict[str, object]:
+    return {
+        "id": study.id,
+        "name": study.name,
+        "trainer": study.trainer,
+        "status": StudyStatus(study.status),
+        "metric": study.metric,
+        "direction": study.direction,
+        "progress": _progress(study),
+        "best_value": study.best_value,
+        "best_trial_number": study.best_trial_number,
+        "created_at": study.created_at,
+        "started_at": study.started_at,
+        "finished_at": study.finished_at,
+        "error": study.error,
+    }
+
+
+def _params(trial: TrialRecord) -> Params:
+    return Params(
+        weight_decay=trial.weight_decay,
+        l1=trial.l1,
+        dropout=trial.dropout,
+        label_smoothing=trial.label_smoothing,
+        batch_size=trial.batch_size,
+        patience=trial.patience,
+    )
+
+
+def _trial_fields(trial: TrialRecord) -> dict[str, object]:
+    assert trial.number is not None  # repository reads return numbered trials only
+    return {
+        "number": trial.number,
+        "state": TrialState(trial.state),
+        "params": _params(trial),
+        "value": trial.value,
+        "best_epoch": trial.best_epoch,
+        "epochs_run": trial.epochs_run,
+        "duration_s": trial.duration_s,
+        "train_loss": trial.train_loss,
+        "val_loss": trial.val_loss,
+        "val_acc": trial.val_acc,
+        "val_ece": trial.val_ece,
+        "gap": trial.gap,
+        "metrics": trial.metrics,
+        "started_at": trial.started_at,
+        "finished_at": trial.finished_at,
+        "error": trial.error,
+    }
+
+
+def _summary(study: StudyRecord) -> StudySummary:
+    return StudySummary.model_validate(_summary_fields(study))
+
+
+def study_detail(session: Session, study: StudyRecord) -> StudyDetail:
+    """Spec, status, progress and the best trial of `study`."""
+    best = repository.best_trial(session, study.id, study.direction)
+    return StudyDetail.model_validate(
+        {
+            **_summary_fields(study),
+            "spec": study.spec,
+            "updated_at": study.updated_at,
+            "best_trial": TrialSummary.model_validate(_trial_fields(best)) if best else None,
+        }
+    )
+
+
+def create_study(
+    session: Session, optuna_storage: LazyOptunaStorage, spec: StudySpec
+) -> StudyDetail:
+    """Store a validated spec as a `queued` study and create its Optuna study (same name).
+
+    Raises:
+        ConflictError: a study (regtune's or Optuna's) with this name already exists.
+    """
+    if repository.get_study_by_name(session, spec.name) is not None:
+        raise ConflictError(f"a study named {spec.name!r} already exists", loc=["body", "name"])
+    # The Optuna study is created first, in its own transaction: on SQLite a pending write of
+    # ours would hold the database lock and Optuna's insert would wait for it (so no Optuna
+    # write may follow our flush either). Its unique name also settles two concurrent
+    # submissions of the same name: the second gets the 409.
+    storage = optuna_storage.get()
+    try:
+        storage.create_new_study(
+            directions=[optuna.study.StudyDirection[spec.objective.direction.upper()]],
+            study_name=spec.name,
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise ConflictError(
+            f"an Optuna study named {spec.name!r} already exists in this database",
+            loc=["body", "name"],
+        ) from None
+    study = StudyRecord(
+        name=spec.name,
+        trainer=spec.trainer,
+        spec=spec.model_dump(mode="json"),
+        status=StudyStatus.queued.value,
+        metric=spec.objective.metric,
+        direction=spec.objective.direction,
+        n_trials=spec.budget.n_trials,
+        n_complete=0,
+        n_pruned=0,
+        n_failed=0,
+        n_running=0,
+        consecutive_failures=0,
+    )
+    try:
+        repository.add_study(session, study)
+    except IntegrityError:
+        raise ConflictError(
+            f"a study named {spec.name!r} already exists", loc=["body", "name"]
+        ) from None
+    return study_detail(session, study)
+
+
+def list_studies(
+    session: Session, statuses: Sequence[StudyStatus] | None, limit: int, offset: int
+) -> Page[StudySummary]:
+    rows, total = repository.list_studies(
+        session, [s.value for s in statuses] if statuses else None, limit, offset
+    )
+    return Page[StudySummary](
+        items=[_summary(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+def list_trials(
+    session: Session,
+    study: StudyRecord,
+    states: Sequence[TrialState] | None,
+    sort: repository.TrialSort,
+    limit: int,
+    offset: int,
+) -> Page[TrialSummary]:
+    rows, total = repository.list_trials(
+        session, study.id, [s.value for s in states] if states else None, sort, limit, offset
+    )
+    return Page[TrialSummary](
+        items=[TrialSummary.model_validate(_trial_fields(r)) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def trial_detail(session: Session, study: StudyRecord, number: int) -> TrialDetail:
+    """One trial with its per-epoch curves; raises `NotFoundError`."""
+    trial = repository.get_trial(session, study.id, number)
+    if trial is None:
+        raise NotFoundError(
+            f"study {study.name!r} has no trial number {number}", loc=["path", "number"]
+        )
+    epochs = repository.trial_epochs(session, trial.id)
+    return TrialDetail.model_validate(
+        {
+            **_trial_fields(trial),
+            "test_metrics": trial.test_metrics,
+            "worker": trial.worker,
+            "epochs": [EpochMetrics(epoch=e.epoch, metrics=e.metrics) for e in epochs],
+        }
+    )
+
+
+def best_result(session: Session, study: StudyRecord) -> BestResult:
+    """Best params and metrics; raises `ConflictError` while no trial has completed."""
+    best = repository.best_trial(session, study.id, study.direction)
+    status = StudyStatus(study.status)
+    if best is None or best.value is None or best.number is None:
+        progress = _progress(study)
+        raise ConflictError(
+            f"study {study.name!r} has no completed trial yet (status {status.value}, "
+            f"{progress.finished} of {progress.n_trials} trials finished, "
+            f"{progress.failed} failed)"
+        )
+    return BestResult(
+        study_id=study.id,
+        study=study.name,
+        status=status,
+        final=status.is_final,
+        metric=study.metric,
+        direction=study.direction,
+        value=best.value,
+        trial_number=best.number,
+        params=_params(best),
+        best_epoch=best.best_epoch,
+        epochs_run=best.epochs_run,
+        metrics=best.metrics,
+        test_metrics=best.test_metrics,
+        progress=_progress(study),
+    )
+
+
+def cancel_study(session: Session, study: StudyRecord) -> StudyDetail:
+    """Stop handing out trials; running trials stop at their next epoch (workers poll status).
+
+    Raises:
+        ConflictError: the study already ended (completed, failed or cancelled).
+    """
+    if not repository.cancel_study(session, study.id):
+        session.refresh(study)
+        raise ConflictError(
+            f"study {study.name!r} is already {study.status}; only queued or running "
+            "studies can be cancelled"
+        )
+    session.refresh(study)
+    return study_detail(session, study)
+
+
+def list_trainers() -> list[TrainerInfo]:
+    """Every registered trainer with its metrics and config JSON schema, by name."""
+    return [
+        TrainerInfo(
+            name=name,
+            description=t.description,
+            metrics=list(t.metrics),
+            tags=list(t.tags),
+            config_schema=t.config_schema(),
+        )
+        for name, t in sorted(available_trainers().items())
+    ]
+
+
+def database_problem(factory: sessionmaker[Session]) -> str | None:
+    """None when the database answers a trivial query, else a short description of why not."""
+    try:
+        with unit_of_work(factory) as session:
+            repository.ping(session)
+    except SQLAlchemyError as exc:
+        return f"unreachable: {exc.__class__.__name__}"
+    return None
