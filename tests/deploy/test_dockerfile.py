@@ -1,0 +1,144 @@
+"""docker/Dockerfile: hadolint-clean, and the properties the issue asks for hold in its stages."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy._tools import DOCKER_DIR, ROOT, hadolint_path
+
+DOCKERFILE = DOCKER_DIR / "Dockerfile"
+ENTRYPOINT = DOCKER_DIR / "entrypoint.sh"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n(\s*#[^\n]*\n)*", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Instructions by stage name (`FROM x AS name`)."""
+    result: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, rest in instructions(DOCKERFILE.read_text()):
+        if word == "FROM":
+            name = rest.split()[-1] if " AS " in rest.upper() else rest
+            current = result.setdefault(name, [])
+        current.append((word, rest))
+    return result
+
+
+def test_hadolint_reports_nothing() -> None:
+    done = subprocess.run(
+        [hadolint_path(), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    # guards the test above: the linter really runs and really fails
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get install gcc\nUSER root\n")
+    done = subprocess.run([hadolint_path(), "--no-color", str(bad)], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "DL3006" in done.stdout  # untagged base image
+
+
+def test_variant_argument_selects_the_torch_build() -> None:
+    s = stages()
+    cpu = " ".join(rest for word, rest in s["torch-cpu"] if word == "RUN")
+    cuda = " ".join(rest for word, rest in s["torch-cuda"] if word == "RUN")
+    assert "download.pytorch.org/whl/cpu" in cpu
+    assert "torch==" in cuda and "index-url" not in cuda  # PyPI's CUDA build
+    assert s["builder"][0] == ("FROM", "torch-${VARIANT} AS builder")
+    assert any(
+        w == "ARG" and rest == "VARIANT=cpu" for w, rest in instructions(DOCKERFILE.read_text())
+    )
+
+
+def test_final_stage_is_non_root_without_build_tools_and_has_a_healthcheck() -> None:
+    final = stages()["final"]
+    runs = " ".join(rest for word, rest in final if word == "RUN")
+    for tool in ("build-essential", "gcc", "apt-get install", "pip install"):
+        assert tool not in runs, tool
+    # the venv and the code come from the builder, nothing is compiled here
+    copies = [rest for word, rest in final if word == "COPY"]
+    assert "--from=builder /opt/venv /opt/venv" in copies
+    users = [rest for word, rest in final if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    (health,) = [rest for word, rest in final if word == "HEALTHCHECK"]
+    assert "/healthz" in health and "curl" not in health and "python" in health
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    ignored = False
+    for pat in patterns:
+        negate = pat.startswith("!")
+        pat = pat.lstrip("!")
+        hit = fnmatch.fnmatch(path, pat) or fnmatch.fnmatch(path, pat.rstrip("/*"))
+        hit = hit or any(fnmatch.fnmatch(path, p) for p in (pat + "/*", "**/" + pat))
+        if hit:
+            ignored = not negate
+    return ignored
+
+
+def test_everything_the_dockerfile_copies_is_in_the_build_context() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    sources = []
+    for word, rest in instructions(DOCKERFILE.read_text()):
+        if word == "COPY" and "--from=" not in rest:
+            sources += [a for a in rest.split()[:-1] if not a.startswith("--")]
+    assert {"pyproject.toml", "service", "trainers", "alembic"} <= set(sources)
+    for src in sources:
+        assert (ROOT / src).exists(), f"{src} does not exist"
+        assert not _ignored(src, patterns), f"{src} is excluded by .dockerignore"
+    # and what must stay out of the image does
+    for path in (".venv", ".git", "tests", "docker/.env", "regtune.db"):
+        assert _ignored(path, patterns), f"{path} would be sent to the build"
+
+
+@pytest.fixture
+def fake_regtune(tmp_path: Path) -> dict[str, str]:
+    """A PATH whose `regtune` prints its arguments, to watch what the entrypoint runs."""
+    fake = tmp_path / "regtune"
+    fake.write_text('#!/bin/sh\necho "regtune $*"\n')
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "regtune serve --workers 0"),
+        (["worker", "--devices", "0,1"], "regtune worker --devices 0,1"),
+        (["db", "upgrade"], "regtune db upgrade"),
+        (["echo", "plain", "program"], "plain program"),
+    ],
+)
+def test_entrypoint_runs_regtune_subcommands_or_other_programs(
+    fake_regtune: dict[str, str], args: list[str], expected: str
+) -> None:
+    done = subprocess.run(
+        ["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, env=fake_regtune
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
