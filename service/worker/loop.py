@@ -20,7 +20,7 @@ from service.observability import log_context
 from service.spec import StudySpec
 from service.worker import repository as repo
 from service.worker.optimization import open_storage, quiet_optuna
-from service.worker.sweep import sweep_with
+from service.worker.stale import sweep_with
 from service.worker.trial import Claim, WorkerContext, WorkerShutdown, run_claimed_trial
 from trainers import available_trainers
 
@@ -110,13 +110,20 @@ def _install_signals(ctx: WorkerContext) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def _default_name() -> str:
+    """host:pid, plus the GPU a device-placed worker sees (shown with each trial)."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    device = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{name}:gpu{device}" if device else name
+
+
 def make_context(settings: Settings, options: WorkerOptions) -> WorkerContext:
     engine = make_engine(settings.database_url)
     return WorkerContext(
         settings=settings,
         sessions=make_session_factory(engine),
         storage=open_storage(settings.database_url, settings),
-        name=options.name or f"{socket.gethostname()}:{os.getpid()}",
+        name=options.name or _default_name(),
         accelerator=options.accelerator,
     )
 

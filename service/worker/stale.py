@@ -25,6 +25,8 @@ __all__ = ["sweep", "sweep_with"]
 log = logging.getLogger("regtune.worker")
 
 LOST_WORKER = "worker lost: no heartbeat within the grace period"
+# a live worker records its own outcome right after Optuna's tell; the sweep leaves it this long
+SETTLE_S = 2.0
 
 
 def sweep(url: str | None = None, settings: Settings | None = None) -> int:
@@ -56,8 +58,7 @@ def _fail_stale_optuna_trials(storage: RDBStorage, study_name: str) -> None:
 def _reconcile(session: Session, storage: RDBStorage, settings: Settings, study_id: int) -> int:
     """Rows still `running` whose Optuna trial ended without the worker recording it."""
     changed = 0
-    # a live worker records its own outcome right after Optuna's tell: leave it a moment
-    settle = utcnow() - timedelta(seconds=settings.heartbeat_interval)
+    settle = utcnow() - timedelta(seconds=SETTLE_S)
     for row in repo.running_trials(session, study_id):
         if row.optuna_trial_id is None:
             continue

@@ -1,0 +1,154 @@
+"""Worker test helpers: studies inserted straight into SQL, tiny trainings, extra trainers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from service.config import Settings
+from service.db import make_engine, make_session_factory, unit_of_work
+from service.models import StudyRecord, TrialEpoch, TrialRecord
+from service.spec import StudySpec
+from trainers import registry
+from trainers.builtin import SYNTHETIC_MLP
+from trainers.registry import Trainer
+
+# a few milliseconds per epoch on CPU
+TINY = {"max_epochs": 3, "n_samples": 120, "n_features": 6, "n_informative": 3}
+
+
+def tiny_spec(name: str = "tiny", n_trials: int = 3, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "trainer": "synthetic-mlp",
+        "trainer_config": dict(TINY),
+        "search_space": {
+            "dropout": {"low": 0.0, "high": 0.5},
+            "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+            "patience": {"fixed": 10},
+        },
+        "sampler": {"name": "tpe", "seed": 0},
+        "pruner": {"name": "none"},
+        "budget": {"n_trials": n_trials},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def insert_study(url: str, spec: dict[str, Any]) -> int:
+    """What POST /api/v1/studies stores (the API is not under test here)."""
+    parsed = StudySpec.model_validate(spec)
+    sessions = make_session_factory(make_engine(url))
+    with unit_of_work(sessions) as session:
+        row = StudyRecord(
+            name=parsed.name,
+            trainer=parsed.trainer,
+            spec=parsed.model_dump(mode="json"),
+            metric=parsed.objective.metric,
+            direction=parsed.objective.direction,
+            n_trials=parsed.budget.n_trials,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+class Db:
+    """Read the service's tables in tests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sessions = make_session_factory(make_engine(url))
+
+    def study(self, study_id: int) -> StudyRecord:
+        with unit_of_work(self.sessions) as session:
+            row = session.get(StudyRecord, study_id)
+            assert row is not None
+            return row
+
+    def trials(self, study_id: int) -> list[TrialRecord]:
+        with unit_of_work(self.sessions) as session:
+            query = select(TrialRecord).where(TrialRecord.study_id == study_id)
+            return list(session.scalars(query.order_by(TrialRecord.id)))
+
+    def epochs(self, trial_id: int) -> list[TrialEpoch]:
+        with unit_of_work(self.sessions) as session:
+            query = select(TrialEpoch).where(TrialEpoch.trial_id == trial_id)
+            return list(session.scalars(query.order_by(TrialEpoch.epoch)))
+
+    def execute(self, fn: Callable[[Any], Any]) -> Any:
+        with unit_of_work(self.sessions) as session:
+            return fn(session)
+
+
+def settings_for(url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": url,
+        "worker_poll_interval": 0.1,
+        "heartbeat_interval": 1,
+        "heartbeat_grace_period": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class _FailingConfig(BaseModel):
+    max_epochs: int = 3
+    fail_first: int = 1_000_000  # how many builds raise before they succeed
+
+
+_builds = {"count": 0}
+
+
+def _failing_build(params: Any, config: Any) -> tuple[Any, Any]:
+    _builds["count"] += 1
+    if _builds["count"] <= config.fail_first:
+        raise RuntimeError(f"boom #{_builds['count']}\nsecond line of detail")
+    return SYNTHETIC_MLP.build(params, SYNTHETIC_MLP.validate_config(dict(TINY)))
+
+
+FAILING = Trainer(
+    name="failing",
+    description="raises in build() for the first `fail_first` trials (tests only)",
+    config_model=_FailingConfig,
+    build=_failing_build,
+)
+
+
+@pytest.fixture
+def failing_trainer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trainer]:
+    """Registers the `failing` trainer in this process (in-process workers only)."""
+    trainers = registry.available_trainers()
+    monkeypatch.setattr(registry, "_cache", {**trainers, "failing": FAILING})
+    _builds["count"] = 0
+    yield FAILING
+
+
+def worker_process(url: str, *args: str) -> subprocess.Popen[bytes]:
+    """`regtune worker ...` as a real subprocess on `url`."""
+    env = dict(os.environ)
+    env.update(
+        REGTUNE_DATABASE_URL=url,
+        REGTUNE_WORKER_POLL_INTERVAL="0.2",
+        REGTUNE_HEARTBEAT_INTERVAL="1",
+        REGTUNE_HEARTBEAT_GRACE_PERIOD="5",
+        TZ="UTC",
+    )
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", *args], env=env)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or predicate}")

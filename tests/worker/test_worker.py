@@ -1,0 +1,206 @@
+"""Workers on real databases (SQLite file and PostgreSQL) with real tiny Lightning trainings."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import optuna
+import pytest
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy import text, update
+
+from service.models import StudyRecord, StudyStatus, TrialState, utcnow
+from service.worker import WorkerOptions, run_worker, sweep
+from service.worker import stale as sweep_module
+from service.worker.optimization import open_storage
+from tests.worker.conftest import (
+    Db,
+    insert_study,
+    settings_for,
+    tiny_spec,
+    wait_for,
+)
+
+IDLE = WorkerOptions(exit_when_idle=True)
+
+
+def test_study_runs_to_completed_with_exactly_n_trials(migrated_db_url: str) -> None:
+    study_id = insert_study(migrated_db_url, tiny_spec(n_trials=3))
+
+    ran = run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False)
+
+    db = Db(migrated_db_url)
+    study = db.study(study_id)
+    trials = db.trials(study_id)
+    assert ran == 3
+    assert study.status == StudyStatus.completed
+    assert study.n_complete + study.n_pruned == 3
+    assert study.n_running == 0 and study.n_failed == 0
+    assert sorted(t.slot for t in trials) == [0, 1, 2]
+    assert sorted(t.number for t in trials) == [0, 1, 2]
+    for trial in trials:
+        assert trial.state == TrialState.complete
+        assert trial.dropout is not None and 0.0 <= trial.dropout <= 0.5
+        assert trial.patience == 10
+        assert trial.epochs_run >= 1
+        assert [e.epoch for e in db.epochs(trial.id)] == list(range(trial.epochs_run))
+        assert trial.value == trial.metrics["val_loss"]  # type: ignore[index]
+    best = min(trials, key=lambda t: t.value)  # type: ignore[arg-type, return-value]
+    assert (study.best_trial_number, study.best_value) == (best.number, best.value)
+
+
+def test_optuna_load_study_sees_the_same_trials(migrated_db_url: str) -> None:
+    study_id = insert_study(migrated_db_url, tiny_spec(name="compat", n_trials=2))
+    run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False)
+
+    study = optuna.load_study(study_name="compat", storage=migrated_db_url)
+    ours = {t.number: t for t in Db(migrated_db_url).trials(study_id)}
+    assert {t.number for t in study.trials} == set(ours)
+    for trial in study.trials:
+        row = ours[trial.number]
+        assert trial.state == OptunaState.COMPLETE
+        assert trial.value == pytest.approx(row.value)
+        assert trial.params["dropout"] == pytest.approx(row.dropout)
+        assert trial.intermediate_values  # one report per epoch, what the pruner saw
+
+
+def test_failing_trial_is_recorded_and_the_worker_carries_on(
+    migrated_db_url: str, failing_trainer: object
+) -> None:
+    spec = tiny_spec(name="flaky", n_trials=2, trainer="failing", trainer_config={"fail_first": 1})
+    study_id = insert_study(migrated_db_url, spec)
+
+    run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False)
+
+    db = Db(migrated_db_url)
+    trials = db.trials(study_id)
+    failed = [t for t in trials if t.state == TrialState.fail]
+    assert len(failed) == 1
+    assert failed[0].error == "RuntimeError: boom #1"  # one line, no traceback
+    assert failed[0].slot is None  # released: the budget is met by finished trials
+    assert sorted(t.slot for t in trials if t.state == TrialState.complete) == [0, 1]
+    study = db.study(study_id)
+    assert study.status == StudyStatus.completed
+    assert (study.n_complete, study.n_failed) == (2, 1)
+    frozen = optuna.load_study(study_name="flaky", storage=migrated_db_url).trials
+    assert [t.state for t in frozen].count(OptunaState.FAIL) == 1
+
+
+def test_consecutive_failures_end_the_study_failed(
+    migrated_db_url: str, failing_trainer: object
+) -> None:
+    spec = tiny_spec(name="broken", n_trials=5, trainer="failing", trainer_config={})
+    study_id = insert_study(migrated_db_url, spec)
+
+    settings = settings_for(migrated_db_url, max_consecutive_failures=2)
+    run_worker(settings, IDLE, handle_signals=False)
+
+    db = Db(migrated_db_url)
+    study = db.study(study_id)
+    assert study.status == StudyStatus.failed
+    assert study.error is not None
+    assert "2 trials failed in a row" in study.error and "RuntimeError: boom #2" in study.error
+    assert [t.state for t in db.trials(study_id)] == [TrialState.fail, TrialState.fail]
+
+
+def test_cancel_stops_the_running_trial_at_its_next_epoch(migrated_db_url: str) -> None:
+    # long enough that the cancel lands mid-trial: many epochs, no early stopping
+    spec = tiny_spec(name="to-cancel", n_trials=3)
+    spec["trainer_config"]["max_epochs"] = 5000
+    spec["search_space"]["patience"] = {"fixed": 5000}
+    study_id = insert_study(migrated_db_url, spec)
+    db = Db(migrated_db_url)
+    worker = threading.Thread(
+        target=run_worker,
+        args=(settings_for(migrated_db_url), IDLE),
+        kwargs={"handle_signals": False},
+    )
+    worker.start()
+    try:
+        wait_for(
+            lambda: any(t.epochs_run >= 2 for t in db.trials(study_id)), what="a running trial"
+        )
+        db.execute(
+            lambda s: s.execute(
+                update(StudyRecord)
+                .where(StudyRecord.id == study_id)
+                .values(status=StudyStatus.cancelled.value)
+            )
+        )
+    finally:
+        worker.join(120)
+    assert not worker.is_alive()
+    trials = db.trials(study_id)
+    assert len(trials) == 1  # no new trial after the cancel
+    assert trials[0].state == TrialState.cancelled
+    assert 2 <= trials[0].epochs_run < 5000
+    assert db.study(study_id).status == StudyStatus.cancelled
+    frozen = optuna.load_study(study_name="to-cancel", storage=migrated_db_url).trials
+    assert [t.state for t in frozen] == [OptunaState.PRUNED]
+
+
+def test_sweep_fails_a_dead_workers_trial_and_the_retry_keeps_its_params(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that died mid-trial: the heartbeat goes stale, the sweep frees the slot."""
+    monkeypatch.setattr(sweep_module, "SETTLE_S", 0.0)
+    settings = settings_for(migrated_db_url)
+    study_id = insert_study(migrated_db_url, tiny_spec(name="orphan", n_trials=1))
+    # what a worker does up to the moment it is SIGKILLed: claim, ask, bind, heartbeat
+    from service.db import unit_of_work
+    from service.spec import StudySpec
+    from service.worker import repository as repo
+    from service.worker.optimization import open_study
+
+    db = Db(migrated_db_url)
+    with unit_of_work(db.sessions) as session:
+        study_row = repo.lock_study(session, study_id)
+        assert study_row is not None
+        claim = repo.claim_slot(session, study_row, "dead-worker")
+        assert claim is not None
+        claim_id = claim.id
+    storage = open_storage(migrated_db_url, settings)
+    spec = StudySpec.model_validate(tiny_spec(name="orphan", n_trials=1))
+    trial = open_study(storage, spec, claim_id).ask()
+    dropout = trial.suggest_float("dropout", 0.0, 0.5)
+    with unit_of_work(db.sessions) as session:
+        assert repo.bind_trial(session, claim_id, trial.number, trial._trial_id, None)
+    storage.record_heartbeat(trial._trial_id)
+    old = utcnow() - timedelta(hours=1)
+    db.execute(lambda s: s.execute(text("UPDATE trial_heartbeats SET heartbeat = :t"), {"t": old}))
+
+    assert sweep(migrated_db_url, settings) == 1
+
+    (dead,) = db.trials(study_id)
+    assert dead.state == TrialState.fail and dead.slot is None
+    assert dead.error is not None and "no heartbeat" in dead.error
+    # the next worker runs the retry (same parameters) and the study completes
+    run_worker(settings, IDLE, handle_signals=False)
+    trials = db.trials(study_id)
+    assert len(trials) == 2
+    retry = trials[1]
+    assert retry.state == TrialState.complete and retry.slot == 0
+    assert retry.retry_of == dead.number
+    assert retry.dropout == pytest.approx(dropout)
+    assert db.study(study_id).status == StudyStatus.completed
+
+
+def test_sweep_gives_back_a_slot_claimed_by_a_worker_that_died(migrated_db_url: str) -> None:
+    from service.db import unit_of_work
+    from service.worker import repository as repo
+
+    study_id = insert_study(migrated_db_url, tiny_spec(name="lost-claim", n_trials=1))
+    db = Db(migrated_db_url)
+    with unit_of_work(db.sessions) as session:
+        study_row = repo.lock_study(session, study_id)
+        assert study_row is not None
+        claim = repo.claim_slot(session, study_row, "dead-worker")
+        assert claim is not None
+        claim.claimed_at = utcnow() - timedelta(hours=1)
+
+    sweep(migrated_db_url, settings_for(migrated_db_url))
+
+    assert db.trials(study_id) == []
+    with unit_of_work(db.sessions) as session:
+        assert repo.candidate_studies(session) == [study_id]
