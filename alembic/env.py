@@ -20,10 +20,8 @@ from sqlalchemy import Connection
 
 from alembic import context
 from service.db import make_engine, normalize_url
+from service.migrations import VERSION_TABLE, include_name, include_object
 from service.models import Base
-
-VERSION_TABLE = "regtune_alembic_version"
-TABLE_PREFIX = "regtune_"
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -39,22 +37,6 @@ def _url() -> str:
 
         url = get_settings().database_url
     return normalize_url(str(url))
-
-
-def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    """Reflect only regtune's tables (Optuna's live in the same schema)."""
-    if type_ == "table":
-        return name is not None and name.startswith(TABLE_PREFIX)
-    return True
-
-
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """Second line of defence for objects reached other than by reflection of table names."""
-    if type_ == "table":
-        return name is not None and name.startswith(TABLE_PREFIX)
-    return True
 
 
 def _configure(**kwargs: Any) -> None:

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
     "ConflictError",
@@ -161,6 +162,17 @@ async def _validation_error_handler(_request: Request, exc: Exception) -> JSONRe
     return error_response(422, body)
 
 
+async def _http_exception_handler(_request: Request, exc: Exception) -> JSONResponse:
+    # framework-level errors (unknown path, wrong method, body too large while streaming) get the
+    # same body shape as the domain errors
+    assert isinstance(exc, StarletteHTTPException)
+    loc: list[str | int] = ["body"] if exc.status_code == 413 else []
+    body = ErrorResponse(
+        detail=[ErrorDetail(loc=loc, msg=str(exc.detail), type=f"http_{exc.status_code}")]
+    )
+    return JSONResponse(body.model_dump(mode="json"), exc.status_code, headers=exc.headers)
+
+
 async def _database_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     # a database that stops answering mid-request is an outage, not a bug: 503, no traceback
     log.warning("database error: %s", exc.__class__.__name__, exc_info=exc)
@@ -174,4 +186,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the two handlers: domain errors and payload validation."""
     app.add_exception_handler(RegtuneError, _regtune_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(OperationalError, _database_error_handler)

@@ -11,7 +11,9 @@ schema races (optuna#4621), so workers open the storage with ``skip_table_creati
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 from alembic.config import Config
@@ -26,12 +28,31 @@ __all__ = [
     "current",
     "downgrade",
     "ensure_optuna_schema",
+    "include_name",
+    "include_object",
     "upgrade",
 ]
 
 VERSION_TABLE = "regtune_alembic_version"
+TABLE_PREFIX = "regtune_"
 # alembic.ini and alembic/ sit at the project root, next to the `service` package.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+    """Alembic filter: reflect only regtune's tables (Optuna's live in the same schema)."""
+    if type_ == "table":
+        return name is not None and name.startswith(TABLE_PREFIX)
+    return True
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter: the same rule for objects reached other than by table-name reflection."""
+    if type_ == "table":
+        return name is not None and name.startswith(TABLE_PREFIX)
+    return True
 
 
 def alembic_config(url: str) -> Config:

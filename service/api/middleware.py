@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLargeError, error_response
@@ -44,8 +45,9 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    # raised inside the route's body read: the RegtuneError handler answers 413
-                    raise self._error()
+                    # raised inside the route's body read, which re-raises HTTPExceptions only
+                    # (anything else becomes a 400); the HTTPException handler answers 413
+                    raise HTTPException(413, self._error().message)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -1,0 +1,208 @@
+"""Every rule of the study spec: 422, with `loc` and `msg` naming the field and the rule.
+
+Payload validation happens before any database access, so these run on one SQLite-backed app
+per module (the backend-parametrized suites cover the database paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api import create_app
+from service.migrations import upgrade
+from tests.api.conftest import settings_for, tiny_spec
+
+
+@pytest.fixture(scope="module")
+def sqlite_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    url = f"sqlite:///{Path(tmp_path_factory.mktemp('validation')) / 'regtune.db'}"
+    upgrade(url)
+    with TestClient(create_app(settings_for(url))) as c:
+        yield c
+
+
+def _space(**params: Any) -> dict[str, Any]:
+    return {"search_space": params}
+
+
+# (case id, spec overrides, expected loc, text the message must contain)
+CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
+    (
+        "bounds-order",
+        _space(dropout={"low": 0.5, "high": 0.1}),
+        ["body", "search_space", "dropout", "low"],
+        "search_space.dropout.low must be <= high",
+    ),
+    (
+        "log-needs-positive-low",
+        _space(weight_decay={"low": 0.0, "high": 0.1, "log": True}),
+        ["body", "search_space", "weight_decay", "log"],
+        "search_space.weight_decay.log: true needs low > 0",
+    ),
+    (
+        "dropout-below-one",
+        _space(dropout={"low": 0.1, "high": 1.0}),
+        ["body", "search_space", "dropout", "high"],
+        "dropout.high must be < 1",
+    ),
+    (
+        "label-smoothing-below-one",
+        _space(label_smoothing={"fixed": 1.5}),
+        ["body", "search_space", "label_smoothing", "fixed"],
+        "label_smoothing.fixed must be < 1",
+    ),
+    (
+        "batch-size-positive",
+        _space(batch_size={"choices": [0, 32]}),
+        ["body", "search_space", "batch_size", "choices"],
+        "batch_size.choices must be positive integers",
+    ),
+    (
+        "batch-size-integer",
+        _space(batch_size={"choices": [16, 24.5]}),
+        ["body", "search_space", "batch_size", "choices"],
+        "batch_size.choices must be positive integers",
+    ),
+    (
+        "weight-decay-non-negative",
+        _space(weight_decay={"low": -1.0, "high": 0.1}),
+        ["body", "search_space", "weight_decay", "low"],
+        "weight_decay.low must be >= 0",
+    ),
+    (
+        "unknown-parameter",
+        _space(momentum={"low": 0.1, "high": 0.9}),
+        ["body", "search_space", "momentum"],
+        "search_space.momentum: Extra inputs are not permitted",
+    ),
+    (
+        "unknown-trainer",
+        {"trainer": "resnet-9000"},
+        ["body", "trainer"],
+        "unknown trainer 'resnet-9000'; registered trainers: ",
+    ),
+    (
+        "trainer-config-schema",
+        {"trainer_config": {"max_epochs": 0}},
+        ["body", "trainer_config", "max_epochs"],
+        "trainer_config.max_epochs: Input should be greater than or equal to 1",
+    ),
+    (
+        "trainer-config-unknown-key",
+        {"trainer_config": {"epochs": 3}},
+        ["body", "trainer_config", "epochs"],
+        "trainer_config.epochs",
+    ),
+    (
+        "objective-metric-not-logged",
+        {"objective": {"metric": "bleu", "direction": "maximize"}},
+        ["body", "objective", "metric"],
+        "objective.metric 'bleu' is not logged by trainer 'synthetic-mlp'",
+    ),
+    (
+        "unknown-sampler",
+        {"sampler": {"name": "annealing"}},
+        ["body", "sampler", "name"],
+        "sampler.name: Input should be 'tpe'",
+    ),
+    (
+        "unknown-pruner",
+        {"pruner": {"name": "aggressive"}},
+        ["body", "pruner", "name"],
+        "pruner.name: Input should be 'none'",
+    ),
+    (
+        "grid-needs-choices",
+        {"sampler": {"name": "grid"}},
+        ["body", "sampler", "name"],
+        "sampler.name grid needs every searched parameter given as choices",
+    ),
+    (
+        "n-trials-at-least-one",
+        {"budget": {"n_trials": 0}},
+        ["body", "budget", "n_trials"],
+        "budget.n_trials: Input should be greater than or equal to 1",
+    ),
+    (
+        "name-pattern",
+        {"name": "../etc/passwd"},
+        ["body", "name"],
+        "name: String should match pattern",
+    ),
+    (
+        "unknown-top-level-field",
+        {"priority": "high"},
+        ["body", "priority"],
+        "priority: Extra inputs are not permitted",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "loc", "text"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_invalid_spec_is_422_naming_field_and_rule(
+    sqlite_client: TestClient, overrides: dict[str, Any], loc: list[Any], text: str
+) -> None:
+    spec = tiny_spec("bad")
+    if "search_space" in overrides:
+        spec["search_space"] = {"patience": {"fixed": 10}, **overrides.pop("search_space")}
+    spec.update(overrides)
+    r = sqlite_client.post("/api/v1/studies", json=spec)
+    assert r.status_code == 422, r.text
+    details = r.json()["detail"]
+    matching = [d for d in details if d["loc"] == loc]
+    assert matching, f"no error at {loc}: {details}"
+    assert text in matching[0]["msg"], matching[0]["msg"]
+    # nothing was stored
+    assert sqlite_client.get("/api/v1/studies/bad").status_code == 404
+
+
+def test_several_broken_rules_are_reported_separately(sqlite_client: TestClient) -> None:
+    spec = tiny_spec("bad")
+    spec["search_space"] = {
+        "dropout": {"low": 0.0, "high": 1.0},
+        "batch_size": {"choices": [0]},
+    }
+    r = sqlite_client.post("/api/v1/studies", json=spec)
+    assert r.status_code == 422
+    locs = [d["loc"] for d in r.json()["detail"]]
+    assert ["body", "search_space", "dropout", "high"] in locs
+    assert ["body", "search_space", "batch_size", "choices"] in locs
+
+
+def test_malformed_json_is_422_not_500(sqlite_client: TestClient) -> None:
+    r = sqlite_client.post(
+        "/api/v1/studies", content=b"{name: ", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_body_over_the_limit_is_413(sqlite_client: TestClient) -> None:
+    limit = sqlite_client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+    spec = tiny_spec("big")
+    spec["trainer_config"]["padding"] = "x" * (limit + 1)
+    r = sqlite_client.post("/api/v1/studies", json=spec)
+    assert r.status_code == 413
+    assert f"exceeds the limit of {limit} bytes" in r.json()["detail"][0]["msg"]
+
+
+def test_streamed_body_over_the_limit_is_413(sqlite_client: TestClient) -> None:
+    limit = sqlite_client.app.state.settings.max_body_bytes  # type: ignore[attr-defined]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while streaming
+        yield b'{"name": "'
+        for _ in range(limit // 10_000 + 2):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    r = sqlite_client.post(
+        "/api/v1/studies", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413

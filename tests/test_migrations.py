@@ -1,0 +1,137 @@
+"""regtune's Alembic history beside Optuna's: upgrade/downgrade, isolation, and the SQL view."""
+
+from __future__ import annotations
+
+import optuna
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from service.db import make_engine, normalize_url
+from service.migrations import (
+    VERSION_TABLE,
+    current,
+    downgrade,
+    include_name,
+    include_object,
+    upgrade,
+)
+from service.models import Base, StudyRecord, TrialRecord, utcnow
+
+REGTUNE_TABLES = {
+    "regtune_studies",
+    "regtune_trials",
+    "regtune_trial_epochs",
+    "regtune_api_tokens",
+}
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_leaves_optuna_alone(db_url: str) -> None:
+    assert current(db_url) is None
+    upgrade(db_url)
+    assert current(db_url) is not None
+    tables = _tables(db_url)
+    assert tables >= REGTUNE_TABLES
+    assert {"studies", "trials", "alembic_version"} <= tables  # Optuna's schema came first
+    optuna_tables = {t for t in tables if not t.startswith("regtune_")}
+
+    storage = normalize_url(db_url)
+    study = optuna.create_study(study_name="kept", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+
+    downgrade(db_url, "base")
+    after = _tables(db_url)
+    assert not after & REGTUNE_TABLES
+    assert optuna_tables <= after  # Optuna's tables and data survive regtune's downgrade
+    assert len(optuna.load_study(study_name="kept", storage=storage).trials) == 2
+
+    upgrade(db_url)
+    assert _tables(db_url) >= REGTUNE_TABLES
+    assert len(optuna.load_study(study_name="kept", storage=storage).trials) == 2
+
+
+def test_migrations_match_models_and_ignore_optuna_tables(migrated_db_url: str) -> None:
+    """Autogenerate against the migrated database proposes nothing at all.
+
+    In particular no `remove_table` for Optuna's tables: regtune's env.py filters them out.
+    """
+    engine = make_engine(migrated_db_url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn,
+                opts={
+                    "version_table": VERSION_TABLE,
+                    "include_name": include_name,
+                    "include_object": include_object,
+                    "compare_type": True,
+                },
+            )
+            assert compare_metadata(ctx, Base.metadata) == []
+            # control: without the filters, autogenerate would drop Optuna's tables
+            unfiltered = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            removed = {d[1].name for d in compare_metadata(unfiltered, Base.metadata)}
+            assert {"studies", "trials", "alembic_version"} <= removed
+    finally:
+        engine.dispose()
+
+
+def test_trial_results_view_returns_one_row_per_trial(migrated_db_url: str) -> None:
+    engine = make_engine(migrated_db_url)
+    try:
+        with engine.begin() as conn:
+            study_id = conn.execute(
+                StudyRecord.__table__.insert()
+                .values(
+                    name="v",
+                    trainer="digits-mlp",
+                    spec={},
+                    status="running",
+                    metric="val_loss",
+                    direction="minimize",
+                    n_trials=2,
+                    n_complete=0,
+                    n_pruned=0,
+                    n_failed=0,
+                    n_running=0,
+                    consecutive_failures=0,
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+                .returning(StudyRecord.id)
+            ).scalar_one()
+            for number, (dropout, value) in enumerate([(0.1, 0.5), (0.3, 0.4)]):
+                conn.execute(
+                    TrialRecord.__table__.insert().values(
+                        study_id=study_id,
+                        number=number,
+                        state="complete",
+                        dropout=dropout,
+                        batch_size=32,
+                        value=value,
+                        val_loss=value,
+                        epochs_run=3,
+                        claimed_at=utcnow(),
+                    )
+                )
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT study, trainer, trial, state, dropout, batch_size, value, epochs_run "
+                    "FROM regtune_trial_results WHERE study = 'v' ORDER BY value"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("v", "digits-mlp", 1, "complete", 0.3, 32, 0.4, 3),
+        ("v", "digits-mlp", 0, "complete", 0.1, 32, 0.5, 3),
+    ]
