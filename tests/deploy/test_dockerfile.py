@@ -5,7 +5,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -142,3 +146,47 @@ def test_entrypoint_runs_regtune_subcommands_or_other_programs(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
+
+
+def test_the_copied_build_context_installs_and_migrates(tmp_path: Path) -> None:
+    """Replays the builder's last steps without Docker: copy exactly what the Dockerfile COPYs,
+    `pip install --no-deps -e .` into a fresh venv, then `regtune db upgrade` from it (the image
+    relies on alembic/ sitting next to the installed `service` package)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    for word, rest in instructions(DOCKERFILE.read_text()):
+        if word == "COPY" and "--from=" not in rest and "entrypoint" not in rest:
+            for src in [a for a in rest.split()[:-1] if not a.startswith("--")]:
+                source = ROOT / src
+                if source.is_dir():
+                    shutil.copytree(
+                        source, app / src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                    )
+                else:
+                    shutil.copy2(source, app / src)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # the dependencies (and pip, setuptools) come from the test's environment, read-only
+    purelib = sysconfig.get_paths()["purelib"]
+    (next(venv.glob("lib/python3*/site-packages")) / "deps.pth").write_text(purelib + "\n")
+    python = venv / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run(
+        [*pip, "--no-index", "-e", str(app)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    where = subprocess.run(
+        [str(python), "-c", "import service.migrations as m; print(m.PROJECT_ROOT)"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert Path(where.stdout.strip()) == app
+    db = tmp_path / "image.db"
+    env = {**os.environ, "TZ": "UTC", "REGTUNE_DATABASE_URL": f"sqlite:///{db}"}
+    up = subprocess.run(
+        [str(venv / "bin" / "regtune"), "db", "upgrade"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr + up.stdout
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"regtune_studies", "regtune_trials", "studies", "trials"} <= tables
