@@ -5,6 +5,7 @@ Idempotent and quiet when everything is already there:
   If it does not and a local cluster exists, start it. Under CI=true an unreachable server is an
   error (the PostgreSQL tests must fail, not skip).
 - Debian's chromium (for the Playwright browser tests; Playwright never downloads a browser here).
+- A docker compose CLI (to validate docker/compose.yaml; no engine is needed for that).
 """
 
 from __future__ import annotations
@@ -91,9 +92,32 @@ def ensure_chromium() -> bool:
     return not _in_ci()
 
 
+def _compose_ok() -> bool:
+    for cmd in (["docker", "compose", "version"], ["docker-compose", "version"]):
+        if shutil.which(cmd[0]):
+            done = subprocess.run(cmd, capture_output=True, check=False)
+            if done.returncode == 0:
+                return True
+    return False
+
+
+def ensure_compose() -> bool:
+    """A compose CLI to validate docker/compose.yaml (no engine needed).
+
+    Debian bookworm packages only docker-compose v1; --no-install-recommends keeps docker.io out.
+    """
+    if _compose_ok():
+        return True
+    if _apt_install(["docker-compose"]) and _compose_ok():
+        return True
+    _say("warning: no docker compose CLI; the compose test fails under CI=true")
+    return not _in_ci()
+
+
 def main() -> int:
     ok = ensure_postgres()
     ok = ensure_chromium() and ok
+    ok = ensure_compose() and ok
     return 0 if ok else 1
 
 
