@@ -10,8 +10,10 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import signal
 import subprocess
 import sys
+from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -315,9 +317,17 @@ def serve(
         config = uvicorn.Config(
             create_app(settings), host=settings.host, port=settings.port, log_config=None
         )
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default handler
+        # that would kill this process before the workers are stopped
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _exit_on_signal)
         uvicorn.Server(config).run()
     finally:
         _stop_children(children)
+
+
+def _exit_on_signal(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:

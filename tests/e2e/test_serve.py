@@ -1,0 +1,124 @@
+"""End to end: `regtune serve --workers 1` as a real process on an SQLite file, driven over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "e2e",
+    "trainer": "synthetic-mlp",
+    "trainer_config": {"max_epochs": 4, "n_samples": 200, "n_features": 6, "n_informative": 3},
+    "search_space": {
+        "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+        "dropout": {"low": 0.0, "high": 0.5},
+        "batch_size": {"choices": [16, 32]},
+    },
+    "objective": {"metric": "val_loss", "direction": "minimize"},
+    "sampler": {"name": "tpe", "seed": 0},
+    "pruner": {"name": "median"},
+    "budget": {"n_trials": 4},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    db = tmp_path / "regtune.db"
+    port = _free_port()
+    env = dict(
+        os.environ,
+        TZ="UTC",
+        REGTUNE_DATABASE_URL=f"sqlite:///{db}",
+        REGTUNE_WORKER_POLL_INTERVAL="0.2",
+    )
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "regtune serve exited"
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        yield url, db, dict(env, REGTUNE_SERVER_URL=url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # the embedded worker went down with the server
+    assert proc.returncode == 0
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_submit_over_http_runs_to_the_best_result_and_the_sql_view(
+    server: tuple[str, Path, dict[str, str]],
+) -> None:
+    url, db, env = server
+    created = httpx.post(f"{url}/api/v1/studies", json=SPEC, timeout=10)
+    assert created.status_code == 201, created.text
+    study_id = created.json()["id"]
+
+    deadline = time.monotonic() + 120
+    while True:
+        study = httpx.get(f"{url}/api/v1/studies/{study_id}", timeout=10).json()
+        if study["status"] not in ("queued", "running"):
+            break
+        assert time.monotonic() < deadline, f"study stuck: {study}"
+        time.sleep(0.3)
+    assert study["status"] == "completed"
+    assert study["progress"]["finished"] == 4
+
+    best = httpx.get(f"{url}/api/v1/studies/{study_id}/best", timeout=10).json()
+    assert best["final"] is True
+    assert best["params"]["batch_size"] in (16, 32)
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT trial, state, dropout, value FROM regtune_trial_results WHERE study = 'e2e'"
+        ).fetchall()
+    assert len(rows) == 4
+    values = [r[3] for r in rows if r[1] == "complete"]
+    assert best["value"] == pytest.approx(min(values))
+
+    # the CLI reads the same results
+    status = _cli(env, "status", str(study_id), "--format", "json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["status"] == "completed"
+    text = _cli(env, "best", str(study_id))
+    assert text.returncode == 0, text.stderr
+    assert "dropout" in text.stdout and f"trial {best['trial_number']}" in text.stdout
