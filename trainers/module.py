@@ -96,8 +96,12 @@ class RegularizedClassifier(pl.LightningModule):
         self.reg = params
         self.learning_rate = learning_rate
         self._weights = penalized_weights(backbone)
-        self._train_sum = torch.zeros(())
-        self._train_count = 0
+        # Manual optimization: on these small models the per-step overhead of Lightning's
+        # automatic optimization (closure, precision wrapper, a dozen hooks) is a sizeable share
+        # of the step time. Consequence: Trainer(gradient_clip_val=...) and
+        # accumulate_grad_batches do not apply to this module (regtune's objective uses neither).
+        self.automatic_optimization = False
+        self._train_stats = torch.zeros(2)
         self._eval = ClassificationAccumulator(ECE_BINS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,20 +123,33 @@ class RegularizedClassifier(pl.LightningModule):
     # -- training ---------------------------------------------------------------------------
 
     def on_train_epoch_start(self) -> None:
-        self._train_sum = torch.zeros((), device=self.device)
-        self._train_count = 0
+        # In-place updates below: assigning attributes of an nn.Module goes through its
+        # (slow) __setattr__, and `.item()` would sync with the device every step.
+        self._train_stats = torch.zeros(2, device=self.device)  # [Σ loss·n, n]
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    def transfer_batch_to_device(
+        self, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device, dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Batches are always an (x, y) pair of tensors: skip Lightning's generic collection walk.
+        x, y = batch
+        if x.device == device:
+            return batch
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         loss = F.cross_entropy(self.backbone(x), y, label_smoothing=self.reg.label_smoothing)
-        # Summed as a tensor: no host sync per step; read once per epoch.
-        self._train_sum += loss.detach() * len(y)
-        self._train_count += len(y)
+        self._train_stats[0].add_(loss.detach(), alpha=len(y))
+        self._train_stats[1].add_(len(y))
         if self.reg.l1 > 0:
             loss = loss + self.reg.l1 * self.l1_penalty()
-        return loss
+        # Manual optimization (see __init__): the same zero_grad/backward/step as Lightning's
+        # automatic loop, without its per-step closure and hook machinery.
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # configure_optimizers returns one optimizer
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
 
     # -- validation -------------------------------------------------------------------------
 
@@ -145,8 +162,8 @@ class RegularizedClassifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._eval.compute("val")
-        if self._train_count:
-            metrics["train_loss"] = self._train_sum / self._train_count
+        if self._train_stats[1] > 0:
+            metrics["train_loss"] = self._train_stats[0] / self._train_stats[1]
         datamodule = getattr(self.trainer, "datamodule", None)
         batches = getattr(datamodule, "train_eval_batches", None)
         if batches is not None:

@@ -1,0 +1,144 @@
+"""Framework overhead of regtune's Lightning trainer against a plain torch loop.
+
+Both sides train the same digits MLP (64-256-256-10, AdamW, batch 64) on the same in-memory
+split for the same number of epochs and do the same work per epoch:
+
+- shuffle the training rows (one seeded permutation) and step through slices of 64 rows,
+  with label smoothing and L1 in the loss and decoupled weight decay in AdamW;
+- validate: unsmoothed loss, accuracy and 15-bin ECE on the validation split, loss and accuracy
+  on the whole training split in eval mode (for ``gap``), the near-zero weight fraction, every
+  metric read back as a Python float;
+- keep a copy of the best epoch's weights; at the end evaluate them on the test split.
+
+(a) is that loop written by hand; (b) is ``trainers.run_trial`` on the ``digits-mlp`` trainer
+(Lightning Trainer, EarlyStopping with a patience that never triggers, the per-epoch Optuna
+callback). Runs alternate a, b, a, b, ... so drift in machine load hits both; the last line
+printed is the median of the per-pair ratios b/a: ``ratio: 1.07``.
+
+    python bench/trainer_overhead.py            # 40 epochs x 7 pairs
+    python bench/trainer_overhead.py --short    # 20 epochs x 3 pairs (make bench)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import optuna
+import torch
+import torch.nn.functional as F
+
+from trainers import ObjectiveSpec, RegularizationParams, SearchSpace, run_trial
+from trainers.builtin import DigitsConfig, build_mlp
+from trainers.metrics import ClassificationAccumulator
+from trainers.module import near_zero_fraction
+
+PARAMS = RegularizationParams(
+    weight_decay=1e-4, l1=1e-5, dropout=0.1, label_smoothing=0.1, batch_size=64, patience=10_000
+)
+
+
+def _config(epochs: int) -> DigitsConfig:
+    return DigitsConfig(max_epochs=epochs, hidden_sizes=(256, 256), seed=0)
+
+
+def raw_loop(epochs: int) -> float:
+    """(a) the same work in plain torch; returns the best val_loss."""
+    module, dm = build_mlp("digits", PARAMS, _config(epochs))
+    net = module.backbone
+    optimizer = module.configure_optimizers()
+    weights = module._weights
+    trial = optuna.trial.FixedTrial({})
+    best, best_state = float("inf"), None
+    for epoch in range(epochs):
+        net.train()
+        train_sum, train_count = torch.zeros(()), 0
+        for x, y in dm.train_dataloader():
+            loss = F.cross_entropy(net(x), y, label_smoothing=PARAMS.label_smoothing)
+            train_sum += loss.detach() * len(y)
+            train_count += len(y)
+            loss = loss + PARAMS.l1 * torch.stack([w.abs().sum() for w in weights]).sum()
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            val = ClassificationAccumulator()
+            for x, y in dm.val_dataloader():
+                val.update(net(x), y)
+            train = ClassificationAccumulator()
+            for x, y in dm.train_eval_batches():
+                train.update(net(x), y)
+            metrics = val.compute("val")
+            metrics["train_loss"] = train_sum / train_count
+            metrics["train_eval_loss"] = train.loss()
+            metrics["train_acc"] = train.accuracy()
+            metrics["gap"] = metrics["val_loss"] - metrics["train_eval_loss"]
+            metrics["near_zero_frac"] = near_zero_fraction(weights)
+        values = {k: float(v) for k, v in metrics.items()}
+        if values["val_loss"] < best:
+            best = values["val_loss"]
+            best_state = {k: t.detach().clone() for k, t in module.state_dict().items()}
+        trial.report(values["val_loss"], epoch)
+    assert best_state is not None
+    module.load_state_dict(best_state)
+    net.eval()
+    with torch.no_grad():
+        test = ClassificationAccumulator()
+        for x, y in dm.test_dataloader():
+            test.update(net(x), y)
+        {k: float(v) for k, v in test.compute("test").items()}
+    return best
+
+
+def lightning_run(epochs: int) -> float:
+    """(b) regtune's objective path; returns the best val_loss."""
+    fixed = {name: {"fixed": value} for name, value in PARAMS.model_dump().items()}
+    spec = ObjectiveSpec(
+        trainer="digits-mlp",
+        trainer_config=_config(epochs).model_dump(),
+        search_space=SearchSpace.model_validate(fixed),
+    )
+    outcome = run_trial(optuna.trial.FixedTrial({}), spec)
+    assert outcome.epochs_run == epochs, outcome.epochs_run
+    return outcome.value
+
+
+def _timed(fn: object, epochs: int) -> tuple[float, float]:
+    start = time.perf_counter()
+    value = fn(epochs)  # type: ignore[operator]
+    return time.perf_counter() - start, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="fewer epochs and repeats")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+    epochs = args.epochs or (20 if args.short else 40)
+    repeats = args.repeats or (3 if args.short else 7)
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    # Warm-up (imports, allocator, first-call costs) on both sides, not timed.
+    raw_loop(2)
+    lightning_run(2)
+    ratios = []
+    for i in range(repeats):
+        ta, va = _timed(raw_loop, epochs)
+        tb, vb = _timed(lightning_run, epochs)
+        ratios.append(tb / ta)
+        print(
+            f"pair {i + 1}/{repeats}: raw {ta:.3f}s  lightning {tb:.3f}s  b/a {tb / ta:.3f}  "
+            f"(best val_loss raw {va:.4f}, lightning {vb:.4f})",
+            flush=True,
+        )
+    print(f"epochs {epochs}, pairs {repeats}, torch threads {torch.get_num_threads()}")
+    print(f"ratio: {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
