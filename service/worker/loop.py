@@ -9,6 +9,7 @@ import socket
 import time
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -95,7 +96,7 @@ def claim_next(ctx: WorkerContext, specs: _Specs, only: int | None) -> Claim | N
     return None
 
 
-def _install_signals(ctx: WorkerContext) -> None:
+def _install_signals(ctx: WorkerContext) -> dict[int, Any]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         if ctx.shutdown.is_set():
             # second signal: abandon now (Optuna records FAIL, the slot is released)
@@ -106,8 +107,7 @@ def _install_signals(ctx: WorkerContext) -> None:
         )
         ctx.shutdown.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _default_name() -> str:
@@ -132,8 +132,7 @@ def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bo
     """Run trials until told to stop; returns how many trials this worker ran."""
     quiet_optuna()
     ctx = make_context(settings, options)
-    if handle_signals:
-        _install_signals(ctx)
+    previous = _install_signals(ctx) if handle_signals else {}
     specs = _Specs()
     ran = 0
     last_sweep = 0.0
@@ -166,6 +165,8 @@ def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bo
             if options.once or (options.max_trials is not None and ran >= options.max_trials):
                 break
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         ctx.storage.remove_session()
         ctx.storage.engine.dispose()
     log.info("worker %s stopped after %d trials", ctx.name, ran)

@@ -1,0 +1,127 @@
+"""The `regtune` CLI: client commands against a real API server, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, inspect
+from typer.testing import CliRunner
+
+from service.api import create_app
+from service.cli import app
+from service.config import Settings
+
+runner = CliRunner()
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api(sqlite_url: str) -> Iterator[str]:
+    """The real app under uvicorn in a thread (no worker: studies stay queued)."""
+    port = _free_port()
+    settings = Settings(database_url=sqlite_url, auto_migrate=True, port=port)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield url
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_submit_status_cancel_through_the_api(api: str) -> None:
+    submitted = runner.invoke(
+        app, ["submit", str(EXAMPLES / "quick.yaml"), "--server", api, "--format", "json"]
+    )
+    assert submitted.exit_code == 0, submitted.output
+    study = json.loads(submitted.stdout)
+    assert study["status"] == "queued" and study["name"] == "quick"
+
+    status = runner.invoke(app, ["status", str(study["id"]), "--server", api])
+    assert status.exit_code == 0, status.output
+    assert f"study {study['id']} 'quick' (synthetic-mlp): queued" in status.stdout
+    assert "0/10 finished" in status.stdout
+
+    cancelled = runner.invoke(app, ["cancel", str(study["id"]), "--server", api])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "cancelled" in cancelled.stdout
+    assert httpx.get(f"{api}/api/v1/studies/{study['id']}").json()["status"] == "cancelled"
+
+
+def test_invalid_spec_gets_the_servers_reason_on_one_line(api: str, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "bad",
+                "trainer": "digits-mlp",
+                "search_space": {"dropout": {"low": 0.1, "high": 1.5}},
+            }
+        )
+    )
+    result = runner.invoke(app, ["submit", str(spec), "--server", api])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: HTTP 422")
+    assert "dropout" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unknown_study_is_a_404_line(api: str) -> None:
+    result = runner.invoke(app, ["best", "999", "--server", api])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: HTTP 404")
+
+
+def test_unreachable_server_is_one_clear_line() -> None:
+    server = f"http://127.0.0.1:{_free_port()}"
+    result = runner.invoke(app, ["status", "1", "--server", server])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot reach the regtune server at {server} (ConnectError); "
+        "is `regtune serve` running? (set --server or REGTUNE_SERVER_URL)"
+    ]
+
+
+def test_unreadable_spec_file_names_the_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["submit", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 1
+    assert "missing.yaml" in result.stderr and "Traceback" not in result.output
+
+
+def test_db_upgrade_creates_the_schema(sqlite_url: str) -> None:
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", sqlite_url])
+    assert result.exit_code == 0, result.output
+    tables = set(inspect(create_engine(sqlite_url)).get_table_names())
+    assert {"regtune_studies", "regtune_trials", "trials"} <= tables
+
+
+def test_worker_refuses_a_bad_devices_list(sqlite_url: str) -> None:
+    result = runner.invoke(app, ["worker", "--devices", "0,zero", "--database-url", sqlite_url])
+    assert result.exit_code == 1
+    assert "--devices must be 'auto', 'cpu' or GPU indices" in result.stderr
+
+
+def test_worker_once_exits_when_there_is_no_work(sqlite_url: str) -> None:
+    assert runner.invoke(app, ["db", "upgrade", "--database-url", sqlite_url]).exit_code == 0
+    result = runner.invoke(app, ["worker", "--once", "--database-url", sqlite_url])
+    assert result.exit_code == 0, result.output
