@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from service.client import ApiClient, ClientError
 from service.config import Settings
 from service.spec import SpecFileError, load_spec_file
+from service.tune import tune_command
 
 app = typer.Typer(
     help="regtune: tune the regularization of deep-learning models.",
@@ -367,6 +368,10 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
+
+
+# the CI job contract lives in service.tune
+app.command("tune")(tune_command)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,396 @@
+"""`regtune tune SPEC`: run (or submit) a study, follow it, write the best settings, gate on them.
+
+Exit codes are the CI contract (see `ExitCode` and docs/ci.md). Every failure is one
+``error: ...`` line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from service.spec import ObjectiveConfig, SpecFileError, StudySpec, load_spec_file
+from service.tune.errors import ExitCode, TuneError
+from service.tune.gate import GateOptions, Verdict, evaluate
+from service.tune.local import LocalStudy, database_url
+from service.tune.output import Previous, build_output, load_previous, write_json
+from service.tune.progress import Reporter, make_reporter
+from service.tune.remote import RemoteStudy
+from service.tune.summary import write_summary
+from service.tune.warm import warm_start_params
+from service.tune.watch import StudySource, TimedOut, watch
+
+__all__ = ["TuneOptions", "run_tune", "tune_command"]
+
+
+@dataclass
+class TuneOptions:
+    """Everything `regtune tune` was asked to do (validated by `run_tune`)."""
+
+    spec: str
+    server: str | None = None
+    token: str | None = None
+    local: bool = False
+    workers: int = 1
+    db: str | None = None
+    name: str | None = None
+    output: str | None = None
+    summary: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    baseline: str | None = None
+    max_regression: float | None = None
+    warm_start: str | None = None
+    timeout: float | None = None
+    poll_interval: float = 1.0
+    tty: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _usage(message: str) -> TuneError:
+    return TuneError(ExitCode.USAGE, message)
+
+
+def _spec_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _load_body(opts: TuneOptions) -> dict[str, Any]:
+    try:
+        body = load_spec_file(opts.spec)
+    except SpecFileError as exc:
+        raise _usage(f"SPEC: {exc}") from None
+    if opts.name:
+        body["name"] = opts.name
+    return body
+
+
+def _check_usage(opts: TuneOptions) -> None:
+    if opts.local and opts.server:
+        raise _usage("--local and --server exclude each other")
+    if opts.max_regression is not None and opts.baseline is None:
+        raise _usage("--max-regression needs --baseline")
+    if opts.max_regression is not None and opts.max_regression < 0:
+        raise _usage("--max-regression must be >= 0 (an absolute tolerance)")
+    if opts.min_score is not None and opts.max_score is not None and opts.min_score > opts.max_score:
+        raise _usage("--min-score is greater than --max-score: no result can pass")
+
+
+def _check_previous(prev: Previous, option: str, objective: ObjectiveConfig) -> None:
+    if (prev.metric, prev.direction) != (objective.metric, objective.direction):
+        raise _usage(
+            f"{option} {prev.path}: it optimized {prev.metric} ({prev.direction}) but this study "
+            f"optimizes {objective.metric} ({objective.direction})"
+        )
+
+
+def _objective(body: dict[str, Any]) -> ObjectiveConfig | None:
+    try:
+        return ObjectiveConfig.model_validate(body.get("objective") or {})
+    except ValidationError:
+        return None  # the spec itself is refused below (locally or by the server)
+
+
+@dataclass
+class _Finish:
+    """How following the study ended, before the gate."""
+
+    study: dict[str, Any]
+    code: ExitCode | None = None  # set when the run cannot reach a verdict
+    reason: str | None = None
+
+
+def _follow(source: StudySource, created: dict[str, Any], opts: TuneOptions, mode: str) -> _Finish:
+    reporter: Reporter = make_reporter(opts.tty)
+    n = created["progress"]["n_trials"]
+    where = f"local, {opts.workers} worker(s)" if mode == "local" else opts.server
+    reporter.start(
+        created,
+        f"study {created['id']} {created['name']!r} ({where}): {n} trials of "
+        f"{created['trainer']}, {created['direction']} {created['metric']}",
+    )
+    deadline = time.monotonic() + opts.timeout if opts.timeout else None
+    try:
+        final = watch(source, reporter, deadline, opts.poll_interval)
+    except TimedOut:
+        reporter.stop()
+        source.cancel()
+        return _Finish(
+            source.study(),
+            ExitCode.STUDY_FAILED,
+            f"timed out after {opts.timeout:g} s (--timeout); the study was cancelled",
+        )
+    except KeyboardInterrupt:
+        reporter.stop()
+        source.cancel()
+        return _Finish(source.study(), ExitCode.STUDY_FAILED, "interrupted; the study was cancelled")
+    finally:
+        reporter.stop()
+    if final["status"] != "completed":
+        why = f": {final['error']}" if final.get("error") else ""
+        return _Finish(final, ExitCode.STUDY_FAILED, f"the study ended {final['status']}{why}")
+    return _Finish(final)
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    # a cancelled CI job gets SIGTERM: treat it like Ctrl-C so the study is cancelled too
+    raise KeyboardInterrupt
+
+
+def run_tune(opts: TuneOptions) -> ExitCode:
+    """Run the whole job; returns the exit code. Raises `TuneError` for early failures."""
+    started = datetime.now(UTC)
+    _check_usage(opts)
+    body = _load_body(opts)
+    objective = _objective(body)
+    baseline = load_previous(opts.baseline, "--baseline") if opts.baseline else None
+    warm = load_previous(opts.warm_start, "--warm-start") if opts.warm_start else None
+    for prev, option in ((baseline, "--baseline"), (warm, "--warm-start")):
+        if prev is not None and objective is not None:
+            _check_previous(prev, option, objective)
+    if baseline is not None and baseline.value is None:
+        raise _usage(f"--baseline {baseline.path}: it has no best value (no trial completed)")
+    gate = GateOptions(
+        min_score=opts.min_score,
+        max_score=opts.max_score,
+        baseline_value=baseline.value if baseline else None,
+        baseline_path=baseline.path if baseline else None,
+        max_regression=opts.max_regression or 0.0,
+    )
+    server = opts.server or (None if opts.local else os.environ.get("REGTUNE_SERVER_URL"))
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if server:
+            opts.server = server
+            finish, best, enqueued, mode = _run_server(opts, body, warm)
+        else:
+            finish, best, enqueued, mode = _run_local(opts, body, warm)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    return _conclude(opts, finish, best, enqueued, mode, started, gate, baseline)
+
+
+def _run_local(
+    opts: TuneOptions, body: dict[str, Any], warm: Previous | None
+) -> tuple[_Finish, dict[str, Any] | None, dict[str, Any] | None, str]:
+    try:
+        spec = StudySpec.model_validate(body)
+    except ValidationError as exc:
+        raise _usage(f"invalid spec {opts.spec}: {_spec_errors(exc)}") from None
+    enqueued: dict[str, Any] | None = None
+    if warm is not None:
+        enqueued, notes = warm_start_params(warm.params, spec)
+        for note in notes:
+            _echo_err(f"warning: --warm-start: {note}")
+    with tempfile.TemporaryDirectory(prefix="regtune-tune-") as tmp:
+        local = LocalStudy(database_url(opts.db, Path(tmp)), Path(tmp))
+        try:
+            local.migrate()
+            created = local.create(spec, [enqueued] if enqueued else [])
+            local.start_workers(opts.workers)
+            try:
+                finish = _follow(local, created, opts, "local")
+            except TuneError as exc:
+                local.cancel()
+                finish = _Finish(local.study(), exc.code, exc.message)
+            if finish.code is not None:
+                tail = local.log_tail()
+                if tail and finish.study["status"] == "failed":
+                    _echo_err(tail)
+            best = local.best()
+        except KeyboardInterrupt:
+            if local.study_id is None:
+                raise TuneError(ExitCode.STUDY_FAILED, "interrupted before the study started")
+            local.cancel()
+            finish, best = _Finish(local.study(), ExitCode.STUDY_FAILED, "interrupted"), None
+        finally:
+            local.close()
+    return finish, best, enqueued, "local"
+
+
+def _run_server(
+    opts: TuneOptions, body: dict[str, Any], warm: Previous | None
+) -> tuple[_Finish, dict[str, Any] | None, dict[str, Any] | None, str]:
+    assert opts.server is not None
+    enqueued: dict[str, Any] | None = None
+    if warm is not None:
+        enqueued = {k: v for k, v in warm.params.items() if v is not None}
+        # the server evaluates these first when its spec accepts `enqueue` (see docs/ci.md)
+        body = {**body, "enqueue": [enqueued]}
+    remote = RemoteStudy(opts.server, opts.token)
+    try:
+        try:
+            created = remote.submit(body)
+        except TuneError as exc:
+            if warm is not None and exc.code == ExitCode.USAGE and "enqueue" in exc.message:
+                raise _usage(
+                    f"--warm-start: the server at {opts.server} does not accept warm-start "
+                    "parameters (its study spec has no `enqueue` field); use --local, or drop "
+                    "--warm-start"
+                ) from None
+            raise
+        try:
+            finish = _follow(remote, created, opts, "server")
+        except KeyboardInterrupt:
+            remote.cancel()
+            finish = _Finish(remote.study(), ExitCode.STUDY_FAILED, "interrupted")
+        best = remote.best()
+    finally:
+        remote.close()
+    return finish, best, enqueued, "server"
+
+
+def _conclude(
+    opts: TuneOptions,
+    finish: _Finish,
+    best: dict[str, Any] | None,
+    enqueued: dict[str, Any] | None,
+    mode: str,
+    started: datetime,
+    gate: GateOptions,
+    baseline: Previous | None,
+) -> ExitCode:
+    study = finish.study
+    value = best["value"] if best else None
+    verdict = evaluate(value, study["metric"], study["direction"], gate)
+    code, reason = finish.code, finish.reason
+    if code is None and best is None:
+        code, reason = ExitCode.STUDY_FAILED, "no trial completed, so there is no best value"
+    if code is None:
+        code = ExitCode.PASSED if verdict.passed else ExitCode.GATE_FAILED
+    if code != ExitCode.PASSED:
+        verdict = Verdict(passed=False, checks=verdict.checks)
+    doc = build_output(
+        mode=mode,
+        server=opts.server if mode == "server" else None,
+        study=study,
+        best=best,
+        started=started,
+        finished=datetime.now(UTC),
+        verdict=verdict,
+        exit_code=code,
+        warm_start=enqueued,
+        baseline=baseline,
+    )
+    if opts.output:
+        write_json(opts.output, doc)
+    if opts.summary:
+        write_summary(opts.summary, doc)
+    counts = doc["counts"]
+    typer.echo(
+        f"study {study['id']} {study['name']!r} {study['status']}: {counts['complete']} complete, "
+        f"{counts['pruned']} pruned, {counts['failed']} failed in {doc['wall_time_s']:.1f} s"
+    )
+    if best is not None:
+        typer.echo(f"best {study['metric']} = {best['value']:.6g} (trial {best['trial_number']})")
+    for check in verdict.checks:
+        typer.echo(f"  {'ok  ' if check.passed else 'FAIL'} {check.message}")
+    if code == ExitCode.GATE_FAILED:
+        missed = "; ".join(c.message for c in verdict.checks if not c.passed)
+        _echo_err(f"error: gate failed (exit 1): {missed}")
+    elif code == ExitCode.STUDY_FAILED:
+        _echo_err(f"error: study did not finish (exit 3): {reason}")
+    return code
+
+
+# --- the typer command ---------------------------------------------------------------------
+
+Opt = typer.Option
+
+
+def tune_command(
+    spec: Annotated[str, typer.Argument(help="study spec file (YAML or JSON)")],
+    server: Annotated[
+        str | None, Opt("--server", help="submit to this regtune server [env: REGTUNE_SERVER_URL]")
+    ] = None,
+    token: Annotated[
+        str | None, Opt("--token", envvar="REGTUNE_TOKEN", help="Bearer token", show_default=False)
+    ] = None,
+    local: Annotated[
+        bool, Opt("--local", help="run here with worker processes (default without --server)")
+    ] = False,
+    workers: Annotated[int, Opt("--workers", min=1, help="local worker processes")] = 1,
+    db: Annotated[
+        str | None, Opt("--db", help="local database: SQLite file or URL (default: throwaway)")
+    ] = None,
+    name: Annotated[
+        str | None, Opt("--name", help="study name (overrides the spec's; names are unique)")
+    ] = None,
+    output: Annotated[str | None, Opt("--output", "-o", help="write the result JSON here")] = None,
+    summary: Annotated[
+        str | None, Opt("--summary", help="write a markdown summary here (PR comments)")
+    ] = None,
+    min_score: Annotated[
+        float | None, Opt("--min-score", help="fail (exit 1) unless best >= X")
+    ] = None,
+    max_score: Annotated[
+        float | None, Opt("--max-score", help="fail (exit 1) unless best <= X")
+    ] = None,
+    baseline: Annotated[
+        str | None, Opt("--baseline", help="a previous output JSON to compare against")
+    ] = None,
+    max_regression: Annotated[
+        float | None,
+        Opt("--max-regression", help="allowed worsening vs --baseline (absolute; default 0)"),
+    ] = None,
+    warm_start: Annotated[
+        str | None, Opt("--warm-start", help="evaluate this previous output's best params first")
+    ] = None,
+    timeout: Annotated[
+        float | None, Opt("--timeout", min=0.001, help="cancel the study after S seconds (exit 3)")
+    ] = None,
+    poll_interval: Annotated[
+        float, Opt("--poll-interval", min=0.05, help="seconds between progress polls", hidden=True)
+    ] = 1.0,
+) -> None:
+    """Tune in CI: run or submit a study, wait, write the best params as JSON, gate on them.
+
+    Exit codes: 0 passed, 1 threshold or baseline missed, 2 invalid spec or usage,
+    3 study failed, cancelled or timed out, 4 server unreachable or token refused.
+    """
+    opts = TuneOptions(
+        spec=spec,
+        server=server,
+        token=token,
+        local=local,
+        workers=workers,
+        db=db,
+        name=name,
+        output=output,
+        summary=summary,
+        min_score=min_score,
+        max_score=max_score,
+        baseline=baseline,
+        max_regression=max_regression,
+        warm_start=warm_start,
+        timeout=timeout,
+        poll_interval=poll_interval,
+    )
+    try:
+        code = run_tune(opts)
+    except TuneError as exc:
+        _echo_err(f"error: {exc.message}")
+        raise typer.Exit(int(exc.code)) from None
+    except KeyboardInterrupt:
+        _echo_err("error: interrupted")
+        raise typer.Exit(int(ExitCode.STUDY_FAILED)) from None
+    raise typer.Exit(int(code))

@@ -1,0 +1,154 @@
+"""The output JSON of `regtune tune` (``schema_version`` 1; JSON Schema in ``output.schema.json``).
+
+The same document is the baseline (`--baseline`) and warm-start (`--warm-start`) input of a
+later run, so reading it back is here too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from service import __version__
+from service.tune.errors import ExitCode, TuneError
+from service.tune.gate import Verdict
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Previous",
+    "build_output",
+    "load_previous",
+    "output_schema",
+    "write_json",
+]
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = "output.schema.json"
+
+
+def output_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the output document, shipped with the package."""
+    text = resources.files("service.tune").joinpath(SCHEMA_FILE).read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_output(
+    *,
+    mode: str,
+    server: str | None,
+    study: dict[str, Any],
+    best: dict[str, Any] | None,
+    started: datetime,
+    finished: datetime,
+    verdict: Verdict,
+    exit_code: ExitCode,
+    warm_start: dict[str, Any] | None,
+    baseline: Previous | None,
+) -> dict[str, Any]:
+    """Assemble the document from the final study (API shape) and its best trial (or None)."""
+    progress = study.get("progress") or {}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "regtune_version": __version__,
+        "mode": mode,
+        "server": server,
+        "study_id": study["id"],
+        "study_name": study["name"],
+        "trainer": study.get("trainer"),
+        "status": study["status"],
+        "status_reason": study.get("error"),
+        "metric": study["metric"],
+        "direction": study["direction"],
+        "best_value": best["value"] if best else None,
+        "best_trial_number": best["trial_number"] if best else None,
+        "best_params": _params(best["params"]) if best else None,
+        "best_epoch": best.get("best_epoch") if best else None,
+        "best_metrics": best.get("metrics") if best else None,
+        "test_metrics": best.get("test_metrics") if best else None,
+        "counts": {
+            "n_trials": progress.get("n_trials", 0),
+            "complete": progress.get("complete", 0),
+            "pruned": progress.get("pruned", 0),
+            "failed": progress.get("failed", 0),
+        },
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "wall_time_s": round((finished - started).total_seconds(), 3),
+        "warm_start_params": warm_start,
+        "baseline": (
+            {"path": baseline.path, "study_name": baseline.study_name, "best_value": baseline.value}
+            if baseline
+            else None
+        ),
+        "gate": {**verdict.to_json(), "exit_code": int(exit_code)},
+    }
+
+
+def _params(params: dict[str, Any]) -> dict[str, Any]:
+    # parameters a trainer does not use stay null in the API; they are noise in a CI artifact
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def write_json(path: str | Path, document: dict[str, Any]) -> None:
+    try:
+        Path(path).write_text(json.dumps(document, indent=2) + "\n")
+    except OSError as exc:
+        raise TuneError(ExitCode.USAGE, f"cannot write {path}: {exc.strerror}") from None
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What a later run needs from a previous output JSON."""
+
+    path: str
+    study_name: str
+    metric: str
+    direction: str
+    value: float | None
+    params: dict[str, Any]
+
+
+def load_previous(path: str | Path, option: str) -> Previous:
+    """Read a previous `regtune tune` output (for `option`); raises `TuneError` (exit 2)."""
+    p = Path(path)
+
+    def bad(why: str) -> TuneError:
+        return TuneError(ExitCode.USAGE, f"{option} {p}: {why}")
+
+    try:
+        data = json.loads(p.read_text())
+    except OSError as exc:
+        raise bad(f"cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise bad(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise bad("not a regtune tune output (expected a JSON object)")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise bad(f"schema_version {version!r} is not supported (this regtune reads 1)")
+    for key in ("study_name", "metric", "direction"):
+        if not isinstance(data.get(key), str):
+            raise bad(f"{key} is missing")
+    value = data.get("best_value")
+    params = data.get("best_params") or {}
+    if value is not None and not isinstance(value, int | float):
+        raise bad("best_value must be a number or null")
+    if not isinstance(params, dict):
+        raise bad("best_params must be an object")
+    return Previous(
+        path=str(p),
+        study_name=data["study_name"],
+        metric=data["metric"],
+        direction=data["direction"],
+        value=float(value) if value is not None else None,
+        params=params,
+    )

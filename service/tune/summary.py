@@ -1,0 +1,85 @@
+"""The markdown summary written by `--summary FILE` (for a PR comment or `$GITHUB_STEP_SUMMARY`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from service.tune.errors import ExitCode, TuneError
+
+__all__ = ["render_summary", "write_summary"]
+
+_VERDICT = {
+    ExitCode.PASSED: "✅ passed",
+    ExitCode.GATE_FAILED: "❌ threshold or baseline missed",
+    ExitCode.USAGE: "⚠️ invalid input",
+    ExitCode.STUDY_FAILED: "⚠️ study did not finish",
+    ExitCode.SERVER: "⚠️ server problem",
+}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_summary(doc: dict[str, Any]) -> str:
+    """A markdown report of one output document: verdict, checks, best params, test metrics."""
+    code = ExitCode(doc["gate"]["exit_code"])
+    lines = [
+        f"### regtune: `{doc['study_name']}` — {_VERDICT[code]}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| objective | `{doc['metric']}` ({doc['direction']}) |",
+        f"| best value | **{_fmt(doc['best_value'])}** (trial {_fmt(doc['best_trial_number'])}) |",
+    ]
+    baseline = doc.get("baseline")
+    if baseline and baseline.get("best_value") is not None and doc["best_value"] is not None:
+        delta = doc["best_value"] - baseline["best_value"]
+        lines.append(
+            f"| baseline | {_fmt(baseline['best_value'])} (Δ {delta:+.6g}, "
+            f"`{_cell(baseline['study_name'])}`) |"
+        )
+    counts = doc["counts"]
+    lines += [
+        f"| trials | {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed (budget {counts['n_trials']}) |",
+        f"| status | {doc['status']}"
+        + (f": {_cell(doc['status_reason'])}" if doc.get("status_reason") else "")
+        + " |",
+        f"| wall time | {doc['wall_time_s']:.1f} s |",
+    ]
+    checks = doc["gate"]["checks"]
+    if checks:
+        lines += ["", "| check | limit | value | result |", "|---|---|---|---|"]
+        for c in checks:
+            mark = "✅" if c["passed"] else "❌"
+            lines.append(
+                f"| {c['name']} | {c['op']} {_fmt(c['limit'])} | {_fmt(c['value'])} | {mark} |"
+            )
+    params = doc.get("best_params") or {}
+    if params:
+        lines += ["", "| parameter | best |", "|---|---|"]
+        lines += [f"| {name} | {_fmt(value)} |" for name, value in params.items()]
+    for title, key in (("validation (best epoch)", "best_metrics"), ("test", "test_metrics")):
+        metrics = doc.get(key) or {}
+        if metrics:
+            lines += ["", f"| {title} metric | value |", "|---|---|"]
+            lines += [f"| {name} | {_fmt(value)} |" for name, value in sorted(metrics.items())]
+    lines += ["", f"<sub>regtune {doc['regtune_version']}, study {doc['study_id']}</sub>", ""]
+    return "\n".join(lines)
+
+
+def write_summary(path: str | Path, doc: dict[str, Any]) -> None:
+    try:
+        Path(path).write_text(render_summary(doc))
+    except OSError as exc:
+        raise TuneError(ExitCode.USAGE, f"cannot write {path}: {exc.strerror}") from None
