@@ -15,7 +15,7 @@ split kept clean, which is where regularization visibly pays off.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,8 @@ from trainers.module import EPOCH_METRICS, RegularizedClassifier, mlp
 from trainers.params import RegularizationParams
 from trainers.registry import Trainer
 
+Width = Annotated[int, Field(ge=1, le=65_536)]
+
 
 class MLPConfig(BaseModel):
     """Settings shared by the built-in MLP trainers."""
@@ -34,7 +36,7 @@ class MLPConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_epochs: int = Field(30, ge=1, le=10_000, description="Upper bound on training epochs.")
-    hidden_sizes: tuple[int, ...] = Field(
+    hidden_sizes: tuple[Width, ...] = Field(
         (256, 256), min_length=1, max_length=16, description="Width of each hidden layer."
     )
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="AdamW learning rate.")
@@ -47,8 +49,6 @@ class MLPConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> MLPConfig:
-        if any(h < 1 for h in self.hidden_sizes):
-            raise ValueError("hidden_sizes must be positive integers")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must be < 0.9 (training needs rows)")
         return self
@@ -61,20 +61,20 @@ class DigitsConfig(MLPConfig):
 class BreastCancerConfig(MLPConfig):
     """``breast-cancer-mlp``: 30 → hidden → 2."""
 
-    hidden_sizes: tuple[int, ...] = Field((64, 64), min_length=1, max_length=16)
+    hidden_sizes: tuple[Width, ...] = Field((64, 64), min_length=1, max_length=16)
 
 
 class WineConfig(MLPConfig):
     """``wine-mlp``: 13 → hidden → 3."""
 
-    hidden_sizes: tuple[int, ...] = Field((32, 32), min_length=1, max_length=16)
+    hidden_sizes: tuple[Width, ...] = Field((32, 32), min_length=1, max_length=16)
     max_epochs: int = Field(60, ge=1, le=10_000)
 
 
 class SyntheticConfig(MLPConfig):
     """``synthetic-mlp``: ``sklearn.datasets.make_classification`` with a configurable size."""
 
-    hidden_sizes: tuple[int, ...] = Field((64, 64), min_length=1, max_length=16)
+    hidden_sizes: tuple[Width, ...] = Field((64, 64), min_length=1, max_length=16)
     n_samples: int = Field(2_000, ge=30, le=10_000_000, description="Rows generated.")
     n_features: int = Field(20, ge=2, le=10_000)
     n_informative: int = Field(10, ge=1)

@@ -178,6 +178,15 @@ class InMemoryDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> SliceBatches:
         return SliceBatches(self.splits.x_test, self.splits.y_test, self.eval_batch_size)
 
+    def transfer_batch_to_device(
+        self, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device, dataloader_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Batches are always an (x, y) pair of tensors: skip Lightning's generic collection walk.
+        x, y = batch
+        if x.device == device:
+            return batch
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
     def train_eval_batches(self) -> SliceBatches:
         """The training split in order, for measuring the training loss in eval mode."""
         return SliceBatches(self.splits.x_train, self.splits.y_train, self.eval_batch_size)

@@ -127,22 +127,18 @@ class RegularizedClassifier(pl.LightningModule):
         # (slow) __setattr__, and `.item()` would sync with the device every step.
         self._train_stats = torch.zeros(2, device=self.device)  # [Σ loss·n, n]
 
-    def transfer_batch_to_device(
-        self, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device, dataloader_idx: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # Batches are always an (x, y) pair of tensors: skip Lightning's generic collection walk.
-        x, y = batch
-        if x.device == device:
-            return batch
-        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(data_loss, total)``: the smoothed cross-entropy, and it plus λ₁·Σ|w|."""
+        loss = F.cross_entropy(self.backbone(x), y, label_smoothing=self.reg.label_smoothing)
+        if self.reg.l1 > 0:
+            return loss, loss + self.reg.l1 * self.l1_penalty()
+        return loss, loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        loss = F.cross_entropy(self.backbone(x), y, label_smoothing=self.reg.label_smoothing)
-        self._train_stats[0].add_(loss.detach(), alpha=len(y))
+        data_loss, loss = self.training_loss(x, y)
+        self._train_stats[0].add_(data_loss.detach(), alpha=len(y))
         self._train_stats[1].add_(len(y))
-        if self.reg.l1 > 0:
-            loss = loss + self.reg.l1 * self.l1_penalty()
         # Manual optimization (see __init__): the same zero_grad/backward/step as Lightning's
         # automatic loop, without its per-step closure and hook machinery.
         optimizer = self.optimizers()

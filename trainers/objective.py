@@ -156,7 +156,8 @@ def run_trial(
     prunes; then evaluate the best epoch's weights on the test split when the module has a
     ``test_step`` and the data module a ``test_dataloader``.
 
-    Sets the trial's user attributes ``best_epoch`` and ``epochs_run`` (also when pruned).
+    Sets the trial's user attributes ``best_epoch`` and ``epochs_run`` (also when pruned),
+    ``test_metrics`` when evaluated, and ``fail_reason`` when the trial diverged.
 
     Raises:
         optuna.TrialPruned: the pruner pruned the trial.
@@ -200,6 +201,10 @@ def run_trial(
     )
     try:
         pl_trainer.fit(module, datamodule=datamodule)
+    except TrialDiverged as exc:
+        # Optuna keeps no message for a FAIL trial; the reason stays readable on the trial.
+        trial.set_user_attr("fail_reason", str(exc))
+        raise
     finally:
         _record_attrs(trial, tracker)
     if tracker.best is None or tracker.best_state is None:
