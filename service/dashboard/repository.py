@@ -1,0 +1,94 @@
+"""SQL behind the dashboard's plots: lean column reads of one study's trials and epochs.
+
+Study lookups and trial pages reuse `service.studies.repository`; only the two reads the plots
+need (a few columns of many trials, the epochs of a handful of trials in one query) live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import TrialEpoch, TrialRecord
+
+__all__ = ["PlotRow", "epochs_by_trial", "plot_rows"]
+
+
+@dataclass(frozen=True)
+class PlotRow:
+    """The columns of one trial that the plots use."""
+
+    id: int
+    number: int
+    state: str
+    value: float | None
+    weight_decay: float | None
+    l1: float | None
+    dropout: float | None
+    label_smoothing: float | None
+    batch_size: int | None
+    patience: int | None
+    val_ece: float | None
+    epochs_run: int
+
+    def param(self, name: str) -> float | None:
+        value: float | int | None = getattr(self, name)
+        return None if value is None else float(value)
+
+
+_COLUMNS = (
+    TrialRecord.id,
+    TrialRecord.number,
+    TrialRecord.state,
+    TrialRecord.value,
+    TrialRecord.weight_decay,
+    TrialRecord.l1,
+    TrialRecord.dropout,
+    TrialRecord.label_smoothing,
+    TrialRecord.batch_size,
+    TrialRecord.patience,
+    TrialRecord.val_ece,
+    TrialRecord.epochs_run,
+)
+
+
+def plot_rows(
+    session: Session, study_id: int, states: Sequence[str], limit: int
+) -> tuple[list[PlotRow], bool]:
+    """The newest `limit` numbered trials in `states`, oldest first; and whether more exist.
+
+    Uses the (study_id, state) index; reads only flat columns (no JSON metrics).
+    """
+    rows = session.execute(
+        select(*_COLUMNS)
+        .where(
+            TrialRecord.study_id == study_id,
+            TrialRecord.number.is_not(None),
+            TrialRecord.state.in_(list(states)),
+        )
+        .order_by(TrialRecord.number.desc())
+        .limit(limit + 1)
+    ).all()
+    truncated = len(rows) > limit
+    out = [PlotRow(**row._asdict()) for row in rows[:limit]]
+    out.reverse()
+    return out, truncated
+
+
+def epochs_by_trial(session: Session, trial_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """Per-epoch metrics of a few trials in one query: {trial id: [metrics of epoch 0, 1, ...]}."""
+    if not trial_ids:
+        return {}
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in trial_ids}
+    rows = session.execute(
+        select(TrialEpoch.trial_id, TrialEpoch.epoch, TrialEpoch.metrics)
+        .where(TrialEpoch.trial_id.in_(list(trial_ids)))
+        .order_by(TrialEpoch.trial_id, TrialEpoch.epoch)
+    )
+    for trial_id, epoch, metrics in rows:
+        out[trial_id].append({"epoch": epoch, **(metrics or {})})
+    return out

@@ -1,0 +1,67 @@
+"""Assemble a study's plots from SQL (through `service.dashboard.repository`).
+
+One request reads the newest `MAX_PLOT_TRIALS` trials' flat columns and the epochs of a handful
+of top trials: a few indexed queries, never an Optuna `Study`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from service.dashboard import plots
+from service.dashboard.repository import epochs_by_trial, plot_rows
+from service.models import StudyRecord, TrialState
+
+__all__ = ["MAX_PLOT_TRIALS", "TOP_TRIALS", "study_plots"]
+
+MAX_PLOT_TRIALS = 5_000
+TOP_TRIALS = 8
+
+_SHOWN = (TrialState.complete.value,)
+_SHOWN_ALL = (
+    TrialState.complete.value,
+    TrialState.pruned.value,
+    TrialState.cancelled.value,
+    TrialState.fail.value,
+)
+
+
+def study_plots(session: Session, study: StudyRecord, include_pruned: bool) -> dict[str, Any]:
+    """Every plot of the study page as Plotly figures, keyed by plot name.
+
+    `include_pruned` adds pruned, cancelled and failed trials (hidden by default: their values
+    come from partial trainings and would blur the picture).
+    """
+    states = _SHOWN_ALL if include_pruned else _SHOWN
+    rows, truncated = plot_rows(session, study.id, states, MAX_PLOT_TRIALS)
+    maximize = study.direction == "maximize"
+    axes = plots.searched_axes(study.spec)
+    top = plots.top_trials(rows, maximize, TOP_TRIALS, include_pruned)
+    epochs = epochs_by_trial(session, [r.id for r in top])
+    searched = {a.name for a in axes}
+    return {
+        "study_id": study.id,
+        "status": study.status,
+        "include_pruned": include_pruned,
+        "n_trials_plotted": len(rows),
+        "truncated": truncated,
+        "plots": {
+            "history": plots.history(rows, study.metric, maximize),
+            "importance": plots.importance(rows, axes),
+            "slices": plots.slices(rows, axes, study.metric),
+            "parallel": plots.parallel(rows, axes, study.metric),
+            "learning_curves": plots.curves(
+                top, epochs, "val_loss", "Learning curves of the top trials", "val_loss"
+            ),
+            "gap": plots.curves(
+                top,
+                epochs,
+                "gap",
+                "Generalization gap of the top trials",
+                "val_loss - train loss (eval mode)",
+            ),
+            "calibration": plots.calibration(rows, "label_smoothing" in searched),
+        },
+    }
