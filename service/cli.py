@@ -19,6 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 
+from service.auth.cli import token_app
 from service.client import ApiClient, ClientError
 from service.config import Settings
 from service.spec import SpecFileError, load_spec_file
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
 
 log = logging.getLogger("regtune.cli")
 

@@ -25,10 +25,12 @@ __all__ = [
     "ConflictError",
     "ErrorDetail",
     "ErrorResponse",
+    "ForbiddenError",
     "NotFoundError",
     "PayloadTooLargeError",
     "RegtuneError",
     "ServiceUnavailableError",
+    "UnauthorizedError",
     "install_error_handlers",
     "validation_details",
 ]
@@ -55,6 +57,8 @@ class RegtuneError(Exception):
 
     status_code: int = 400
     type: str = "error"
+    # extra response headers (e.g. WWW-Authenticate on a 401)
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, loc: Sequence[str | int] = ()) -> None:
         super().__init__(message)
@@ -68,6 +72,21 @@ class RegtuneError(Exception):
 class NotFoundError(RegtuneError):
     status_code = 404
     type = "not_found"
+
+
+class UnauthorizedError(RegtuneError):
+    """No valid bearer token (missing, unknown or revoked)."""
+
+    status_code = 401
+    type = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class ForbiddenError(RegtuneError):
+    """A valid token whose scope does not allow the request (a read token on a write)."""
+
+    status_code = 403
+    type = "forbidden"
 
 
 class ConflictError(RegtuneError):
@@ -85,13 +104,17 @@ class ServiceUnavailableError(RegtuneError):
     type = "unavailable"
 
 
-def error_response(status_code: int, body: ErrorResponse) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content=body.model_dump(mode="json"))
+def error_response(
+    status_code: int, body: ErrorResponse, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code, content=body.model_dump(mode="json"), headers=headers
+    )
 
 
 async def _regtune_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RegtuneError)
-    return error_response(exc.status_code, exc.to_response())
+    return error_response(exc.status_code, exc.to_response(), exc.headers)
 
 
 def _clean_msg(msg: str) -> str:

@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
 from service.api.middleware import BodySizeLimitMiddleware
+from service.auth.dependencies import (
+    AUTH_RESPONSES,
+    configure_auth,
+    require_token,
+    warn_if_no_tokens,
+)
 from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
@@ -41,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         app.state.optuna_storage = LazyOptunaStorage(settings.database_url)
+        await run_in_threadpool(
+            warn_if_no_tokens, app.state.session_factory, app.state.auth_enabled, settings.host
+        )
         try:
             yield
         finally:
@@ -52,12 +61,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Tune the regularization of deep-learning models with Optuna.",
         lifespan=lifespan,
+        # secure by default: every route checks its bearer token unless declared public
+        dependencies=[Depends(require_token)],
+        responses=AUTH_RESPONSES,
     )
     app.state.settings = settings
+    configure_auth(app, settings.auth_enabled())
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install(app)  # GET /metrics + request latency (service.observability)
+    from service import dashboard
     from service.api.routes import router
 
     app.include_router(router)
+    app.include_router(dashboard.router)  # web pages + plot data (service.dashboard)
     return app

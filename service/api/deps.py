@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
+from service.auth import TokenInfo
+from service.auth.dependencies import require_token
 from service.config import Settings
 from service.db import unit_of_work
 from service.models import StudyRecord
@@ -40,9 +42,9 @@ def get_optuna_storage(request: Request) -> LazyOptunaStorage:
     return storage
 
 
-def current_token() -> None:
-    """Placeholder for authentication (a later issue): will resolve the bearer token's scope."""
-    return None
+# Every route already runs `require_token` (installed app-wide by `create_app`); a handler that
+# wants to know who called declares `CurrentToken` (FastAPI runs the dependency once).
+current_token = require_token
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
@@ -50,7 +52,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # response rather than a 201 for data that was never stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 OptunaStorageDep = Annotated[LazyOptunaStorage, Depends(get_optuna_storage)]
-CurrentToken = Annotated[None, Depends(current_token)]
+CurrentToken = Annotated[TokenInfo | None, Depends(require_token)]
 
 
 def get_study(
