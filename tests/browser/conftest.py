@@ -1,0 +1,132 @@
+"""Browser fixtures: a real uvicorn server over an SQLite file holding a study the real worker ran,
+and Debian's Chromium driven by Playwright (never a downloaded browser).
+
+Every page records its console errors and uncaught exceptions; a test fails if any appear.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from service.api import create_app
+from service.migrations import upgrade
+from tests.dashboard.studies import completed_study, settings_for
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    database_url: str
+    study_id: int
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """uvicorn on a free loopback port (auth off), over a database with one completed study."""
+    db = tmp_path_factory.mktemp("browser") / "regtune.db"
+    url = f"sqlite:///{db}"
+    upgrade(url)
+    study_id = completed_study(url, "browser-finished", n_trials=8)
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(settings_for(url)), host="127.0.0.1", port=port, log_level="warning"
+    )
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.1)
+    try:
+        yield Server(base, url, study_id)
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: tests/setup_env.py installs Debian's chromium")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@dataclass
+class Page:
+    """A Playwright page plus the console errors and page errors it produced."""
+
+    page: Any
+    errors: list[str] = field(default_factory=list)
+
+    def shoot(self, name: str) -> None:
+        """Full-page screenshots at both viewport sizes; checks nothing overflows sideways."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        original = self.page.viewport_size
+        for label, (width, height) in VIEWPORTS.items():
+            self.page.set_viewport_size({"width": width, "height": height})
+            self.page.wait_for_timeout(300)  # let Plotly's responsive relayout run
+            overflow = self.page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 1, f"{name} at {label}: the page scrolls sideways by {overflow}px"
+            self.page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+        self.page.set_viewport_size(original)
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    p = context.new_page()
+    wrapped = Page(p)
+    p.on(
+        "console",
+        lambda msg: wrapped.errors.append(f"console: {msg.text}") if msg.type == "error" else None,
+    )
+    p.on("pageerror", lambda exc: wrapped.errors.append(f"pageerror: {exc}"))
+    try:
+        yield wrapped
+    finally:
+        context.close()
