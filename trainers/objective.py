@@ -48,6 +48,9 @@ class ObjectiveSpec:
     direction: Direction = "minimize"
     # "cpu", "gpu" or "auto" (Lightning accelerator); the worker sets CUDA_VISIBLE_DEVICES.
     accelerator: str = "cpu"
+    # torch intra-op threads for this process (None: leave torch's setting). Small models on a
+    # shared CPU run best with 1: several processes with a thread per core each oversubscribe it.
+    torch_threads: int | None = None
 
 
 @dataclass
@@ -173,6 +176,8 @@ def run_trial(
             f"objective metric {spec.metric!r} is not logged by trainer {spec.trainer!r} "
             f"(it logs: {', '.join(definition.metrics)})"
         )
+    if spec.torch_threads is not None:
+        torch.set_num_threads(spec.torch_threads)
     params = spec.search_space.sample(trial)
     if observer is not None:
         observer.on_start(trial, params)

@@ -6,10 +6,12 @@ import importlib
 import importlib.metadata
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from trainers import ObjectiveSpec, SearchSpace, available_trainers
 
@@ -49,6 +51,16 @@ def test_plugin() -> str:
         sys.path.insert(0, str(PLUGIN_DIR))
     available_trainers(refresh=True)
     return PLUGIN_DIST
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # Tiny models: one thread is as fast, and it does not collapse when other processes share
+    # the cores (two spinning OpenMP threads per process on a busy 2-core machine do).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
