@@ -31,7 +31,7 @@ def test_server_mode_submits_follows_and_writes_the_best(server: Server, tmp_pat
         tmp_path, str(spec), "--server", server.url, "--name", "pr-42",
         "--output", "best.json", "--summary", "summary.md", "--min-score", "0",
     )  # fmt: skip
-    out, err = proc.communicate(timeout=240)
+    _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     doc = load_valid_output(tmp_path / "best.json")
     assert doc["mode"] == "server" and doc["server"] == server.url
