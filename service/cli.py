@@ -294,8 +294,10 @@ def serve(
         int, typer.Option("--workers", min=0, help="local worker processes (0: API only)")
     ] = 1,
     database_url: DbUrlOpt = None,
+    optuna_dashboard_port: OptunaDashboardPortOpt = None,
+    optuna_dashboard_host: OptunaDashboardHostOpt = "127.0.0.1",
 ) -> None:
-    """Serve the REST API, with N local worker processes (the one-command mode)."""
+    """Serve the REST API and dashboard, with N local worker processes (the one-command mode)."""
     import uvicorn
 
     from service.api import create_app
@@ -306,6 +308,7 @@ def serve(
         _upgrade(settings.database_url)
     url = f"http://{settings.host}:{settings.port}"
     children: list[subprocess.Popen[bytes]] = []
+    side: Any = None  # optuna-dashboard beside the API (service.dashboard.optuna_dashboard)
     try:
         env = _child_env(settings)
         for _ in range(workers):
@@ -317,9 +320,12 @@ def serve(
             "-d @examples/quick.json",
             err=True,
         )
-        config = uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_config=None
-        )
+        api = create_app(settings)
+        if optuna_dashboard_port is not None:
+            side = _start_optuna_dashboard(
+                api, settings, optuna_dashboard_host, optuna_dashboard_port
+            )
+        config = uvicorn.Config(api, host=settings.host, port=settings.port, log_config=None)
         # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with the default handler
         # that would kill this process before the workers are stopped
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -327,6 +333,58 @@ def serve(
         uvicorn.Server(config).run()
     finally:
         _stop_children(children)
+        if side is not None:
+            side.stop()
+
+
+OptunaDashboardPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--optuna-dashboard-port",
+        min=1,
+        max=65535,
+        help="also run optuna-dashboard on this port (same database; study pages link to it)",
+    ),
+]
+OptunaDashboardHostOpt = Annotated[
+    str,
+    typer.Option(
+        "--optuna-dashboard-host",
+        help="optuna-dashboard bind address; it has NO authentication, keep it on loopback",
+    ),
+]
+
+
+def _start_optuna_dashboard(api: Any, settings: Settings, host: str, port: int) -> Any:
+    from service.dashboard import optuna_dashboard
+
+    try:
+        return optuna_dashboard.beside(
+            api, settings.database_url, host, port, lambda m: typer.echo(m, err=True)
+        )
+    except OSError as exc:
+        _fail(f"cannot start optuna-dashboard on {host}:{port}: {exc.strerror or exc}")
+
+
+@app.command("optuna-dashboard")
+def optuna_dashboard_command(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port")] = 8081,
+    host: Annotated[
+        str, typer.Option("--host", help="bind address; optuna-dashboard has NO authentication")
+    ] = "127.0.0.1",
+    database_url: DbUrlOpt = None,
+) -> None:
+    """Run optuna-dashboard on regtune's database (loopback by default: it has no auth)."""
+    from service.dashboard import optuna_dashboard
+
+    settings = _settings(database_url=database_url)
+    _configure_logging(settings)
+    try:
+        optuna_dashboard.run_forever(
+            settings.database_url, host, port, lambda m: typer.echo(m, err=True)
+        )
+    except OSError as exc:
+        _fail(f"cannot start optuna-dashboard on {host}:{port}: {exc.strerror or exc}")
 
 
 def _exit_on_signal(_signum: int, _frame: FrameType | None) -> None:
