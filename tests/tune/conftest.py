@@ -107,10 +107,7 @@ class Server:
         return response.json()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`regtune serve --workers 1` on a free port and an SQLite file (auth off: loopback)."""
-    tmp = tmp_path_factory.mktemp("server")
+def _serve(tmp: Path, workers: int, auth: str) -> Iterator[Server]:
     db = tmp / "regtune.db"
     port = free_port()
     env = dict(
@@ -118,10 +115,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         TZ="UTC",
         REGTUNE_DATABASE_URL=f"sqlite:///{db}",
         REGTUNE_WORKER_POLL_INTERVAL="0.2",
-        REGTUNE_AUTH="off",
+        REGTUNE_AUTH=auth,
     )
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp)
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--workers", str(workers)], env=env, cwd=tmp)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -142,3 +139,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`regtune serve --workers 1` on a free port and an SQLite file (auth off)."""
+    yield from _serve(tmp_path_factory.mktemp("server"), workers=1, auth="off")
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`regtune serve --workers 0` with authentication on."""
+    yield from _serve(tmp_path_factory.mktemp("auth-server"), workers=0, auth="on")

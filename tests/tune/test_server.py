@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,3 +73,30 @@ def test_name_taken_on_the_server_exits_2(server: Server, tmp_path: Path) -> Non
     _, err = second.communicate(timeout=60)
     assert second.returncode == 2
     assert "HTTP 409" in err and "--name" in err
+
+
+def test_warm_start_on_a_server_without_enqueue_support_exits_2(
+    server: Server, tmp_path: Path
+) -> None:
+    prev = {
+        "schema_version": 1,
+        "study_name": "main",
+        "metric": "val_loss",
+        "direction": "minimize",
+        "best_value": 0.5,
+        "best_params": {"dropout": 0.1},
+    }
+    (tmp_path / "prev.json").write_text(json.dumps(prev))
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec(name="warm-remote", n_trials=1))
+    proc = _start_tune(tmp_path, str(spec), "--server", server.url, "--warm-start", "prev.json")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert "does not accept warm-start parameters" in err
+
+
+def test_refused_token_exits_4(auth_server: Server, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec(name="no-entry", n_trials=1))
+    proc = _start_tune(tmp_path, str(spec), "--server", auth_server.url, "--token", "rgt_bogus")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert "the server refused the token (HTTP 401" in err and "Traceback" not in err
