@@ -91,7 +91,8 @@ def _check_usage(opts: TuneOptions) -> None:
         raise _usage("--max-regression needs --baseline")
     if opts.max_regression is not None and opts.max_regression < 0:
         raise _usage("--max-regression must be >= 0 (an absolute tolerance)")
-    if opts.min_score is not None and opts.max_score is not None and opts.min_score > opts.max_score:
+    low, high = opts.min_score, opts.max_score
+    if low is not None and high is not None and low > high:
         raise _usage("--min-score is greater than --max-score: no result can pass")
 
 
@@ -142,7 +143,8 @@ def _follow(source: StudySource, created: dict[str, Any], opts: TuneOptions, mod
     except KeyboardInterrupt:
         reporter.stop()
         source.cancel()
-        return _Finish(source.study(), ExitCode.STUDY_FAILED, "interrupted; the study was cancelled")
+        reason = "interrupted; the study was cancelled"
+        return _Finish(source.study(), ExitCode.STUDY_FAILED, reason)
     finally:
         reporter.stop()
     if final["status"] != "completed":
@@ -219,7 +221,9 @@ def _run_local(
             best = local.best()
         except KeyboardInterrupt:
             if local.study_id is None:
-                raise TuneError(ExitCode.STUDY_FAILED, "interrupted before the study started")
+                raise TuneError(
+                    ExitCode.STUDY_FAILED, "interrupted before the study started"
+                ) from None
             local.cancel()
             finish, best = _Finish(local.study(), ExitCode.STUDY_FAILED, "interrupted"), None
         finally:

@@ -58,6 +58,9 @@ class LocalStudy:
 
     def migrate(self) -> None:
         from service.migrations import upgrade
+        from service.worker.optimization import quiet_optuna
+
+        quiet_optuna()  # its INFO lines ("A new study created ...") are noise in a CI log
 
         try:
             upgrade(self.url)

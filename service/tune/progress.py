@@ -5,16 +5,38 @@ from __future__ import annotations
 import sys
 from typing import Any, Protocol, TextIO
 
-__all__ = ["BarReporter", "LineReporter", "Reporter", "make_reporter", "trial_line"]
+__all__ = ["BarReporter", "LineReporter", "Reporter", "Tally", "make_reporter", "trial_line"]
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
-def trial_line(trial: dict[str, Any], study: dict[str, Any]) -> str:
+class Tally:
+    """Finished trials in the order they were reported, and the best value among them.
+
+    Counted here rather than read from the study, whose counters may already include trials
+    finished after the one being reported.
+    """
+
+    def __init__(self) -> None:
+        self.finished = 0
+        self.best: float | None = None
+
+    def add(self, trial: dict[str, Any], direction: str) -> None:
+        if trial["state"] in ("complete", "pruned"):
+            self.finished += 1
+        value = trial.get("value")
+        if trial["state"] == "complete" and value is not None:
+            better = self.best is None or (
+                value > self.best if direction == "maximize" else value < self.best
+            )
+            if better:
+                self.best = value
+
+
+def trial_line(trial: dict[str, Any], tally: Tally, n_trials: int) -> str:
     """``trial 7 complete value=0.3121 best=0.2980 [8/20]`` (grep-able, one per trial)."""
-    p = study["progress"]
     text = f"trial {trial['number']} {trial['state']}"
     if trial["state"] == "fail":
         text += f" error={trial.get('error') or '?'}"
@@ -22,8 +44,7 @@ def trial_line(trial: dict[str, Any], study: dict[str, Any]) -> str:
         text += f" value={_fmt(trial.get('value'))}"
         if trial["state"] == "pruned":
             text += f" epochs={trial.get('epochs_run')}"
-    text += f" best={_fmt(study.get('best_value'))} [{p['finished']}/{p['n_trials']}]"
-    return text
+    return text + f" best={_fmt(tally.best)} [{tally.finished}/{n_trials}]"
 
 
 class Reporter(Protocol):
@@ -37,6 +58,7 @@ class LineReporter:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
+        self.tally = Tally()
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -45,7 +67,8 @@ class LineReporter:
         self._print(headline)
 
     def trial(self, trial: dict[str, Any], study: dict[str, Any]) -> None:
-        self._print(trial_line(trial, study))
+        self.tally.add(trial, study["direction"])
+        self._print(trial_line(trial, self.tally, study["progress"]["n_trials"]))
 
     def stop(self) -> None:
         pass
@@ -68,6 +91,7 @@ class BarReporter:
             transient=False,
         )
         self.task: Any = None
+        self.tally = Tally()
 
     def start(self, study: dict[str, Any], headline: str) -> None:
         self.console.print(headline, highlight=False, markup=False)
@@ -75,12 +99,15 @@ class BarReporter:
         self.task = self.progress.add_task("trials", total=study["progress"]["n_trials"])
 
     def trial(self, trial: dict[str, Any], study: dict[str, Any]) -> None:
+        self.tally.add(trial, study["direction"])
+        n_trials = study["progress"]["n_trials"]
         if trial["state"] == "fail":
-            self.progress.console.print(trial_line(trial, study), highlight=False, markup=False)
+            line = trial_line(trial, self.tally, n_trials)
+            self.progress.console.print(line, highlight=False, markup=False)
         self.progress.update(
             self.task,
-            completed=study["progress"]["finished"],
-            description=f"best {study['metric']}={_fmt(study.get('best_value'))}",
+            completed=self.tally.finished,
+            description=f"best {study['metric']}={_fmt(self.tally.best)}",
         )
 
     def stop(self) -> None:

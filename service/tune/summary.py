@@ -20,7 +20,7 @@ _VERDICT = {
 
 def _fmt(value: Any) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)

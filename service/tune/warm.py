@@ -14,12 +14,15 @@ __all__ = ["warm_start_params"]
 def _contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return value in dist.choices
-    if isinstance(dist, optuna.distributions.IntDistribution | optuna.distributions.FloatDistribution):
+    numeric = optuna.distributions.IntDistribution | optuna.distributions.FloatDistribution
+    if isinstance(dist, numeric):
         return isinstance(value, int | float) and dist.low <= value <= dist.high
     return False
 
 
-def warm_start_params(previous: dict[str, Any], spec: StudySpec) -> tuple[dict[str, Any], list[str]]:
+def warm_start_params(
+    previous: dict[str, Any], spec: StudySpec
+) -> tuple[dict[str, Any], list[str]]:
     """The previous parameters this study searches, and a note for each one left out.
 
     Fixed parameters are not enqueued (the spec fixes them anyway); a value outside this study's
