@@ -103,7 +103,7 @@ def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x), np.asarray(y)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)
 def _splits(name: str, config: MLPConfig) -> Splits:
     # Cached per (data set, config): trials of one study share their data tensors (read-only).
     if isinstance(config, SyntheticConfig):
