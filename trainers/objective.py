@@ -41,6 +41,19 @@ class TrialDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class ObjectiveSpec:
+    """What one study asks of each trial.
+
+    Attributes:
+        trainer: registered trainer name (see `trainers.available_trainers`).
+        trainer_config: the trainer's config, validated by its own pydantic model.
+        search_space: distributions (or fixed values) of the regularization parameters.
+        metric: the per-epoch metric optimized, pruned on and monitored by EarlyStopping; must
+            be one of the trainer's ``metrics``.
+        direction: ``minimize`` or ``maximize``.
+        accelerator: Lightning accelerator, ``cpu``, ``gpu`` or ``auto`` (one device).
+        torch_threads: torch intra-op threads for this process, or None to leave torch's.
+    """
+
     trainer: str
     trainer_config: dict[str, Any] = field(default_factory=dict)
     search_space: SearchSpace = field(default_factory=SearchSpace)
@@ -55,12 +68,16 @@ class ObjectiveSpec:
 
 @dataclass
 class EpochRecord:
+    """One validation epoch: its 0-based index and every metric logged by then, as floats."""
+
     epoch: int  # 0-based
     metrics: dict[str, float]
 
 
 @dataclass
 class TrialOutcome:
+    """A completed trial: the best epoch's value and metrics, the history, the test metrics."""
+
     params: RegularizationParams
     value: float  # the objective metric at the best epoch (not the last)
     best_epoch: int
@@ -71,11 +88,16 @@ class TrialOutcome:
 
 
 class TrialObserver(Protocol):
-    def on_start(self, trial: optuna.trial.BaseTrial, params: RegularizationParams) -> None: ...
+    """Callbacks a caller passes to `run_trial` to follow (and stop) a running trial."""
 
-    def on_epoch(self, trial: optuna.trial.BaseTrial, record: EpochRecord) -> None: ...
+    def on_start(self, trial: optuna.trial.BaseTrial, params: RegularizationParams) -> None:
+        """Called once the parameters are sampled, before the model is built."""
 
-    def should_stop(self) -> bool: ...
+    def on_epoch(self, trial: optuna.trial.BaseTrial, record: EpochRecord) -> None:
+        """Called after each validation epoch (before Optuna may prune the trial)."""
+
+    def should_stop(self) -> bool:
+        """Polled before training and after each epoch; True stops with `TrialCancelled`."""
 
 
 class _EpochTracker:
