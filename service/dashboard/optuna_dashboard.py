@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
+from fastapi import FastAPI
 
 from service.config import LOOPBACK_HOSTS
 from service.db import engine_kwargs, normalize_url
 
 __all__ = [
+    "Link",
     "OptunaDashboard",
+    "beside",
     "is_loopback",
     "open_storage",
+    "run_forever",
     "start",
     "warning_for",
 ]
@@ -65,6 +70,14 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+@dataclass(frozen=True)
+class Link:
+    """Where the study pages point their "Open in optuna-dashboard" link (`app.state`)."""
+
+    host: str
+    port: int
+
+
 @dataclass
 class OptunaDashboard:
     """A running optuna-dashboard server; `stop()` shuts it down."""
@@ -99,3 +112,33 @@ def start(database_url: str, host: str = "127.0.0.1", port: int = 8081) -> Optun
     thread = threading.Thread(target=server.serve_forever, name="optuna-dashboard", daemon=True)
     thread.start()
     return OptunaDashboard(host, server.server_port, server, thread)
+
+
+def _announce(server: OptunaDashboard, echo: Callable[[str], None]) -> None:
+    echo(f"optuna-dashboard at {server.url} (same database, no authentication)")
+    warning = warning_for(server.host, server.port)
+    if warning:
+        log.warning(warning)
+        echo(warning)
+
+
+def beside(
+    app: FastAPI, database_url: str, host: str, port: int, echo: Callable[[str], None]
+) -> OptunaDashboard:
+    """Start optuna-dashboard next to the API `app` and make the study pages link to it."""
+    server = start(database_url, host, port)
+    app.state.optuna_dashboard = Link(host, server.port)
+    _announce(server, echo)
+    return server
+
+
+def run_forever(database_url: str, host: str, port: int, echo: Callable[[str], None]) -> None:
+    """`regtune optuna-dashboard`: serve until interrupted (Ctrl-C / SIGTERM)."""
+    server = start(database_url, host, port)
+    _announce(server, echo)
+    try:
+        server.thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

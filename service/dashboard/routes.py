@@ -23,7 +23,7 @@ from service.api.deps import OptunaStorageDep, SessionDep, StudyDep
 from service.auth.dependencies import public
 from service.dashboard import examples
 from service.dashboard.service import study_plots
-from service.errors import NotFoundError, RegtuneError
+from service.errors import ErrorResponse, NotFoundError, RegtuneError
 
 __all__ = ["router"]
 
@@ -114,7 +114,11 @@ def parse_spec(text: Annotated[str, Body(media_type="text/plain", max_length=200
     return document
 
 
-@router.get("/api/v1/studies/{study}/plots", tags=["dashboard"])
+@router.get(
+    "/api/v1/studies/{study}/plots",
+    tags=["dashboard"],
+    responses={404: {"model": ErrorResponse, "description": "No such study"}},
+)
 def get_plots(
     request: Request,
     session: SessionDep,

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,18 +52,11 @@ class Server:
     study_id: int
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """uvicorn on a free loopback port (auth off), over a database with one completed study."""
-    db = tmp_path_factory.mktemp("browser") / "regtune.db"
-    url = f"sqlite:///{db}"
-    upgrade(url)
-    study_id = completed_study(url, "browser-finished", n_trials=8)
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Run `app` under uvicorn on a free loopback port in a thread; yields its base URL."""
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings_for(url)), host="127.0.0.1", port=port, log_level="warning"
-    )
-    uv = uvicorn.Server(config)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -76,10 +70,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.1)
     try:
-        yield Server(base, url, study_id)
+        yield base
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """uvicorn on a free loopback port (auth off), over a database with one completed study."""
+    db = tmp_path_factory.mktemp("browser") / "regtune.db"
+    url = f"sqlite:///{db}"
+    upgrade(url)
+    study_id = completed_study(url, "browser-finished", n_trials=8)
+    with serving(create_app(settings_for(url))) as base:
+        yield Server(base, url, study_id)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +112,11 @@ class Page:
         original = self.page.viewport_size
         for label, (width, height) in VIEWPORTS.items():
             self.page.set_viewport_size({"width": width, "height": height})
-            self.page.wait_for_timeout(300)  # let Plotly's responsive relayout run
+            # Plotly's own resize handler is debounced: resize every plot now, and wait for it
+            self.page.evaluate(
+                "() => window.Plotly ? Promise.all([...document.querySelectorAll("
+                "'.js-plotly-plot')].map((el) => window.Plotly.Plots.resize(el))) : null"
+            )
             overflow = self.page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )

@@ -9,8 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import Page, Server
-from tests.dashboard.studies import run_to_completion, tiny_spec
+from service.api import create_app
+from service.auth import TokenScope, create_token
+from service.db import make_engine, make_session_factory, unit_of_work
+from tests.browser.conftest import Page, Server, serving
+from tests.dashboard.studies import run_to_completion, settings_for, tiny_spec
 
 pytestmark = pytest.mark.browser
 
@@ -97,14 +100,10 @@ def test_study_page_draws_every_plot_from_the_finished_study(page: Page, server:
     # the trials table sorts by value on the server (both directions)
     first_value = "document.querySelector('#trials tbody tr td:nth-child(3)').textContent"
     p.click("#trials th[data-sort='value']")
-    p.wait_for_function(
-        "document.querySelector('#trials th[data-sort=value]')"
-        ".getAttribute('aria-sort') === 'ascending'"
-    )
-    p.wait_for_timeout(300)
+    p.locator("#trials tbody[data-sort='value']").wait_for(state="attached")
     ascending = float(p.evaluate(first_value))
     p.click("#trials th[data-sort='value']")
-    p.wait_for_function(f"Number({first_value}) !== {ascending}")
+    p.locator("#trials tbody[data-sort='-value']").wait_for(state="attached")
     assert float(p.evaluate(first_value)) > ascending
     assert page.errors == []
 
@@ -181,3 +180,30 @@ def test_cancel_button_stops_a_queued_study(page: Page, server: Server) -> None:
     assert p.locator("#cancel-button").is_hidden()
     assert httpx.get(f"{server.url}/api/v1/studies/{study_id}").json()["status"] == "cancelled"
     assert page.errors == []
+
+
+def test_with_api_auth_on_the_page_asks_for_a_token_and_sends_it(
+    page: Page, server: Server
+) -> None:
+    with unit_of_work(make_session_factory(make_engine(server.database_url))) as session:
+        _info, secret = create_token(session, "browser", TokenScope.read)
+    settings = settings_for(server.database_url).model_copy(update={"auth": "on"})
+    with serving(create_app(settings)) as base:
+        p = page.page
+        p.goto(base + "/")
+        dialog = p.locator("#token-dialog")
+        dialog.wait_for()  # the list's data call got 401
+        p.fill("#token-input", "rt_wrong")
+        p.click("#token-form button[type=submit]")
+        p.locator("#token-error", has_text="refused").wait_for()
+        p.fill("#token-input", secret)
+        p.click("#token-form button[type=submit]")
+        p.locator(f"tr[data-study-id='{server.study_id}']").wait_for()
+        assert p.evaluate("localStorage.getItem('regtune.token')") == secret
+        # the next page reuses the stored token: no prompt
+        p.goto(f"{base}/studies/{server.study_id}")
+        p.wait_for_function("document.body.dataset.polling === 'off'")
+        assert dialog.is_hidden()
+        assert _points(p, "#plot-history") > 0
+    # the browser reports the refused calls itself ("... status of 401"): expected
+    assert [e for e in page.errors if "status of 401" not in e] == []

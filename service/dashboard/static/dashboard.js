@@ -335,6 +335,8 @@
       if (state.trialState) query.set("state", state.trialState);
       const page = await api(`${base}/trials?${query}`);
       renderTrials(page);
+      // tells scripts (and tests) which order the rows on screen are in
+      document.querySelector("#trials tbody").dataset.sort = state.sort;
       pager(document.getElementById("trials-pager"), page.total, state.offset, PAGE_SIZE, (o) => {
         state.offset = o;
         loadTrials().catch((e) => showError("study-error", e));
