@@ -1,0 +1,392 @@
+"""Search efficiency: best validation loss reached per training sample, three search strategies.
+
+Tasks (fixed specs, see ``TASKS``): the built-in ``digits-mlp`` with 40 % label noise on the
+train/validation labels (the test split stays clean) and a larger ``synthetic-mlp`` task with 20 %
+label noise. The search space is the design's default regularization space. Arms, all calling
+``trainers.run_trial`` in this process on the same ``ObjectiveSpec`` (so only the search strategy
+differs):
+
+(a) random search without pruning (``RandomSampler``, ``NopPruner``), ``n_trials`` trials;
+(b) a hand-written Optuna script: ``TPESampler(seed)`` + ``MedianPruner()`` with their defaults;
+(c) regtune's default: the sampler and pruner ``service.worker.optimization`` builds from a
+    ``StudySpec`` that leaves ``sampler`` and ``pruner`` at their defaults.
+
+Compute is measured in training samples processed = epochs run x training rows, pruned trials
+included (``epochs_run`` user attribute, set by ``run_trial`` also for pruned trials); wall time
+is reported too. (b) and (c) get the sample budget (a) used on the same seed and stop at the first
+trial that exhausts it. The arms of one seed run back to back (a, b, c), seed after seed.
+
+Reported per task: median over seeds of the best validation loss (best COMPLETE trial, what
+``study.best_trial`` returns) at 25/50/100 % of (a)'s samples, the clean-test accuracy of the
+chosen config, and the samples each arm needs to reach (a)'s final best (as a fraction of (a)'s
+samples; "never" when not reached within the budget). The anytime curves (median over seeds) are
+plotted to ``bench/out/search_efficiency_<task>.png``. Headline: median over tasks and seeds of
+(c)'s samples to reach (a)'s final best / (a)'s samples (target <= 0.25).
+
+    python bench/search_efficiency.py            # both tasks, 5 seeds, 30 trials for (a)
+    python bench/search_efficiency.py --short    # digits only, 2 seeds, 20 trials (make bench)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import _common
+import optuna
+
+from service.spec import StudySpec
+from service.worker.optimization import build_pruner, build_sampler
+from trainers import ObjectiveSpec, get_trainer, run_trial
+
+SEARCH_SPACE: dict[str, Any] = {
+    "weight_decay": {"low": 1.0e-6, "high": 1.0e-1, "log": True},
+    "l1": {"fixed": 0.0},
+    "dropout": {"low": 0.0, "high": 0.7},
+    "label_smoothing": {"low": 0.0, "high": 0.3},
+    "batch_size": {"choices": [32, 64, 128, 256]},
+    "patience": {"low": 2, "high": 10},
+}
+
+TASKS: dict[str, dict[str, Any]] = {
+    "digits-noisy": {
+        "trainer": "digits-mlp",
+        "trainer_config": {"max_epochs": 30, "hidden_sizes": [128, 128], "label_noise": 0.4},
+    },
+    "synthetic": {
+        "trainer": "synthetic-mlp",
+        "trainer_config": {
+            "max_epochs": 30,
+            "hidden_sizes": [128, 128],
+            "n_samples": 6000,
+            "n_features": 40,
+            "n_informative": 12,
+            "n_classes": 5,
+            "class_sep": 0.8,
+            "label_noise": 0.2,
+        },
+    },
+}
+
+FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def study_spec(task: str, max_epochs: int | None = None) -> StudySpec:
+    """The fixed spec of `task`; sampler and pruner left at regtune's defaults."""
+    data = dict(TASKS[task])
+    config = dict(data["trainer_config"])
+    if max_epochs is not None:
+        config["max_epochs"] = max_epochs
+    return StudySpec.model_validate(
+        {
+            "name": f"bench-{task}",
+            "trainer": data["trainer"],
+            "trainer_config": config,
+            "search_space": SEARCH_SPACE,
+            "objective": {"metric": "val_loss", "direction": "minimize"},
+        }
+    )
+
+
+def objective_spec(spec: StudySpec) -> ObjectiveSpec:
+    """What every arm trains: one torch thread so the arms see the same CPU."""
+    return dataclasses.replace(spec.objective_spec(), torch_threads=1)
+
+
+def train_rows(spec: StudySpec) -> int:
+    """Rows in the training split of the spec's trainer (what one epoch processes)."""
+    definition = get_trainer(spec.trainer)
+    config = definition.validate_config(spec.trainer_config)
+    params = spec.search_space.sample(optuna.trial.FixedTrial(_any_point(spec)))
+    _, datamodule = definition.build(params, config)
+    return len(datamodule.splits.x_train)
+
+
+def _any_point(spec: StudySpec) -> dict[str, Any]:
+    point: dict[str, Any] = {}
+    for name, dist in spec.search_space.distributions().items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            point[name] = dist.choices[0]
+        else:
+            point[name] = dist.low  # type: ignore[attr-defined]
+    return point
+
+
+@dataclass
+class ArmRun:
+    """One arm on one seed: the anytime curve and the chosen config's test accuracy."""
+
+    # (samples processed so far, best COMPLETE value so far) after each finished trial
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    samples: int = 0
+    wall_s: float = 0.0
+    n_trials: int = 0
+    n_pruned: int = 0
+    test_acc: float = math.nan
+    best_params: dict[str, Any] = field(default_factory=dict)
+
+    def best_at(self, samples: float) -> float:
+        """Best value among the trials finished within `samples` (inf if none)."""
+        best = math.inf
+        for spent, value in self.curve:
+            if spent > samples:
+                break
+            best = value
+        return best
+
+    def samples_to_reach(self, target: float) -> float:
+        """Samples spent when the best value first reached `target` (inf if never)."""
+        for spent, value in self.curve:
+            if value <= target:
+                return float(spent)
+        return math.inf
+
+
+def run_arm(
+    spec: StudySpec,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+    rows: int,
+    *,
+    n_trials: int,
+    sample_budget: float = math.inf,
+) -> ArmRun:
+    """Optimize in memory until `n_trials` trials or `sample_budget` samples are spent."""
+    target = objective_spec(spec)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    run = ArmRun()
+    best = math.inf
+
+    def objective(trial: optuna.Trial) -> float:
+        return run_trial(trial, target).value
+
+    def account(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal best
+        run.samples += int(trial.user_attrs.get("epochs_run", 0)) * rows
+        run.n_trials += 1
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            run.n_pruned += 1
+        complete = trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None
+        if complete and trial.value < best:
+            best = trial.value
+            run.test_acc = float(trial.user_attrs.get("test_metrics", {}).get("test_acc", 0))
+            run.best_params = dict(trial.params)
+        run.curve.append((run.samples, best))
+        if run.samples >= sample_budget:
+            study.stop()
+
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=n_trials, callbacks=[account], catch=(RuntimeError,))
+    run.wall_s = time.perf_counter() - start
+    return run
+
+
+Arm = Callable[[StudySpec, int, int, int, float], ArmRun]
+
+
+# Each arm draws from its own seed stream: with one shared seed TPE's random start-up would
+# replay (a)'s first trials exactly, and (a)'s best, when found early, would be "reached" for free.
+ARM_SEED_OFFSET = {"a": 10_000, "b": 20_000, "c": 30_000}
+
+
+def random_arm(spec: StudySpec, seed: int, rows: int, n_trials: int, budget: float) -> ArmRun:
+    """(a) random search, no pruning."""
+    sampler = optuna.samplers.RandomSampler(seed=ARM_SEED_OFFSET["a"] + seed)
+    return run_arm(spec, sampler, optuna.pruners.NopPruner(), rows, n_trials=n_trials)
+
+
+def handwritten_arm(spec: StudySpec, seed: int, rows: int, n_trials: int, budget: float) -> ArmRun:
+    """(b) what users write today: TPE + MedianPruner with Optuna's defaults."""
+    sampler = optuna.samplers.TPESampler(seed=ARM_SEED_OFFSET["b"] + seed)
+    pruner = optuna.pruners.MedianPruner()
+    return run_arm(spec, sampler, pruner, rows, n_trials=n_trials, sample_budget=budget)
+
+
+def regtune_arm(spec: StudySpec, seed: int, rows: int, n_trials: int, budget: float) -> ArmRun:
+    """(c) regtune's default sampler and pruner, built from the spec as a worker builds them."""
+    sampler = build_sampler(spec.sampler, spec, ARM_SEED_OFFSET["c"] + seed)
+    pruner = build_pruner(spec.pruner, spec)
+    return run_arm(spec, sampler, pruner, rows, n_trials=n_trials, sample_budget=budget)
+
+
+ARMS: dict[str, Arm] = {
+    "a random": random_arm,
+    "b tpe+median": handwritten_arm,
+    "c regtune": regtune_arm,
+}
+
+
+def candidate_arm(label: str, override: dict[str, Any]) -> tuple[str, Arm]:
+    """An extra arm: regtune's arm with the spec's ``sampler``/``pruner`` replaced by `override`.
+
+    How a default change is tried before it is made (``--candidate``).
+    """
+
+    def arm(spec: StudySpec, seed: int, rows: int, n_trials: int, budget: float) -> ArmRun:
+        changed = StudySpec.model_validate({**spec.model_dump(mode="json"), **override})
+        return regtune_arm(changed, seed, rows, n_trials, budget)
+
+    return f"c' {label}", arm
+
+
+def run_task(
+    task: str,
+    seeds: int,
+    n_trials: int,
+    max_epochs: int | None,
+    arms: dict[str, Arm] | None = None,
+) -> dict[str, list[ArmRun]]:
+    """Every arm on every seed; arms other than (a) capped at (a)'s samples of that seed."""
+    arms = arms or ARMS
+    spec = study_spec(task, max_epochs)
+    rows = train_rows(spec)
+    runs: dict[str, list[ArmRun]] = {name: [] for name in arms}
+    for seed in range(seeds):
+        baseline = random_arm(spec, seed, rows, n_trials, math.inf)
+        runs["a random"].append(baseline)
+        for name, arm in arms.items():
+            if name == "a random":
+                continue
+            # A cap on trials too, so a pruner that prunes everything still ends.
+            runs[name].append(arm(spec, seed, rows, 8 * n_trials, baseline.samples))
+        line = ", ".join(
+            f"{n} best {r[-1].best_at(baseline.samples):.4f} "
+            f"({r[-1].n_trials} trials, {r[-1].n_pruned} pruned, {r[-1].wall_s:.0f}s)"
+            for n, r in runs.items()
+        )
+        print(f"[{task} seed {seed}] {line}", flush=True)
+    return runs
+
+
+def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, list[float]]:
+    """The task's table and (c)'s per-seed reach fractions."""
+    baselines = runs["a random"]
+    rows_out = []
+    reach: dict[str, list[float]] = {}
+    for name, arm_runs in runs.items():
+        fractions = []
+        for base, run in zip(baselines, arm_runs, strict=True):
+            target = base.best_at(math.inf)
+            fractions.append(run.samples_to_reach(target) / base.samples)
+        reach[name] = fractions
+        row: list[Any] = [name]
+        for f in FRACTIONS:
+            row.append(
+                _common.median(
+                    [r.best_at(f * b.samples) for b, r in zip(baselines, arm_runs, strict=True)]
+                )
+            )
+        row += [
+            _common.median([r.test_acc for r in arm_runs]),
+            _common.median(fractions),
+            _common.median([float(r.n_trials) for r in arm_runs]),
+            _common.median([r.wall_s for r in arm_runs]),
+        ]
+        rows_out.append(row)
+    headers = [
+        "arm",
+        *(f"best val_loss @{int(f * 100)}%" for f in FRACTIONS),
+        "test acc (chosen)",
+        "samples to reach (a) best / (a)",
+        "trials",
+        "wall s",
+    ]
+    base_samples = _common.median([float(b.samples) for b in baselines])
+    text = (
+        f"## {task}: median over {len(baselines)} seeds; (a) used a median of "
+        f"{base_samples:.0f} training samples\n" + _common.table(headers, rows_out)
+    )
+    return text, reach["c regtune"]
+
+
+def final_bests(runs: dict[str, list[ArmRun]], arm: str) -> list[float]:
+    """Per seed: `arm`'s best value within (a)'s samples."""
+    return [r.best_at(b.samples) for b, r in zip(runs["a random"], runs[arm], strict=True)]
+
+
+def plot(task: str, runs: dict[str, list[ArmRun]]) -> str | None:
+    """Median anytime curves against the fraction of (a)'s samples; the PNG's path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    baselines = runs["a random"]
+    grid = [i / 50 for i in range(1, 51)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, arm_runs in runs.items():
+        ys = [
+            _common.median(
+                [r.best_at(x * b.samples) for b, r in zip(baselines, arm_runs, strict=True)]
+            )
+            for x in grid
+        ]
+        ax.plot(grid, [y if math.isfinite(y) else math.nan for y in ys], label=name)
+    ax.set_xlabel("training samples / (a)'s total")
+    ax.set_ylabel("best val_loss (median over seeds)")
+    ax.set_title(f"search efficiency: {task}")
+    ax.legend()
+    _common.OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = _common.OUT_DIR / f"search_efficiency_{task}.png"
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="digits only, 2 seeds, 20 trials")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--trials", type=int, default=None, help="trials of arm (a)")
+    parser.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=None)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="LABEL=JSON",
+        help='extra arm, e.g. asha=\'{"pruner": {"name": "successive_halving"}}\'',
+    )
+    args = parser.parse_args()
+    arms = dict(ARMS)
+    for item in args.candidate:
+        label, _, text = item.partition("=")
+        name, arm = candidate_arm(label, json.loads(text))
+        arms[name] = arm
+    seeds = args.seeds or (2 if args.short else 5)
+    n_trials = args.trials or (20 if args.short else 30)
+    tasks = args.tasks or (["digits-noisy"] if args.short else list(TASKS))
+    max_epochs = args.max_epochs or (20 if args.short else None)
+    _common.quiet()
+
+    reach_all: list[float] = []
+    for task in tasks:
+        runs = run_task(task, seeds, n_trials, max_epochs, arms)
+        text, reach = summarize(task, runs)
+        reach_all += reach
+        print(text)
+        path = plot(task, runs)
+        if path:
+            print(f"anytime curve: {path}")
+        b_final = final_bests(runs, "b tpe+median")
+        c_final = final_bests(runs, "c regtune")
+        print(
+            f"{task}: at (a)'s samples, median best val_loss (c) {_common.median(c_final):.4f} "
+            f"vs (b) {_common.median(b_final):.4f}; (c) reach fractions per seed: "
+            + ", ".join(_common.fmt(x, 3) for x in reach)
+        )
+    print(f"tasks {', '.join(tasks)}; seeds {seeds}; (a) trials {n_trials}")
+    print(_common.ratio_line(_common.median(reach_all)))
+
+
+if __name__ == "__main__":
+    main()
