@@ -51,10 +51,20 @@ def namespace_of(module: Any, datamodule: Any) -> ModuleType:
     )
 
 
-def quiet(ns: ModuleType) -> None:
-    """Silence the per-fit banner ("GPU available: ...") that Lightning logs at INFO."""
-    logging.getLogger(f"{ns.__name__}.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger(f"{ns.__name__}.accelerators.cuda").setLevel(logging.WARNING)
+def quiet() -> None:
+    """Silence the per-fit banner ("GPU available: ...", tips) that Lightning logs at INFO.
+
+    Lightning routes those messages through one shared logger that whichever namespace was
+    imported last renames, so every candidate is set to WARNING.
+    """
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning_fabric.utilities.rank_zero",
+        "lightning_utilities.core.rank_zero",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def epoch_callback(ns: ModuleType, hook: EpochHook) -> Any:

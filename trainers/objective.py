@@ -207,7 +207,7 @@ def run_trial(
             raise TrialCancelled("study cancelled before the trial started training")
     module, datamodule = definition.build(params, config)
     ns = _lightning.namespace_of(module, datamodule)
-    _lightning.quiet(ns)
+    _lightning.quiet()
     tracker = _EpochTracker(trial, spec, observer)
     early_stopping = ns.callbacks.EarlyStopping(
         monitor=spec.metric,
