@@ -28,7 +28,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 MAX_PAGE = 500
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (1..{MAX_PAGE})")]
-Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+Offset = Annotated[int, Query(ge=0, le=service.MAX_ID, description="rows to skip")]
 
 
 @router.post(
@@ -80,7 +80,7 @@ def list_trials(
 
 @router.get("/{study}/trials/{number}", response_model=TrialDetail, responses=NOT_FOUND)
 def get_trial(
-    session: SessionDep, study: StudyDep, number: Annotated[int, Path(ge=0)]
+    session: SessionDep, study: StudyDep, number: Annotated[int, Path(ge=0, le=service.MAX_ID)]
 ) -> TrialDetail:
     """One trial with its per-epoch learning curves."""
     return service.trial_detail(session, study, number)

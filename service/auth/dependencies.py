@@ -38,8 +38,12 @@ PUBLIC_PATHS = frozenset({"/healthz", "/metrics"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PUBLIC_ATTR = "__regtune_public__"
 
-# Documented on every operation (the dependency is app-wide); 422 keeps the one error shape.
+# Documented on every operation (the dependency is app-wide); 400/422 keep the one error shape.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": ErrorResponse,
+        "description": "Malformed request body",
+    },
     401: {"model": ErrorResponse, "description": "Missing, unknown or revoked token (auth on)"},
     403: {"model": ErrorResponse, "description": "A read token on a write endpoint (auth on)"},
     422: {"model": ErrorResponse, "description": "Invalid request: each problem names its field"},
@@ -55,7 +59,11 @@ bearer = HTTPBearer(
 
 
 def public(endpoint: F) -> F:
-    """Mark a route's endpoint as needing no token (pages only; never data or writes)."""
+    """Mark a route's endpoint as needing no token (pages only; never data or writes).
+
+    Declare such routes with ``include_in_schema=False``: the OpenAPI schema lists the bearer
+    requirement on every operation except `PUBLIC_PATHS`.
+    """
     setattr(endpoint, _PUBLIC_ATTR, True)
     return endpoint
 
@@ -87,8 +95,25 @@ def require_token(
 
 
 def configure_auth(app: FastAPI, enabled: bool) -> None:
-    """Switch token checks on or off for `app` (the dependency itself is always installed)."""
+    """Switch token checks on or off for `app` and keep its OpenAPI schema truthful.
+
+    The dependency itself is always installed; public operations are documented without the
+    bearer requirement and without 401/403 responses.
+    """
     app.state.auth_enabled = enabled
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build_schema()  # cached by FastAPI; the edits below are idempotent
+        # `public` endpoints are pages, left out of the schema; only these paths appear in it
+        for path in PUBLIC_PATHS:
+            for operation in schema.get("paths", {}).get(path, {}).values():
+                operation.pop("security", None)
+                for code in ("401", "403"):
+                    operation.get("responses", {}).pop(code, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def warn_if_no_tokens(factory: sessionmaker[Session], enabled: bool, bind: str) -> None:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from service.models import StudyStatus, TrialState
 
 T = TypeVar("T")
+
+
+def _as_utc(value: datetime) -> datetime:
+    # the database stores naive UTC (like Optuna); RFC 3339 needs the offset: "...Z"
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -59,8 +67,8 @@ class TrialSummary(BaseModel):
     val_ece: float | None
     gap: float | None
     metrics: dict[str, Any] | None = Field(description="every metric of the best epoch")
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     error: str | None = Field(description="why the trial failed, if it did")
 
 
@@ -89,9 +97,9 @@ class StudySummary(BaseModel):
     progress: Progress
     best_value: float | None
     best_trial_number: int | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     error: str | None
 
 
@@ -99,7 +107,7 @@ class StudyDetail(StudySummary):
     """A study: its spec (normalized, defaults filled in), progress and best trial."""
 
     spec: dict[str, Any]
-    updated_at: datetime
+    updated_at: UtcDateTime
     best_trial: TrialSummary | None
 
 

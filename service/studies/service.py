@@ -32,7 +32,11 @@ from service.studies.schemas import (
 )
 from trainers import available_trainers
 
+# ids and trial numbers are SQL INTEGERs (32-bit on PostgreSQL)
+MAX_ID = 2**31 - 1
+
 __all__ = [
+    "MAX_ID",
     "best_result",
     "cancel_study",
     "create_study",
@@ -48,9 +52,11 @@ __all__ = [
 
 def resolve_study(session: Session, ref: str) -> StudyRecord:
     """The study with id `ref` (all digits) or name `ref`; raises `NotFoundError`."""
+    # ASCII digits only ("²".isdigit() is true), and no id beyond the INTEGER column's range
+    is_id = ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID
     study = (
         repository.get_study(session, int(ref))
-        if ref.isdigit()
+        if is_id
         else repository.get_study_by_name(session, ref)
     )
     if study is None:
@@ -152,16 +158,15 @@ def create_study(
     # write may follow our flush either). Its unique name also settles two concurrent
     # submissions of the same name: the second gets the 409.
     storage = optuna_storage.get()
+    direction = optuna.study.StudyDirection[spec.objective.direction.upper()]
     try:
-        storage.create_new_study(
-            directions=[optuna.study.StudyDirection[spec.objective.direction.upper()]],
-            study_name=spec.name,
-        )
+        storage.create_new_study(directions=[direction], study_name=spec.name)
     except optuna.exceptions.DuplicatedStudyError:
-        raise ConflictError(
-            f"an Optuna study named {spec.name!r} already exists in this database",
-            loc=["body", "name"],
-        ) from None
+        if not _reclaimable(storage, spec.name, direction):
+            raise ConflictError(
+                f"an Optuna study named {spec.name!r} already exists in this database",
+                loc=["body", "name"],
+            ) from None
     study = StudyRecord(
         name=spec.name,
         trainer=spec.trainer,
@@ -183,6 +188,26 @@ def create_study(
             f"a study named {spec.name!r} already exists", loc=["body", "name"]
         ) from None
     return study_detail(session, study)
+
+
+def _reclaimable(
+    storage: optuna.storages.BaseStorage, name: str, direction: optuna.study.StudyDirection
+) -> bool:
+    """Whether an Optuna study with no regtune row may become this submission's study.
+
+    A server killed between creating the Optuna study and committing the regtune row leaves
+    such an orphan; resubmitting the name must work. It is reused only when it has no trials
+    and the same direction: then it is indistinguishable from a freshly created one (also when
+    another submission of the same name is in flight: the unique name of the regtune row still
+    lets only one of them through). A study made by plain Optuna, with trials, stays a 409.
+    """
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return False  # deleted meanwhile; the 409 asks the client to retry
+    return storage.get_study_directions(study_id) == [direction] and not storage.get_all_trials(
+        study_id, deepcopy=False
+    )
 
 
 def list_studies(
