@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -112,6 +113,21 @@ class TrialRecord(Base):
         UniqueConstraint("study_id", "number"),
         Index("ix_regtune_trials_study_state", "study_id", "state"),
         Index("ix_regtune_trials_study_value", "study_id", "value"),
+        # trial pages sorted by value / -value (NULLs last): see migration 0002
+        Index(
+            "ix_regtune_trials_study_value_sort",
+            "study_id",
+            text("(value IS NULL)"),
+            "value",
+            "number",
+        ),
+        Index(
+            "ix_regtune_trials_study_value_desc_sort",
+            "study_id",
+            text("(value IS NULL)"),
+            text("value DESC"),
+            "number",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
