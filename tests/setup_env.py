@@ -5,6 +5,7 @@ Idempotent and quiet when everything is already there:
   If it does not and a local cluster exists, start it. Under CI=true an unreachable server is an
   error (the PostgreSQL tests must fail, not skip).
 - Debian's chromium (for the Playwright browser tests; Playwright never downloads a browser here).
+- The test plugin distribution `tests/plugin_pkg` (editable).
 - A docker compose CLI (to validate docker/compose.yaml; no engine is needed for that).
 """
 
@@ -114,8 +115,24 @@ def ensure_compose() -> bool:
     return not _in_ci()
 
 
+def ensure_test_plugin() -> bool:
+    """The test plugin distribution (entry-point discovery is tested on a real install)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("regtune-test-plugin")
+        return True
+    except PackageNotFoundError:
+        pass
+    plugin = Path(__file__).parent / "plugin_pkg"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    done = subprocess.run([*cmd, "-e", str(plugin)], check=False)
+    return done.returncode == 0
+
+
 def main() -> int:
-    ok = ensure_postgres()
+    ok = ensure_test_plugin()
+    ok = ensure_postgres() and ok
     ok = ensure_chromium() and ok
     ok = ensure_compose() and ok
     return 0 if ok else 1
