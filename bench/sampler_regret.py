@@ -134,9 +134,11 @@ SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "regtune default": regtune_sampler(SamplerConfig()),
 }
 
+# Optuna 5's TPE is already multivariate with constant liar by default; the presets try the
+# alternatives a user might ask for.
 PRESETS: dict[str, SamplerConfig] = {
-    "tpe (optuna defaults)": SamplerConfig(name="tpe", options={}),
-    "tpe multivariate": SamplerConfig(name="tpe", options={"multivariate": True}),
+    "tpe independent": SamplerConfig(name="tpe", options={"multivariate": False}),
+    "tpe startup 5": SamplerConfig(name="tpe", options={"n_startup_trials": 5}),
 }
 
 

@@ -172,9 +172,9 @@ def run_arm(
         run.n_trials += 1
         if trial.state == optuna.trial.TrialState.PRUNED:
             run.n_pruned += 1
-        complete = trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None
-        if complete and trial.value < best:
-            best = trial.value
+        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+        if value is not None and value < best:
+            best = value
             run.test_acc = float(trial.user_attrs.get("test_metrics", {}).get("test_acc", 0))
             run.best_params = dict(trial.params)
         run.curve.append((run.samples, best))
