@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     heartbeat_interval: int = Field(10, ge=1)
     heartbeat_grace_period: int = Field(120, ge=2, le=300)
     max_retries: int = Field(2, ge=0)
+    # The API process also sweeps stale trials every this many seconds (0: never), so a study
+    # whose workers all died is not stuck until a worker comes back.
+    sweep_interval: float = Field(30.0, ge=0)
     # A study whose trials fail this many times in a row ends `failed`.
     max_consecutive_failures: int = Field(5, ge=1)
 

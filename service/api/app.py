@@ -20,6 +20,7 @@ from service.config import Settings, get_settings
 from service.db import make_engine, make_session_factory
 from service.errors import install_error_handlers
 from service.observability import configure_logging, install
+from service.reliability import StaleTrialSweeper
 from service.studies.optuna_storage import LazyOptunaStorage
 from trainers import available_trainers
 
@@ -50,9 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(
             warn_if_no_tokens, app.state.session_factory, app.state.auth_enabled, settings.host
         )
+        sweeper = StaleTrialSweeper(settings, app.state.session_factory)
+        sweeper.start()
+        app.state.sweeper = sweeper
         try:
             yield
         finally:
+            sweeper.stop()
             app.state.optuna_storage.dispose()
             engine.dispose()
 

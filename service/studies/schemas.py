@@ -70,6 +70,9 @@ class TrialSummary(BaseModel):
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
     error: str | None = Field(description="why the trial failed, if it did")
+    retry_of: int | None = Field(
+        None, description="number of the trial this one retries (its worker died mid-trial)"
+    )
 
 
 class EpochMetrics(BaseModel):

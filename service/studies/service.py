@@ -123,6 +123,7 @@ def _trial_fields(trial: TrialRecord) -> dict[str, object]:
         "started_at": trial.started_at,
         "finished_at": trial.finished_at,
         "error": trial.error,
+        "retry_of": trial.retry_of,
     }
 
 
@@ -167,6 +168,10 @@ def create_study(
                 f"an Optuna study named {spec.name!r} already exists in this database",
                 loc=["body", "name"],
             ) from None
+    if spec.enqueue:  # warm start: these run first, before any sampled trial
+        optuna_study = optuna.load_study(study_name=spec.name, storage=storage)
+        for params in spec.enqueue:
+            optuna_study.enqueue_trial(params)
     study = StudyRecord(
         name=spec.name,
         trainer=spec.trainer,

@@ -73,19 +73,27 @@ def short_error(exc: BaseException) -> str:
     return message if len(message) <= ERROR_MAX_CHARS else message[: ERROR_MAX_CHARS - 1] + "…"
 
 
+def _retried_number(system_attrs: dict[str, Any]) -> int | None:
+    """The trial a retry replaces: the last of its `retry_history` (Optuna's `failed_trial` is
+    the first of the lineage, so a retry of a retry would point at the original)."""
+    history = system_attrs.get("retry_history") or []
+    parent = history[-1] if history else system_attrs.get("failed_trial")
+    return int(parent) if parent is not None else None
+
+
 def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> Any:
     objective_spec = spec.objective_spec(accelerator=ctx.accelerator)
 
     def objective(trial: optuna.Trial) -> float:
         run.optuna_trial_id = trial._trial_id
-        retry_of = ctx.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        retry_of = _retried_number(ctx.storage.get_trial_system_attrs(trial._trial_id))
         with unit_of_work(ctx.sessions) as session:
             bound = repo.bind_trial(
                 session,
                 claim.trial_id,
                 trial.number,
                 trial._trial_id,
-                int(retry_of) if retry_of is not None else None,
+                retry_of,
             )
         if not bound:
             run.error = SlotLost("the trial's slot was released before it started")
