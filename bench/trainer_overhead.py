@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from trainers import ObjectiveSpec, RegularizationParams, SearchSpace, run_trial
 from trainers.builtin import DigitsConfig, build_mlp
+from trainers.data import SliceBatches
 from trainers.metrics import ClassificationAccumulator
 from trainers.module import near_zero_fraction
 
@@ -53,6 +54,9 @@ def _config(epochs: int) -> DigitsConfig:
 def raw_loop(epochs: int) -> float:
     """(a) the same work in plain torch; returns the best val_loss."""
     module, dm = build_mlp("digits", PARAMS, _config(epochs))
+    # The plain per-batch loader: one seeded permutation per epoch, then slices of 64 rows (the
+    # same generator and permutations as the trainer's whole-epoch loader).
+    batches = SliceBatches(dm.splits.x_train, dm.splits.y_train, PARAMS.batch_size, shuffle=True)
     net = module.backbone
     optimizer = module.configure_optimizers()
     weights = module._weights
@@ -61,7 +65,7 @@ def raw_loop(epochs: int) -> float:
     for epoch in range(epochs):
         net.train()
         train_sum, train_count = torch.zeros(()), 0
-        for x, y in dm.train_dataloader():
+        for x, y in batches:
             loss = F.cross_entropy(net(x), y, label_smoothing=PARAMS.label_smoothing)
             train_sum += loss.detach() * len(y)
             train_count += len(y)
@@ -140,6 +144,8 @@ def main() -> None:
     for i in range(repeats):
         ta, ca, va = _timed(raw_loop, epochs)
         tb, cb, vb = _timed(lightning_run, epochs)
+        if va != vb:  # same data, shuffles, init and dropout masks: identical training
+            raise SystemExit(f"the two sides trained differently: best val_loss {va} vs {vb}")
         ratios.append(tb / ta)
         cpu_ratios.append(cb / ca)
         print(

@@ -138,7 +138,10 @@ def build_mlp(
     torch.manual_seed(config.seed)
     backbone = mlp(splits.n_features, config.hidden_sizes, splits.n_classes, params.dropout)
     module = RegularizedClassifier(backbone, params, learning_rate=config.learning_rate)
-    return module, InMemoryDataModule(splits, params.batch_size, seed=config.seed)
+    # whole_epoch: the module cuts the minibatches itself (same batches and optimizer steps),
+    # so Lightning's per-batch loop overhead is paid once per epoch.
+    datamodule = InMemoryDataModule(splits, params.batch_size, seed=config.seed, whole_epoch=True)
+    return module, datamodule
 
 
 def _builder(dataset: str) -> Any:

@@ -151,23 +151,39 @@ class InMemoryDataModule(pl.LightningDataModule):
     Training batches are shuffled per epoch (seeded); validation and test are evaluated in
     order, in batches of ``eval_batch_size`` (batch size does not change evaluation results).
 
+    With ``whole_epoch`` the training loader yields a single item per epoch: the whole training
+    split after that epoch's permutation (the same permutation the per-batch loader uses), for a
+    module that cuts its own minibatches of ``batch_size`` rows, as `RegularizedClassifier` does.
+    The optimization is the same (same batches, same order, one optimizer step per batch);
+    Lightning's per-batch loop machinery then runs once per epoch instead of once per step,
+    which on small models is a large share of the step time.
+
     Args:
         splits: the tensors.
         batch_size: training batch size (the sampled ``batch_size`` parameter).
         seed: seed of the per-epoch shuffle.
         eval_batch_size: batch size for validation, test and the train-set evaluation.
+        whole_epoch: yield the epoch's shuffled training split as one item (see above).
     """
 
     def __init__(
-        self, splits: Splits, batch_size: int, *, seed: int = 0, eval_batch_size: int = 1024
+        self,
+        splits: Splits,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        eval_batch_size: int = 1024,
+        whole_epoch: bool = False,
     ) -> None:
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self._train = SliceBatches(
-            splits.x_train, splits.y_train, batch_size, shuffle=True, seed=seed
-        )
+        self.whole_epoch = whole_epoch
+        # One "batch" holding every row is exactly the shuffled split: same generator, same
+        # permutation per epoch as the per-batch loader, so both modes see the same batches.
+        rows = max(len(splits.y_train), 1) if whole_epoch else batch_size
+        self._train = SliceBatches(splits.x_train, splits.y_train, rows, shuffle=True, seed=seed)
 
     def train_dataloader(self) -> SliceBatches:
         return self._train

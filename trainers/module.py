@@ -17,6 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 
 from trainers.metrics import ECE_BINS, ClassificationAccumulator
@@ -37,6 +38,30 @@ EPOCH_METRICS: tuple[str, ...] = (
 )
 #: What `RegularizedClassifier` logs on the test split.
 TEST_METRICS: tuple[str, ...] = ("test_loss", "test_acc", "test_ece")
+
+# Precisions whose backward is a plain loss.backward() (no loss scaling, no unscaling before the
+# step): with these and one device the module may call the torch optimizer directly.
+_UNSCALED_PRECISIONS = frozenset({"32-true", "64-true", "bf16-mixed", "bf16-true"})
+
+
+def _count_optimizer_steps(trainer: Any, steps: int) -> None:
+    """Add ``steps`` direct optimizer steps to ``trainer.global_step``.
+
+    Lightning counts manual-optimization steps when its optimizer wrapper is stepped; the
+    module's direct steps bypass it, so they are added here, once per training batch. Should a
+    Lightning release move this counter, only ``global_step`` is affected (a test checks it).
+    """
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    progress = getattr(getattr(loop, "manual_optimization", None), "optim_step_progress", None)
+    if progress is not None:
+        progress.increment_by(steps)
+
+
+def _logged_names(trainer: Any, names: list[str]) -> set[str]:
+    """Which epoch metrics go through ``self.log``: all with a logger, else the monitored ones."""
+    if trainer.loggers:
+        return set(names)
+    return {m for cb in trainer.callbacks if isinstance(m := getattr(cb, "monitor", None), str)}
 
 
 def mlp(
@@ -69,7 +94,7 @@ def near_zero_fraction(weights: list[nn.Parameter], threshold: float = NEAR_ZERO
 class RegularizedClassifier(pl.LightningModule):
     """Classifier over ``backbone`` (an ``nn.Module`` mapping features to logits).
 
-    Logs once per epoch, at the end of the validation pass (see `EPOCH_METRICS`):
+    Computes once per epoch, at the end of the validation pass (see `EPOCH_METRICS`):
 
     - ``train_loss``: mean training loss over the epoch's batches as optimized (with label
       smoothing, without the L1 term), measured in train mode while the weights change.
@@ -80,7 +105,17 @@ class RegularizedClassifier(pl.LightningModule):
       same way (same weights, eval mode, no smoothing).
     - ``near_zero_frac``: fraction of penalized weights with |w| < 1e-3 (what L1 drives up).
 
+    All of them land in `epoch_metrics` (Python floats, one host sync per epoch), which
+    regtune's objective reads. Through ``self.log`` (``trainer.callback_metrics``) go all of them
+    when the Trainer has a logger, otherwise only those a callback monitors (its ``monitor``,
+    e.g. EarlyStopping's): each ``self.log`` call costs Lightning about as much as a training
+    step of a small MLP, and without a logger nothing else reads them.
+
     The training-split evaluation uses the data module's ``train_eval_batches()`` when it has one.
+
+    ``training_step`` cuts whatever batch it gets into minibatches of ``params.batch_size`` rows
+    and makes one optimizer step per minibatch, so it accepts a whole shuffled epoch as one
+    batch (`InMemoryDataModule(whole_epoch=True)`) as well as ordinary batches.
 
     Args:
         backbone: the network, built with the sampled dropout.
@@ -103,6 +138,8 @@ class RegularizedClassifier(pl.LightningModule):
         self.automatic_optimization = False
         self._train_stats = torch.zeros(2)
         self._eval = ClassificationAccumulator(ECE_BINS)
+        #: The last validation epoch's metrics (see the class docstring), as floats.
+        self.epoch_metrics: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -135,17 +172,46 @@ class RegularizedClassifier(pl.LightningModule):
         return loss, loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Optimize on ``batch`` in minibatches of ``params.batch_size`` rows, one step each.
+
+        With a loader of ordinary batches (at most ``batch_size`` rows) this is one optimizer
+        step per batch. `InMemoryDataModule(whole_epoch=True)` hands over the whole shuffled
+        epoch at once, so Lightning's per-batch loop runs once per epoch while the optimization
+        stays the same: the same slices, in the same order, one AdamW step per slice.
+        """
         x, y = batch
-        data_loss, loss = self.training_loss(x, y)
-        self._train_stats[0].add_(data_loss.detach(), alpha=len(y))
-        self._train_stats[1].add_(len(y))
-        # Manual optimization (see __init__): the same zero_grad/backward/step as Lightning's
-        # automatic loop, without its per-step closure and hook machinery.
-        optimizer = self.optimizers()
-        assert not isinstance(optimizer, list)  # configure_optimizers returns one optimizer
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
+        size = self.reg.batch_size
+        wrapped = self.optimizers()
+        assert not isinstance(wrapped, list)  # configure_optimizers returns one optimizer
+        direct = self._direct_steps()
+        # Direct: the bare torch optimizer and loss.backward(), i.e. what Lightning's wrappers
+        # end up calling, minus the four no-op hooks and the precision closure they add to
+        # every step. Otherwise (a precision that scales the loss, a multi-device strategy) the
+        # wrappers, which handle those.
+        optimizer: Any = wrapped.optimizer if direct else wrapped
+        stats = self._train_stats
+        steps = 0
+        for start in range(0, len(y), size):
+            xb, yb = x[start : start + size], y[start : start + size]
+            data_loss, loss = self.training_loss(xb, yb)
+            stats[0].add_(data_loss.detach(), alpha=len(yb))
+            stats[1].add_(len(yb))
+            optimizer.zero_grad()
+            if direct:
+                loss.backward()  # type: ignore[no-untyped-call]
+            else:
+                self.manual_backward(loss)
+            optimizer.step()
+            steps += 1
+        if direct:
+            _count_optimizer_steps(self.trainer, steps)
+
+    def _direct_steps(self) -> bool:
+        """Whether backward and the optimizer step can bypass Lightning's wrappers unchanged."""
+        trainer = self.trainer
+        return trainer.precision in _UNSCALED_PRECISIONS and isinstance(
+            trainer.strategy, SingleDeviceStrategy
+        )
 
     # -- validation -------------------------------------------------------------------------
 
@@ -170,7 +236,14 @@ class RegularizedClassifier(pl.LightningModule):
             metrics["train_acc"] = train.accuracy()
             metrics["gap"] = metrics["val_loss"] - metrics["train_eval_loss"]
         metrics["near_zero_frac"] = near_zero_fraction(self._weights)
-        self.log_dict(metrics, on_step=False, on_epoch=True)
+        # One device sync for all of them (float32 values, as self.log would have kept them).
+        names = list(metrics)
+        values = torch.stack([metrics[n].float().reshape(()) for n in names]).tolist()
+        self.epoch_metrics = dict(zip(names, values, strict=True))
+        wanted = _logged_names(self.trainer, names)
+        for name in names:
+            if name in wanted:
+                self.log(name, metrics[name], on_step=False, on_epoch=True)
 
     # -- test -------------------------------------------------------------------------------
 

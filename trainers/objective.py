@@ -130,6 +130,11 @@ class _EpochTracker:
             for name, v in trainer.callback_metrics.items()
             if not isinstance(v, torch.Tensor) or v.numel() == 1
         }
+        # A module may also hand over its epoch's metrics as floats, sparing Lightning a
+        # self.log per metric (the built-in module logs only what callbacks monitor).
+        extra = getattr(module, "epoch_metrics", None)
+        if isinstance(extra, dict):
+            metrics.update({str(name): float(v) for name, v in extra.items()})
         metric = self.spec.metric
         if metric not in metrics:
             raise RuntimeError(

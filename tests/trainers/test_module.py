@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from trainers import RegularizationParams
 from trainers.builtin import SyntheticConfig, build_mlp
-from trainers.module import RegularizedClassifier, mlp, near_zero_fraction, penalized_weights
+from trainers.data import InMemoryDataModule
+from trainers.module import (
+    EPOCH_METRICS,
+    RegularizedClassifier,
+    mlp,
+    near_zero_fraction,
+    penalized_weights,
+)
 
 
 def _module(**params: float) -> RegularizedClassifier:
@@ -29,13 +42,13 @@ def test_l1_penalizes_weights_not_biases() -> None:
     x, y = _batch()
     data_loss, total = module.training_loss(x, y)
     linears = [m for m in module.backbone.modules() if isinstance(m, nn.Linear)]
-    expected = sum(m.weight.abs().sum() for m in linears)
-    assert float((total - data_loss).detach()) == pytest.approx(0.01 * float(expected), rel=1e-5)
+    expected = sum(float(m.weight.detach().abs().sum()) for m in linears)
+    assert float((total - data_loss).detach()) == pytest.approx(0.01 * expected, rel=1e-5)
     # biases (and any 1-D norm parameter) are not in the penalty
     with torch.no_grad():
         for m in linears:
             m.bias.add_(100.0)
-    assert float(module.l1_penalty()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(module.l1_penalty().detach()) == pytest.approx(expected, rel=1e-5)
     assert {id(p) for p in penalized_weights(module.backbone)} == {id(m.weight) for m in linears}
 
 
@@ -51,11 +64,12 @@ def test_weight_decay_applies_to_weights_only() -> None:
 def test_label_smoothing_changes_the_training_loss_only() -> None:
     x, y = _batch()
     plain, smooth = _module(), _module(label_smoothing=0.3)
-    plain_loss, _ = plain.training_loss(x, y)
-    smooth_loss, _ = smooth.training_loss(x, y)
-    assert float(plain_loss) == pytest.approx(float(F.cross_entropy(plain(x), y)))
+    with torch.no_grad():
+        plain_loss, _ = plain.training_loss(x, y)
+        smooth_loss, _ = smooth.training_loss(x, y)
+    assert float(plain_loss) == pytest.approx(float(F.cross_entropy(plain(x), y).detach()))
     assert float(smooth_loss) == pytest.approx(
-        float(F.cross_entropy(smooth(x), y, label_smoothing=0.3))
+        float(F.cross_entropy(smooth(x), y, label_smoothing=0.3).detach())
     )
     assert float(smooth_loss) != pytest.approx(float(plain_loss), abs=1e-4)
 
@@ -71,26 +85,34 @@ def test_dropout_is_on_in_training_and_off_in_eval() -> None:
     assert not any(isinstance(m, nn.Dropout) for m in _module(dropout=0.0).backbone.modules())
 
 
+def _trainer(epochs: int = 8, **kwargs: Any) -> pl.Trainer:
+    options: dict[str, Any] = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    options.update(kwargs)
+    return pl.Trainer(max_epochs=epochs, **options)
+
+
+_SMALL = SyntheticConfig(
+    n_samples=240, n_features=8, n_informative=4, hidden_sizes=(32,), learning_rate=0.01
+)
+
+
 def _trained(**params: float) -> tuple[RegularizedClassifier, dict[str, float]]:
-    """Fit a small synthetic-mlp module for 8 epochs; return it and its last epoch's metrics."""
-    config = SyntheticConfig(
-        n_samples=240, n_features=8, n_informative=4, hidden_sizes=(32,), learning_rate=0.01
-    )
+    """Fit a small synthetic-mlp module for 8 epochs; return it and its last epoch's metrics.
+
+    No logger, no callback: the metrics are read from ``module.epoch_metrics``.
+    """
     module, datamodule = build_mlp(
-        "synthetic",
-        RegularizationParams(batch_size=32, **params),
-        config,
+        "synthetic", RegularizationParams(batch_size=32, **params), _SMALL
     )
-    trainer = pl.Trainer(
-        max_epochs=8,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = _trainer()
     trainer.fit(module, datamodule=datamodule)
-    return module, {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return module, dict(module.epoch_metrics)
 
 
 def test_l1_drives_weights_toward_zero() -> None:
@@ -125,3 +147,50 @@ def test_epoch_metrics_are_consistent() -> None:
     assert 0.0 <= metrics["val_acc"] <= 1.0 and 0.0 <= metrics["val_ece"] <= 1.0
     # train_loss is measured with dropout and smoothing on; train_eval_loss without either
     assert metrics["train_loss"] > metrics["train_eval_loss"]
+
+
+def test_whole_epoch_batches_train_exactly_like_per_batch_loading() -> None:
+    # The built-in data module hands the module one shuffled epoch at a time and the module
+    # cuts the minibatches: same batches, same order, same optimizer steps as a loader of
+    # ordinary batches.
+    params = RegularizationParams(batch_size=32, dropout=0.3, l1=1e-3, label_smoothing=0.1)
+    runs = []
+    for whole_epoch in (True, False):
+        module, built = build_mlp("synthetic", params, _SMALL)
+        assert built.whole_epoch  # what the built-in trainers use
+        datamodule = InMemoryDataModule(built.splits, 32, seed=_SMALL.seed, whole_epoch=whole_epoch)
+        trainer = _trainer(epochs=3)
+        trainer.fit(module, datamodule=datamodule)
+        runs.append((module, trainer))
+    (fast, fast_trainer), (plain, plain_trainer) = runs
+    n_train = len(built.splits.y_train)
+    assert [len(y) for _, y in built.train_dataloader()] == [n_train]
+    assert fast.epoch_metrics == plain.epoch_metrics
+    fast_state, plain_state = fast.state_dict(), plain.state_dict()
+    assert all(torch.equal(fast_state[k], plain_state[k]) for k in plain_state)
+    # Lightning still counts every optimizer step and epoch
+    steps_per_epoch = -(-n_train // 32)
+    assert fast_trainer.global_step == plain_trainer.global_step == 3 * steps_per_epoch
+    assert fast_trainer.current_epoch == plain_trainer.current_epoch == 3
+
+
+def test_epoch_metrics_reach_loggers_and_monitoring_callbacks(tmp_path: Path) -> None:
+    params = RegularizationParams(batch_size=64)
+    # With a logger, every epoch metric goes through self.log.
+    module, datamodule = build_mlp("synthetic", params, _SMALL)
+    # (log_every_n_steps=1: one training "batch" per epoch, see InMemoryDataModule)
+    trainer = _trainer(epochs=2, logger=CSVLogger(tmp_path), log_every_n_steps=1)
+    trainer.fit(module, datamodule=datamodule)
+    assert set(EPOCH_METRICS) <= set(trainer.callback_metrics)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {k: logged[k] for k in EPOCH_METRICS} == module.epoch_metrics
+    # Without one, what a callback monitors is logged (EarlyStopping works on it) and the
+    # rest is in module.epoch_metrics.
+    module, datamodule = build_mlp("synthetic", params, _SMALL)
+    stopper = EarlyStopping(monitor="val_acc", mode="max", patience=0)
+    trainer = _trainer(epochs=2, callbacks=[stopper])
+    trainer.fit(module, datamodule=datamodule)
+    assert set(trainer.callback_metrics) == {"val_acc"}
+    best = float(stopper.best_score)  # -inf until EarlyStopping has seen a value
+    assert math.isfinite(best) and best >= module.epoch_metrics["val_acc"]
+    assert set(module.epoch_metrics) == set(EPOCH_METRICS)
