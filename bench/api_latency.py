@@ -43,7 +43,7 @@ from typing import Any
 
 import _common
 import httpx
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from service import migrations
 from service.db import make_engine
@@ -149,6 +149,38 @@ def _trial_row(study_id: int, k: int, rng: random.Random, t0: datetime) -> dict[
         "finished_at": started + timedelta(seconds=9),
         "duration_s": 9.0,
     }
+
+
+# The trials-page queries as the repository issues them (sort number / value / -value, trials
+# without a value last), timed inside PostgreSQL with EXPLAIN ANALYZE: the database's share of
+# a request, without the HTTP and serialization costs that machine load inflates.
+PAGE_QUERIES = {
+    "sort=number": "ORDER BY number ASC",
+    "sort=value": "ORDER BY (value IS NULL), value ASC, number ASC",
+    "sort=-value": "ORDER BY (value IS NULL), value DESC, number ASC",
+}
+
+
+def db_times(url: str, study_id: int, repeats: int = 5) -> dict[str, float]:
+    """Median server-side execution time (ms) of each page query at offset 5,000."""
+    engine = make_engine(url)
+    out: dict[str, float] = {}
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE regtune_trials"))
+            for label, order in PAGE_QUERIES.items():
+                sql = text(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM regtune_trials "
+                    f"WHERE study_id = :sid AND number IS NOT NULL {order} LIMIT 100 OFFSET 5000"
+                )
+                times = [
+                    float(conn.execute(sql, {"sid": study_id}).scalar_one()[0]["Execution Time"])
+                    for _ in range(repeats)
+                ]
+                out[label] = _common.median(times)
+    finally:
+        engine.dispose()
+    return out
 
 
 def free_port() -> int:
@@ -264,6 +296,7 @@ def main() -> None:
 
     revisions = ["head"] + ([args.compare_revision] if args.compare_revision else [])
     rows = []
+    db_rows: list[list[Any]] = []
     trials_p95: float | None = None
     for revision in revisions:
         with _common.scratch_postgres("regtune_bench_api") as url:
@@ -275,6 +308,8 @@ def main() -> None:
                 f"{time.perf_counter() - started:.1f}s",
                 flush=True,
             )
+            for label, ms in db_times(url, study_id).items():
+                db_rows.append([revision, label, ms])
             with server(url) as base:
                 warm_up(base, study_id)
                 started = time.perf_counter()
@@ -292,6 +327,9 @@ def main() -> None:
                 rows.append([revision, kind, len(v), *p])
                 if revision == "head" and kind == "trials":
                     trials_p95 = p[1]
+    print("## trials page query inside PostgreSQL (offset 5,000, median of 5, EXPLAIN ANALYZE)")
+    print(_common.table(["schema", "query", "execution ms"], db_rows))
+    print("## HTTP latency under load")
     print(_common.table(["schema", "endpoint", "requests", "p50 ms", "p95 ms", "p99 ms"], rows))
     print(
         f"targets: trials p95 < 100 ms, list p95 < 50 ms; load average "
