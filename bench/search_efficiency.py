@@ -159,7 +159,11 @@ def run_arm(
 ) -> ArmRun:
     """Optimize in memory until `n_trials` trials or `sample_budget` samples are spent."""
     target = objective_spec(spec)
-    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    # A fixed name: Hyperband assigns brackets by hashing the study name with the trial number,
+    # and an in-memory study's default name is random (the run would not be reproducible).
+    study = optuna.create_study(
+        study_name=spec.name, direction="minimize", sampler=sampler, pruner=pruner
+    )
     run = ArmRun()
     best = math.inf
 
