@@ -55,6 +55,12 @@ class StudySpec(BaseModel):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     budget: Budget = Field(default_factory=Budget)
+    enqueue: list[dict[str, int | float]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="parameter sets evaluated first, in order (warm start, e.g. a previous best); "
+        "each maps searched parameter names to values inside the search space",
+    )
 
     @model_validator(mode="after")
     def _check_trainer(self) -> StudySpec:
@@ -77,12 +83,28 @@ class StudySpec(BaseModel):
                 f"objective.metric {self.objective.metric!r} is not logged by trainer "
                 f"{self.trainer!r}; choose one of: {', '.join(trainer.metrics)}"
             )
+        self._check_enqueue()
         if self.sampler.name == "grid" and any(
             type(getattr(self.search_space, n)).__name__ == "Range"
             for n in self.search_space.searched()
         ):
             raise ValueError("sampler.name grid needs every searched parameter given as choices")
         return self
+
+    def _check_enqueue(self) -> None:
+        searched = self.search_space.searched()
+        errors: list[str] = []
+        for i, point in enumerate(self.enqueue):
+            for name, value in point.items():
+                if name not in searched:
+                    errors.append(
+                        f"enqueue.{i}.{name} is not a searched parameter "
+                        f"(searched: {', '.join(searched) or 'none'})"
+                    )
+                elif not self.search_space.contains(name, value):
+                    errors.append(f"enqueue.{i}.{name}: {value!r} is outside the search space")
+        if errors:
+            raise ValueError("; ".join(errors))
 
     def objective_spec(self, accelerator: str = "cpu") -> ObjectiveSpec:
         return ObjectiveSpec(

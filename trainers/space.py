@@ -168,6 +168,22 @@ class SearchSpace(BaseModel):
                 )
         return out
 
+    def contains(self, name: str, value: Any) -> bool:
+        """Whether `value` lies in the searched distribution of parameter `name`."""
+        dist = self.distributions().get(name)
+        if dist is None:
+            return False
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            return value in dist.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if isinstance(dist, optuna.distributions.IntDistribution) and float(value) != int(value):
+            return False
+        assert isinstance(
+            dist, optuna.distributions.IntDistribution | optuna.distributions.FloatDistribution
+        )
+        return bool(dist.low <= value <= dist.high)
+
     def sample(self, trial: optuna.trial.BaseTrial) -> RegularizationParams:
         """Suggest every searched parameter on `trial`; fixed and omitted ones take their value."""
         values: dict[str, Any] = {}

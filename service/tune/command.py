@@ -29,6 +29,7 @@ from service.tune.remote import RemoteStudy
 from service.tune.summary import write_summary
 from service.tune.warm import warm_start_params
 from service.tune.watch import StudySource, TimedOut, watch
+from trainers import SearchSpace
 
 __all__ = ["TuneOptions", "run_tune", "tune_command"]
 
@@ -198,16 +199,14 @@ def _run_local(
         spec = StudySpec.model_validate(body)
     except ValidationError as exc:
         raise _usage(f"invalid spec {opts.spec}: {_spec_errors(exc)}") from None
-    enqueued: dict[str, Any] | None = None
-    if warm is not None:
-        enqueued, notes = warm_start_params(warm.params, spec)
-        for note in notes:
-            _echo_err(f"warning: --warm-start: {note}")
+    enqueued = _warm_params(warm, spec.search_space)
+    if enqueued:
+        spec = spec.model_copy(update={"enqueue": [enqueued, *spec.enqueue]})
     with tempfile.TemporaryDirectory(prefix="regtune-tune-") as tmp:
         local = LocalStudy(database_url(opts.db, Path(tmp)), Path(tmp))
         try:
             local.migrate()
-            created = local.create(spec, [enqueued] if enqueued else [])
+            created = local.create(spec)
             local.start_workers(opts.workers)
             try:
                 finish = _follow(local, created, opts, "local")
@@ -231,27 +230,32 @@ def _run_local(
     return finish, best, enqueued, "local"
 
 
+def _warm_params(warm: Previous | None, space: SearchSpace) -> dict[str, Any] | None:
+    """The previous best's parameters this search space can evaluate (warnings for the rest)."""
+    if warm is None:
+        return None
+    params, notes = warm_start_params(warm.params, space)
+    for note in notes:
+        _echo_err(f"warning: --warm-start: {note}")
+    return params or None
+
+
 def _run_server(
     opts: TuneOptions, body: dict[str, Any], warm: Previous | None
 ) -> tuple[_Finish, dict[str, Any] | None, dict[str, Any] | None, str]:
     assert opts.server is not None
     enqueued: dict[str, Any] | None = None
     if warm is not None:
-        enqueued = {k: v for k, v in warm.params.items() if v is not None}
-        # the server evaluates these first when its spec accepts `enqueue` (see docs/ci.md)
-        body = {**body, "enqueue": [enqueued]}
+        try:
+            space = SearchSpace.model_validate(body.get("search_space") or {})
+        except ValidationError as exc:
+            raise _usage(f"invalid spec {opts.spec}: {_spec_errors(exc)}") from None
+        enqueued = _warm_params(warm, space)
+        if enqueued:  # the server evaluates these first (spec field `enqueue`)
+            body = {**body, "enqueue": [enqueued, *(body.get("enqueue") or [])]}
     remote = RemoteStudy(opts.server, opts.token)
     try:
-        try:
-            created = remote.submit(body)
-        except TuneError as exc:
-            if warm is not None and exc.code == ExitCode.USAGE and "enqueue" in exc.message:
-                raise _usage(
-                    f"--warm-start: the server at {opts.server} does not accept warm-start "
-                    "parameters (its study spec has no `enqueue` field); use --local, or drop "
-                    "--warm-start"
-                ) from None
-            raise
+        created = remote.submit(body)
         try:
             finish = _follow(remote, created, opts, "server")
         except KeyboardInterrupt:

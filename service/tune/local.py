@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import optuna
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,8 +76,8 @@ class LocalStudy:
         assert self.sessions is not None, "migrate() first"
         return self.sessions
 
-    def create(self, spec: StudySpec, enqueue: list[dict[str, Any]]) -> dict[str, Any]:
-        """Create the study (as POST /api/v1/studies does), then enqueue warm-start params."""
+    def create(self, spec: StudySpec) -> dict[str, Any]:
+        """Create the study as POST /api/v1/studies does (its `enqueue` runs first)."""
         try:
             with unit_of_work(self._sessions()) as session:
                 detail = studies.create_study(session, self.optuna, spec)
@@ -87,12 +86,6 @@ class LocalStudy:
                 ExitCode.USAGE, f"{exc}: pick another name with --name, or use a fresh --db"
             ) from None
         self.study_id = detail.id
-        if enqueue:
-            # before any worker starts: the enqueued trial is the first one a worker asks for,
-            # so it gets trial number 0
-            study = optuna.load_study(study_name=spec.name, storage=self.optuna.get())
-            for params in enqueue:
-                study.enqueue_trial(params)
         return detail.model_dump(mode="json")
 
     def start_workers(self, n: int) -> None:

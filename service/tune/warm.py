@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import optuna
-
-from service.spec import StudySpec
+from trainers import SearchSpace
 
 __all__ = ["warm_start_params"]
 
 
-def _contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
-    if isinstance(dist, optuna.distributions.CategoricalDistribution):
-        return value in dist.choices
-    numeric = optuna.distributions.IntDistribution | optuna.distributions.FloatDistribution
-    if isinstance(dist, numeric):
-        return isinstance(value, int | float) and dist.low <= value <= dist.high
-    return False
-
-
 def warm_start_params(
-    previous: dict[str, Any], spec: StudySpec
+    previous: dict[str, Any], space: SearchSpace
 ) -> tuple[dict[str, Any], list[str]]:
     """The previous parameters this study searches, and a note for each one left out.
 
@@ -31,11 +20,11 @@ def warm_start_params(
     """
     params: dict[str, Any] = {}
     notes: list[str] = []
-    for name, dist in spec.search_space.distributions().items():
+    for name in space.searched():
         value = previous.get(name)
         if value is None:
             continue
-        if _contains(dist, value):
+        if space.contains(name, value):
             params[name] = value
         else:
             notes.append(f"{name}={value!r} is outside this study's search space; it is sampled")

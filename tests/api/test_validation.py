@@ -163,6 +163,42 @@ def test_invalid_spec_is_422_naming_field_and_rule(
     assert sqlite_client.get("/api/v1/studies/bad").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("point", "loc", "text"),
+    [
+        ({"l1": 0.1}, ["body", "enqueue", "0", "l1"], "enqueue.0.l1 is not a searched parameter"),
+        ({"dropout": 0.9}, ["body", "enqueue", "0", "dropout"], "0.9 is outside the search space"),
+        ({"batch_size": 48}, ["body", "enqueue", "0", "batch_size"], "outside the search space"),
+    ],
+    ids=["not-searched", "outside-range", "not-a-choice"],
+)
+def test_enqueued_params_must_lie_in_the_search_space(
+    sqlite_client: TestClient, point: dict[str, Any], loc: list[Any], text: str
+) -> None:
+    r = sqlite_client.post("/api/v1/studies", json=tiny_spec("bad-enqueue", enqueue=[point]))
+    assert r.status_code == 422, r.text
+    matching = [d for d in r.json()["detail"] if d["loc"] == loc]
+    assert matching and text in matching[0]["msg"], r.json()["detail"]
+    assert sqlite_client.get("/api/v1/studies/bad-enqueue").status_code == 404
+
+
+def test_enqueued_params_are_the_first_trials(sqlite_client: TestClient) -> None:
+    import optuna
+
+    from trainers import SearchSpace
+
+    first = {"dropout": 0.25, "weight_decay": 0.001, "batch_size": 32}
+    spec = tiny_spec("warm", enqueue=[first])
+    r = sqlite_client.post("/api/v1/studies", json=spec)
+    assert r.status_code == 201, r.text
+    url = sqlite_client.app.state.settings.database_url  # type: ignore[attr-defined]
+    study = optuna.load_study(study_name="warm", storage=url)
+    trial = study.ask()  # what the first worker gets, sampled as the worker samples
+    params = SearchSpace.model_validate(spec["search_space"]).sample(trial)
+    assert trial.number == 0
+    assert (params.dropout, params.weight_decay, params.batch_size) == (0.25, 0.001, 32)
+
+
 def test_several_broken_rules_are_reported_separately(sqlite_client: TestClient) -> None:
     spec = tiny_spec("bad")
     spec["search_space"] = {

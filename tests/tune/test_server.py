@@ -75,7 +75,7 @@ def test_name_taken_on_the_server_exits_2(server: Server, tmp_path: Path) -> Non
     assert "HTTP 409" in err and "--name" in err
 
 
-def test_warm_start_on_a_server_without_enqueue_support_exits_2(
+def test_warm_start_on_a_server_runs_the_previous_best_as_trial_0(
     server: Server, tmp_path: Path
 ) -> None:
     prev = {
@@ -84,14 +84,22 @@ def test_warm_start_on_a_server_without_enqueue_support_exits_2(
         "metric": "val_loss",
         "direction": "minimize",
         "best_value": 0.5,
-        "best_params": {"dropout": 0.1},
+        # l1 is not searched by this spec: it is left out, not sent
+        "best_params": {"dropout": 0.125, "weight_decay": 0.001, "batch_size": 32, "l1": 0.1},
     }
     (tmp_path / "prev.json").write_text(json.dumps(prev))
-    spec = write_spec(tmp_path / "spec.yaml", tiny_spec(name="warm-remote", n_trials=1))
-    proc = _start_tune(tmp_path, str(spec), "--server", server.url, "--warm-start", "prev.json")
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2, err
-    assert "does not accept warm-start parameters" in err
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec(name="warm-remote", n_trials=2))
+    proc = _start_tune(
+        tmp_path, str(spec), "--server", server.url, "--warm-start", "prev.json",
+        "--output", "best.json",
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    doc = load_valid_output(tmp_path / "best.json")
+    trial0 = server.get(f"/api/v1/studies/{doc['study_id']}/trials/0")
+    assert trial0["params"]["dropout"] == 0.125
+    assert trial0["params"]["weight_decay"] == 0.001
+    assert trial0["params"]["batch_size"] == 32
 
 
 def test_refused_token_exits_4(auth_server: Server, tmp_path: Path) -> None:
