@@ -24,7 +24,7 @@ plotted to ``bench/out/search_efficiency_<task>.png``. Headline: median over tas
 (c)'s samples to reach (a)'s final best / (a)'s samples (target <= 0.25).
 
     python bench/search_efficiency.py            # both tasks, 5 seeds, 30 trials for (a)
-    python bench/search_efficiency.py --short    # digits only, 2 seeds, 20 trials (make bench)
+    python bench/search_efficiency.py --short    # digits only, 3 seeds, 20 trials (make bench)
 """
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ def plot(task: str, runs: dict[str, list[ArmRun]]) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", action="store_true", help="digits only, 2 seeds, 20 trials")
+    parser.add_argument("--short", action="store_true", help="digits only, 3 seeds, 20 trials")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--trials", type=int, default=None, help="trials of arm (a)")
     parser.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=None)
@@ -366,7 +366,7 @@ def main() -> None:
         label, _, text = item.partition("=")
         name, arm = candidate_arm(label, json.loads(text))
         arms[name] = arm
-    seeds = args.seeds or (2 if args.short else 5)
+    seeds = args.seeds or (3 if args.short else 5)
     n_trials = args.trials or (20 if args.short else 30)
     tasks = args.tasks or (["digits-noisy"] if args.short else list(TASKS))
     max_epochs = args.max_epochs or (20 if args.short else None)

@@ -30,9 +30,12 @@ class SamplerConfig(BaseModel):
 
 class PrunerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Default "median": with TPE it reached random search's best with fewer training samples than
+    # Hyperband (whose brackets are separate sub-studies for TPE, so its random start-up repeats
+    # per bracket) and ASHA; see docs/benchmarks.md (bench/search_efficiency.py).
     name: Literal[
         "none", "median", "percentile", "successive_halving", "hyperband", "patient", "threshold"
-    ] = "hyperband"
+    ] = "median"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
