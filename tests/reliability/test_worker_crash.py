@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.usefixtures("t
 # seconds; what the tests run with (defaults: interval 10, grace 120, sweep every 30)
 FAST = {
     "REGTUNE_HEARTBEAT_INTERVAL": "1",
-    "REGTUNE_HEARTBEAT_GRACE_PERIOD": "3",
+    "REGTUNE_HEARTBEAT_GRACE_PERIOD": "5",
     "REGTUNE_SWEEP_INTERVAL": "1",
 }
 MAX_RETRIES = 3

@@ -46,8 +46,8 @@ def _slow(params: Any, config: _Config) -> tuple[Any, Any]:
 
 def _nan(params: Any, config: _Config) -> tuple[Any, Any]:
     module, data = _base(params, config)
-    forward = module.forward
-    module.forward = lambda x: forward(x) * float("nan")
+    forward = module.backbone.forward  # the module calls its backbone directly
+    module.backbone.forward = lambda x: forward(x) * float("nan")
     return module, data
 
 
@@ -60,7 +60,7 @@ def _oom(params: Any, config: _Config) -> tuple[Any, Any]:
                 f"CUDA out of memory. Tried to allocate 2.00 GiB (batch size {params.batch_size})"
             )
 
-        module.forward = forward
+        module.backbone.forward = forward
     return module, data
 
 
@@ -70,7 +70,7 @@ def _memory_error(params: Any, config: _Config) -> tuple[Any, Any]:
     def forward(_x: torch.Tensor) -> torch.Tensor:
         raise MemoryError("cannot allocate the activations")
 
-    module.forward = forward
+    module.backbone.forward = forward
     return module, data
 
 
