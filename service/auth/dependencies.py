@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.auth import repository
 from service.auth.service import TokenInfo, TokenScope, authenticate
+from service.config import LOOPBACK_HOSTS
 from service.db import unit_of_work
 from service.errors import ErrorResponse
 
@@ -119,7 +120,14 @@ def configure_auth(app: FastAPI, enabled: bool) -> None:
 def warn_if_no_tokens(factory: sessionmaker[Session], enabled: bool, bind: str) -> None:
     """Log the auth mode at start-up, and loudly when auth is on but no token can pass."""
     if not enabled:
-        log.info("auth is off (server bound to %s): every request is allowed", bind)
+        if bind in LOOPBACK_HOSTS:
+            log.info("auth is off (server bound to %s): every request is allowed", bind)
+        else:
+            log.warning(
+                "auth is OFF on a non-loopback address (%s, REGTUNE_AUTH=off): anyone who can "
+                "reach this port can submit and cancel studies",
+                bind,
+            )
         return
     try:
         with unit_of_work(factory) as session:
