@@ -149,29 +149,38 @@ def test_epoch_metrics_are_consistent() -> None:
     assert metrics["train_loss"] > metrics["train_eval_loss"]
 
 
-def test_whole_epoch_batches_train_exactly_like_per_batch_loading() -> None:
+def test_whole_epoch_batches_train_exactly_like_per_batch_loading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The built-in data module hands the module one shuffled epoch at a time and the module
     # cuts the minibatches: same batches, same order, same optimizer steps as a loader of
-    # ordinary batches.
+    # ordinary batches. Also with Lightning's optimizer/backward wrappers (the path taken
+    # under a loss-scaling precision or a multi-device strategy) instead of direct steps.
     params = RegularizationParams(batch_size=32, dropout=0.3, l1=1e-3, label_smoothing=0.1)
     runs = []
-    for whole_epoch in (True, False):
-        module, built = build_mlp("synthetic", params, _SMALL)
-        assert built.whole_epoch  # what the built-in trainers use
-        datamodule = InMemoryDataModule(built.splits, 32, seed=_SMALL.seed, whole_epoch=whole_epoch)
-        trainer = _trainer(epochs=3)
-        trainer.fit(module, datamodule=datamodule)
-        runs.append((module, trainer))
-    (fast, fast_trainer), (plain, plain_trainer) = runs
+    for whole_epoch, direct in ((True, True), (False, True), (True, False)):
+        with monkeypatch.context() as patch:
+            if not direct:
+                patch.setattr(RegularizedClassifier, "_direct_steps", lambda self: False)
+            module, built = build_mlp("synthetic", params, _SMALL)
+            assert built.whole_epoch  # what the built-in trainers use
+            datamodule = InMemoryDataModule(
+                built.splits, 32, seed=_SMALL.seed, whole_epoch=whole_epoch
+            )
+            trainer = _trainer(epochs=3)
+            trainer.fit(module, datamodule=datamodule)
+            runs.append((module, trainer))
     n_train = len(built.splits.y_train)
     assert [len(y) for _, y in built.train_dataloader()] == [n_train]
-    assert fast.epoch_metrics == plain.epoch_metrics
-    fast_state, plain_state = fast.state_dict(), plain.state_dict()
-    assert all(torch.equal(fast_state[k], plain_state[k]) for k in plain_state)
-    # Lightning still counts every optimizer step and epoch
+    fast = runs[0][0]
     steps_per_epoch = -(-n_train // 32)
-    assert fast_trainer.global_step == plain_trainer.global_step == 3 * steps_per_epoch
-    assert fast_trainer.current_epoch == plain_trainer.current_epoch == 3
+    for module, trainer in runs:
+        assert module.epoch_metrics == fast.epoch_metrics
+        state, fast_state = module.state_dict(), fast.state_dict()
+        assert all(torch.equal(state[k], fast_state[k]) for k in fast_state)
+        # Lightning still counts every optimizer step and epoch
+        assert trainer.global_step == 3 * steps_per_epoch
+        assert trainer.current_epoch == 3
 
 
 def test_epoch_metrics_reach_loggers_and_monitoring_callbacks(tmp_path: Path) -> None:
