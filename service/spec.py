@@ -30,12 +30,19 @@ class SamplerConfig(BaseModel):
 
 class PrunerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # Default "median": with TPE it reached random search's best with fewer training samples than
-    # Hyperband (whose brackets are separate sub-studies for TPE, so its random start-up repeats
-    # per bracket) and ASHA; see docs/benchmarks.md (bench/search_efficiency.py).
+    # Default "auto": a median pruner that waits out the shortest early-stopping patience (see
+    # service.worker.optimization.build_pruner and docs/benchmarks.md, which compares it with
+    # the previous default, Hyperband, in bench/search_efficiency.py).
     name: Literal[
-        "none", "median", "percentile", "successive_halving", "hyperband", "patient", "threshold"
-    ] = "median"
+        "none",
+        "median",
+        "percentile",
+        "successive_halving",
+        "hyperband",
+        "patient",
+        "threshold",
+        "auto",
+    ] = "auto"
     options: dict[str, Any] = Field(default_factory=dict)
 
 

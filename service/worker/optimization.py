@@ -22,6 +22,7 @@ from service.spec import PrunerConfig, SamplerConfig, StudySpec
 
 __all__ = [
     "SpecError",
+    "auto_warmup_steps",
     "build_pruner",
     "build_sampler",
     "open_storage",
@@ -128,12 +129,31 @@ def build_sampler(
     raise SpecError(f"sampler.name: unknown sampler {config.name!r}")
 
 
+def auto_warmup_steps(spec: StudySpec) -> int:
+    """Epochs the ``auto`` pruner lets every trial run before judging it.
+
+    The shortest early-stopping patience the search space allows (its ``patience`` low bound or
+    fixed value; Lightning's default 5 when patience is not searched), at most a quarter of
+    ``max_epochs``: a trial is not cut before it could have stopped itself, and strongly
+    regularized settings, which learn more slowly in the first epochs, are not pruned for it.
+    """
+    patience = getattr(spec.search_space, "patience", None)
+    low = getattr(patience, "low", getattr(patience, "fixed", 5))
+    max_epochs = spec.trainer_config.get("max_epochs")
+    cap = max(1, max_epochs // 4) if isinstance(max_epochs, int) else int(low)
+    return max(0, min(int(low), cap))
+
+
 def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePruner:
     """The spec's pruner; Hyperband's max resource defaults to the trainer's max_epochs."""
     options: dict[str, Any] = dict(config.options)
     max_epochs = spec.trainer_config.get("max_epochs")
     try:
         match config.name:
+            case "auto":
+                options.setdefault("n_startup_trials", 5)
+                options.setdefault("n_warmup_steps", auto_warmup_steps(spec))
+                return optuna.pruners.MedianPruner(**options)
             case "none":
                 return optuna.pruners.NopPruner()
             case "median":
