@@ -14,8 +14,9 @@ split for the same number of epochs and do the same work per epoch:
 ``digits-mlp`` trainer (Lightning Trainer, EarlyStopping with a patience that never triggers, the
 per-epoch Optuna callback), whose data module hands over each shuffled epoch as one item that the
 module cuts into the same 64-row batches. Both start from the same seeds, so they train
-identically: the script stops if their best ``val_loss`` differ. Runs alternate a, b, a, b, ... so drift in machine load hits both; the last line
-printed is the median of the per-pair ratios b/a: ``ratio: 1.07``.
+identically: the script stops if their best ``val_loss`` differ. Runs alternate a, b, a, b, ...
+so drift in machine load hits both; the last line printed is the median of the per-pair ratios
+b/a: ``ratio: 1.07``.
 
     python bench/trainer_overhead.py            # 40 epochs x 7 pairs
     python bench/trainer_overhead.py --short    # 20 epochs x 3 pairs (make bench)
