@@ -45,6 +45,7 @@ def client(migrated_db_url: str) -> Iterator[TestClient]:
 
 READS = [
     "/api/v1/studies",
+    "/api/v1/studies/1/plots",  # the dashboard's data
     "/api/v1/studies/1",
     "/api/v1/studies/1/trials",
     "/api/v1/studies/1/trials/0",
@@ -74,6 +75,12 @@ def test_health_metrics_and_docs_stay_open(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/metrics").status_code == 200
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_dashboard_pages_are_open_but_their_data_is_not(client: TestClient) -> None:
+    for page in ("/", "/studies/1", "/new", "/dashboard-static/dashboard.js"):
+        assert client.get(page).status_code == 200, page
+    _assert_401(client.post("/dashboard-api/parse-spec", content="name: x"), "authentication")
 
 
 def test_read_token_reads_but_cannot_write(client: TestClient, tokens: Tokens) -> None:
