@@ -44,7 +44,9 @@ from service.studies.service import create_study
 
 STUDY: dict[str, Any] = {
     "trainer": "synthetic-mlp",
-    "trainer_config": {"max_epochs": 6, "n_samples": 1500, "hidden_sizes": [64, 64]},
+    # about 1 s of training per trial on an idle core: large enough that the per-trial
+    # coordination (claim, Optuna trial, per-epoch rows) does not dominate
+    "trainer_config": {"max_epochs": 15, "n_samples": 3000, "hidden_sizes": [128, 128]},
     "search_space": {
         "weight_decay": {"low": 1.0e-6, "high": 1.0e-1, "log": True},
         "dropout": {"low": 0.0, "high": 0.5},
@@ -72,9 +74,15 @@ def submit(url: str, name: str, n_trials: int) -> int:
         engine.dispose()
 
 
-def run_workers(url: str, study_id: int, workers: int) -> float:
-    """Start `workers` worker processes on the study, wait for all; wall seconds."""
+def run_workers(url: str, study_id: int, workers: int, threads: int | None = None) -> float:
+    """Start `workers` worker processes on the study, wait for all; wall seconds.
+
+    `threads` sets OMP_NUM_THREADS (torch's intra-op threads) in each worker; None leaves
+    torch's default (one thread per core).
+    """
     env = {**os.environ, "REGTUNE_DATABASE_URL": url, "TZ": "UTC"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [REGTUNE, "worker", "--study", str(study_id), "--exit-when-idle"]
     start = time.perf_counter()
     procs = [
@@ -112,6 +120,12 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="16 trials, 1 run per arm")
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS for each worker (default: torch's own, one per core)",
+    )
     args = parser.parse_args()
     n_trials = args.trials or (16 if args.short else 40)
     _common.quiet()
@@ -124,7 +138,7 @@ def main() -> None:
         for i in range(repeats):
             for workers in (1, 2):
                 study_id = submit(url, f"scaling-{i}-{workers}w", n_trials)
-                wall = run_workers(url, study_id, workers)
+                wall = run_workers(url, study_id, workers, args.threads_per_worker)
                 n, span = trial_span(url, study_id)
                 rate = 60.0 * n / span
                 rates[workers].append(rate)
