@@ -301,6 +301,7 @@ def serve(
     import uvicorn
 
     from service.api import create_app
+    from service.worker.devices import share_cpu_threads
 
     settings = _settings(database_url=database_url, host=host, port=port)
     _configure_logging(settings)
@@ -310,7 +311,7 @@ def serve(
     children: list[subprocess.Popen[bytes]] = []
     side: Any = None  # optuna-dashboard beside the API (service.dashboard.optuna_dashboard)
     try:
-        env = _child_env(settings)
+        env = share_cpu_threads(_child_env(settings), workers)
         for _ in range(workers):
             cmd = [sys.executable, "-m", "service.cli", "worker"]
             children.append(subprocess.Popen(cmd, env=env))

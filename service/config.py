@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     heartbeat_interval: int = Field(10, ge=1)
     heartbeat_grace_period: int = Field(120, ge=2, le=300)
     max_retries: int = Field(2, ge=0)
+    # torch intra-op threads per worker process (None: torch's default, every core). Parents that
+    # start several local workers (serve --workers N, --trials-per-device N, tune --workers N)
+    # share the cores out so the processes don't oversubscribe them.
+    torch_threads: int | None = Field(None, ge=1)
     # The API process also sweeps stale trials every this many seconds (0: never), so a study
     # whose workers all died is not stuck until a worker comes back.
     sweep_interval: float = Field(30.0, ge=0)

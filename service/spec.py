@@ -116,7 +116,9 @@ class StudySpec(BaseModel):
         if errors:
             raise ValueError("; ".join(errors))
 
-    def objective_spec(self, accelerator: str = "cpu") -> ObjectiveSpec:
+    def objective_spec(
+        self, accelerator: str = "cpu", torch_threads: int | None = None
+    ) -> ObjectiveSpec:
         return ObjectiveSpec(
             trainer=self.trainer,
             trainer_config=self.trainer_config,
@@ -124,6 +126,7 @@ class StudySpec(BaseModel):
             metric=self.objective.metric,
             direction=self.objective.direction,
             accelerator=accelerator,
+            torch_threads=torch_threads,
         )
 
 

@@ -22,6 +22,7 @@ from service.spec import StudySpec
 from service.studies import service as studies
 from service.studies.optuna_storage import LazyOptunaStorage
 from service.tune.errors import ExitCode, TuneError
+from service.worker.devices import share_cpu_threads
 
 __all__ = ["LocalStudy", "database_url"]
 
@@ -90,7 +91,7 @@ class LocalStudy:
 
     def start_workers(self, n: int) -> None:
         """N `regtune worker --study ID` processes, logging into the work directory."""
-        env = dict(os.environ, REGTUNE_DATABASE_URL=self.url)
+        env = share_cpu_threads(dict(os.environ, REGTUNE_DATABASE_URL=self.url), n)
         env.setdefault("TZ", "UTC")
         env.setdefault("REGTUNE_WORKER_POLL_INTERVAL", WORKER_POLL_INTERVAL_S)
         cmd = [sys.executable, "-m", "service.cli", "worker", "--study", str(self.study_id)]

@@ -82,7 +82,9 @@ def _retried_number(system_attrs: dict[str, Any]) -> int | None:
 
 
 def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> Any:
-    objective_spec = spec.objective_spec(accelerator=ctx.accelerator)
+    objective_spec = spec.objective_spec(
+        accelerator=ctx.accelerator, torch_threads=ctx.settings.torch_threads
+    )
 
     def objective(trial: optuna.Trial) -> float:
         run.optuna_trial_id = trial._trial_id
