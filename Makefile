@@ -49,9 +49,14 @@ typecheck: venv ## mypy (strict)
 
 check: lint typecheck ## Lint and type-check
 
-bench: venv ## Short versions of the benchmarks (each prints `ratio: X.XX` last)
-	$(BIN)/python bench/trainer_overhead.py --short
-	$(BIN)/python bench/service_overhead.py --short
+bench: venv ## Short versions of the benchmarks (< 10 min; each prints `ratio: X.XX` last)
+	$(BIN)/python -m tests.setup_env
+	TZ=UTC $(BIN)/python bench/trainer_overhead.py --short
+	TZ=UTC $(BIN)/python bench/service_overhead.py --short
+	TZ=UTC $(BIN)/python bench/search_efficiency.py --short
+	TZ=UTC $(BIN)/python bench/sampler_regret.py --short
+	TZ=UTC $(BIN)/python bench/scaling.py --short
+	TZ=UTC $(BIN)/python bench/api_latency.py --short
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
