@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     heartbeat_interval: int = Field(10, ge=1)
     heartbeat_grace_period: int = Field(120, ge=2, le=300)
     max_retries: int = Field(2, ge=0)
+    # A running trial's epochs reach SQL at most this often (seconds; 0: every epoch) and at its
+    # end; the study's status (cancel) is checked at each write. Epochs longer than this are
+    # written one by one.
+    epoch_flush_interval: float = Field(1.0, ge=0, le=60)
     # torch intra-op threads per worker process (None: torch's default, every core). Parents that
     # start several local workers (serve --workers N, --trials-per-device N, tune --workers N)
     # share the cores out so the processes don't oversubscribe them.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 
 import optuna
@@ -22,7 +23,11 @@ _STOPPING = (StudyStatus.cancelled.value, StudyStatus.failed.value)
 
 
 class DbTrialObserver:
-    """Writes each epoch (one transaction per epoch) and polls the study status once per epoch.
+    """Writes epochs to SQL and polls the study status at each write.
+
+    Writes are batched: at most one transaction per `flush_interval` seconds (the first epoch at
+    once, epochs longer than the interval one by one), and `flush()` at the trial's end. A tiny
+    model's epochs take milliseconds, and a commit per epoch would cost more than the epoch.
 
     `should_stop()` is true when the study was cancelled (or failed) or when the worker was asked
     to shut down (`shutdown` event); `run_trial` then ends the trial at the epoch boundary.
@@ -36,6 +41,7 @@ class DbTrialObserver:
         metric: str,
         direction: str,
         shutdown: threading.Event,
+        flush_interval: float = 1.0,
     ) -> None:
         self._sessions = sessions
         self._study_id = study_id
@@ -46,6 +52,10 @@ class DbTrialObserver:
         self.study_stopped = False
         self.epochs_run = 0
         self.best: tuple[int, float, dict[str, float]] | None = None
+        self._flush_interval = flush_interval
+        self._pending: list[tuple[int, dict[str, Any]]] = []
+        self._best_changed = False
+        self._last_flush = -math.inf
 
     def on_start(self, trial: optuna.trial.BaseTrial, params: RegularizationParams) -> None:
         with unit_of_work(self._sessions) as session:
@@ -66,15 +76,26 @@ class DbTrialObserver:
             assert value is not None
             self.best = (record.epoch, value, metrics)
         self.epochs_run = max(self.epochs_run, record.epoch + 1)
+        self._pending.append((record.epoch, _json_safe(metrics)))
+        self._best_changed = self._best_changed or improved
+        if time.monotonic() - self._last_flush >= self._flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the epochs not yet stored, then read the study's status."""
+        if not self._pending:
+            return
         with unit_of_work(self._sessions) as session:
-            repo.add_epoch(
+            repo.add_epochs(
                 session,
                 self._trial_id,
-                record.epoch,
-                _json_safe(metrics),
-                _json_best(self.best) if improved else None,
+                self._pending,
+                _json_best(self.best) if self._best_changed else None,
             )
             status = repo.study_status(session, self._study_id)
+        self._pending = []
+        self._best_changed = False
+        self._last_flush = time.monotonic()
         self.study_stopped = status is None or status in _STOPPING
 
     def should_stop(self) -> bool:

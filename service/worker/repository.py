@@ -22,7 +22,7 @@ from trainers.params import PARAM_NAMES
 __all__ = [
     "FINAL_TRIAL_STATES",
     "TrialResult",
-    "add_epoch",
+    "add_epochs",
     "bind_trial",
     "candidate_studies",
     "claim_slot",
@@ -174,16 +174,16 @@ def _metric_columns(metrics: dict[str, float] | None) -> dict[str, Any]:
     return {name: metrics.get(name) for name in METRIC_COLUMNS}
 
 
-def add_epoch(
+def add_epochs(
     session: Session,
     trial_id: int,
-    epoch: int,
-    metrics: dict[str, float],
+    epochs: Sequence[tuple[int, dict[str, Any]]],
     best: tuple[int, float, dict[str, float]] | None,
 ) -> None:
-    """Store one epoch's metrics and the best epoch so far (live progress for the API)."""
-    session.add(TrialEpoch(trial_id=trial_id, epoch=epoch, metrics=metrics))
-    values: dict[str, Any] = {"epochs_run": epoch + 1, "heartbeat_at": utcnow()}
+    """Store epochs' metrics and the best epoch so far (live progress for the API)."""
+    session.add_all(TrialEpoch(trial_id=trial_id, epoch=e, metrics=m) for e, m in epochs)
+    last = max(e for e, _ in epochs)
+    values: dict[str, Any] = {"epochs_run": last + 1, "heartbeat_at": utcnow()}
     if best is not None:
         best_epoch, value, best_metrics = best
         values.update(

@@ -107,6 +107,7 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
             spec.objective.metric,
             spec.objective.direction,
             ctx.shutdown,
+            ctx.settings.epoch_flush_interval,
         )
         run.observer = observer
         try:
@@ -208,6 +209,11 @@ def run_claimed_trial(ctx: WorkerContext, claim: Claim) -> TrialState | None:
             if study_row is not None:
                 repo.refresh_study(session, study_row)
         return None
+    if run.observer is not None:  # epochs still buffered (the observer batches its writes)
+        try:
+            run.observer.flush()
+        except Exception:
+            log.exception("cannot store the last epochs of a trial of study %s", claim.study_id)
     result = _result(ctx, run)
     with unit_of_work(ctx.sessions) as session:
         study_row = repo.lock_study(session, claim.study_id)
