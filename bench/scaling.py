@@ -3,8 +3,8 @@
 The script creates a uniquely named PostgreSQL database (dropped at the end), migrates it
 (``service.migrations.upgrade``: Optuna's and regtune's tables) and, per run, stores one study
 through the service layer (``service.studies.service.create_study``, what ``POST
-/api/v1/studies`` does). It then starts N real worker processes (``regtune worker --study ID
---exit-when-idle``) and waits for them to exit. The study trains a small ``synthetic-mlp``
+/api/v1/studies`` does). It then starts N real worker processes (``regtune worker --devices cpu
+--trials-per-device N --study ID --exit-when-idle``) and waits for them to exit. The study trains a small ``synthetic-mlp``
 (``STUDY``) with random sampling and no pruning, so every trial does the same amount of work
 whatever the number of workers.
 
@@ -75,20 +75,19 @@ def submit(url: str, name: str, n_trials: int) -> int:
 
 
 def run_workers(url: str, study_id: int, workers: int, threads: int | None = None) -> float:
-    """Start `workers` worker processes on the study, wait for all; wall seconds.
+    """Run `workers` worker processes on the study the way a user does on one host
+    (``regtune worker --devices cpu --trials-per-device N``), wait for them; wall seconds.
 
-    `threads` sets OMP_NUM_THREADS (torch's intra-op threads) in each worker; None leaves
-    torch's default (one thread per core).
+    That command shares the cores out among its N processes (torch threads = cores // N).
+    `threads` sets REGTUNE_TORCH_THREADS instead; None keeps regtune's default.
     """
     env = {**os.environ, "REGTUNE_DATABASE_URL": url, "TZ": "UTC"}
     if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [REGTUNE, "worker", "--study", str(study_id), "--exit-when-idle"]
+        env["REGTUNE_TORCH_THREADS"] = str(threads)
+    cmd = [REGTUNE, "worker", "--devices", "cpu", "--trials-per-device", str(workers)]
+    cmd += ["--study", str(study_id), "--exit-when-idle"]
     start = time.perf_counter()
-    procs = [
-        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(workers)
-    ]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)]
     for proc in procs:
         _, err = proc.communicate(timeout=3600)
         if proc.returncode != 0:
@@ -124,7 +123,7 @@ def main() -> None:
         "--threads-per-worker",
         type=int,
         default=None,
-        help="OMP_NUM_THREADS for each worker (default: torch's own, one per core)",
+        help="REGTUNE_TORCH_THREADS for each worker (default: the cores shared out)",
     )
     args = parser.parse_args()
     n_trials = args.trials or (16 if args.short else 40)
