@@ -3,10 +3,10 @@
 The script creates a uniquely named PostgreSQL database (dropped at the end), migrates it
 (``service.migrations.upgrade``: Optuna's and regtune's tables) and, per run, stores one study
 through the service layer (``service.studies.service.create_study``, what ``POST
-/api/v1/studies`` does). It then starts N real worker processes (``regtune worker --devices cpu
---trials-per-device N --study ID --exit-when-idle``) and waits for them to exit. The study trains a small ``synthetic-mlp``
-(``STUDY``) with random sampling and no pruning, so every trial does the same amount of work
-whatever the number of workers.
+/api/v1/studies`` does). It then starts N real worker processes (``regtune worker --devices
+cpu --trials-per-device N --study ID --exit-when-idle``) and waits for them to exit. The study
+trains a small ``synthetic-mlp`` (``STUDY``) with random sampling and no pruning, so every
+trial does the same amount of work whatever the number of workers.
 
 Throughput = finished trials / (last trial's ``finished_at`` - first trial's ``started_at``)
 read from ``regtune_trials``, so process start-up (imports) is not counted; the wall time
