@@ -3,50 +3,29 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
 from service.api import create_app
 from service.cli import app
 from service.config import Settings
+from tests.support import free_port, serve_in_thread
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def api(sqlite_url: str) -> Iterator[str]:
     """The real app under uvicorn in a thread (no worker: studies stay queued)."""
-    port = _free_port()
-    settings = Settings(database_url=sqlite_url, auto_migrate=True, port=port)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield url
-    server.should_exit = True
-    thread.join(10)
+    settings = Settings(database_url=sqlite_url, auto_migrate=True)
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def test_submit_status_cancel_through_the_api(api: str) -> None:
@@ -93,7 +72,7 @@ def test_unknown_study_is_a_404_line(api: str) -> None:
 
 
 def test_unreachable_server_is_one_clear_line() -> None:
-    server = f"http://127.0.0.1:{_free_port()}"
+    server = f"http://127.0.0.1:{free_port()}"
     result = runner.invoke(app, ["status", "1", "--server", server])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [

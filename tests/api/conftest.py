@@ -13,40 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api import create_app
-from service.config import Settings
-
-# a few milliseconds per epoch on CPU
-TINY_CONFIG = {"max_epochs": 3, "n_samples": 120, "n_features": 6, "n_informative": 3}
-
-
-def tiny_spec(name: str = "tiny", n_trials: int = 3, **overrides: Any) -> dict[str, Any]:
-    """A valid study spec whose trials train in well under a second each."""
-    spec: dict[str, Any] = {
-        "name": name,
-        "trainer": "synthetic-mlp",
-        "trainer_config": dict(TINY_CONFIG),
-        "search_space": {
-            "dropout": {"low": 0.0, "high": 0.5},
-            "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
-            "batch_size": {"choices": [16, 32]},
-            "patience": {"fixed": 10},
-        },
-        "sampler": {"name": "random", "seed": 0},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": n_trials},
-    }
-    spec.update(overrides)
-    return spec
-
-
-def settings_for(url: str) -> Settings:
-    return Settings(
-        database_url=url,
-        auto_migrate=False,
-        worker_poll_interval=0.1,
-        heartbeat_interval=1,
-        heartbeat_grace_period=5,
-    )
+from tests.support import settings_for, tiny_spec
 
 
 def run_worker_until_idle(url: str, study_id: int) -> int:

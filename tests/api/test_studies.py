@@ -6,7 +6,7 @@ import optuna
 from fastapi.testclient import TestClient
 
 from service.db import normalize_url
-from tests.api.conftest import tiny_spec
+from tests.support import tiny_spec
 
 
 def test_submit_returns_queued_study_with_normalized_spec(client: TestClient) -> None:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.migrations import upgrade
-from tests.api.conftest import settings_for, tiny_spec
+from tests.support import settings_for, tiny_spec
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from service.api import create_app
 from service.auth import TokenScope, create_token, revoke_token
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
-from tests.api.conftest import tiny_spec
+from tests.support import tiny_spec
 
 
 class Tokens:

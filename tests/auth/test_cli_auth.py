@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import tiny_spec
 from tests.reliability._processes import run_cli, server
+from tests.support import tiny_spec
 
 pytestmark = pytest.mark.slow
 

@@ -6,22 +6,17 @@ Every page records its console errors and uncaught exceptions; a test fails if a
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 
 from service.api import create_app
 from service.migrations import upgrade
 from tests.dashboard.studies import completed_study, settings_for
+from tests.support import serve_in_thread
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -39,41 +34,11 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots
 VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Server:
     url: str
     database_url: str
     study_id: int
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run `app` under uvicorn on a free loopback port in a thread; yields its base URL."""
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     url = f"sqlite:///{db}"
     upgrade(url)
     study_id = completed_study(url, "browser-finished", n_trials=8)
-    with serving(create_app(settings_for(url))) as base:
+    with serve_in_thread(create_app(settings_for(url))) as base:
         yield Server(base, url, study_id)
 
 

@@ -12,8 +12,9 @@ import pytest
 from service.api import create_app
 from service.auth import TokenScope, create_token
 from service.db import make_engine, make_session_factory, unit_of_work
-from tests.browser.conftest import Page, Server, serving
+from tests.browser.conftest import Page, Server
 from tests.dashboard.studies import run_to_completion, settings_for, tiny_spec
+from tests.support import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -188,7 +189,7 @@ def test_with_api_auth_on_the_page_asks_for_a_token_and_sends_it(
     with unit_of_work(make_session_factory(make_engine(server.database_url))) as session:
         _info, secret = create_token(session, "browser", TokenScope.read)
     settings = settings_for(server.database_url).model_copy(update={"auth": "on"})
-    with serving(create_app(settings)) as base:
+    with serve_in_thread(create_app(settings)) as base:
         p = page.page
         p.goto(base + "/")
         dialog = p.locator("#token-dialog")

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from service.api import create_app
-from service.config import Settings
 from service.worker import WorkerOptions, run_worker
+from tests.support import settings_for
 
 # a few milliseconds per epoch on CPU
 TINY_CONFIG = {"max_epochs": 4, "n_samples": 160, "n_features": 6, "n_informative": 3}
@@ -41,16 +41,6 @@ def tiny_spec(name: str, n_trials: int = 6, **overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
-
-
-def settings_for(url: str) -> Settings:
-    return Settings(
-        database_url=url,
-        auto_migrate=False,
-        worker_poll_interval=0.1,
-        heartbeat_interval=1,
-        heartbeat_grace_period=5,
-    )
 
 
 def submit(client: TestClient, spec: dict[str, Any]) -> dict[str, Any]:

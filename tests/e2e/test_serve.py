@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support import serve_process
 
 pytestmark = pytest.mark.slow
 
@@ -33,46 +34,19 @@ SPEC = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     db = tmp_path / "regtune.db"
-    port = _free_port()
     env = dict(
         os.environ,
         TZ="UTC",
         REGTUNE_DATABASE_URL=f"sqlite:///{db}",
         REGTUNE_WORKER_POLL_INTERVAL="0.2",
     )
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "regtune serve exited"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-        yield url, db, dict(env, REGTUNE_SERVER_URL=url)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_process("--workers", "1", env=env, cwd=tmp_path, stop_timeout=60) as running:
+        yield running.url, db, dict(env, REGTUNE_SERVER_URL=running.url)
     # the embedded worker went down with the server
-    assert proc.returncode == 0
+    assert running.proc.returncode == 0
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,8 @@ import pytest
 
 from service.migrations import upgrade
 from service.models import StudyStatus, TrialState
-from tests.api.conftest import tiny_spec
-from tests.reliability._processes import REPO, env_for, free_port, stop, stop_all, wait_healthy
+from tests.reliability._processes import REPO, env_for, stop, stop_all
+from tests.support import free_port, tiny_spec, wait_healthy
 from tests.worker.conftest import Db, insert_study, worker_process
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from service.api import create_app
 from service.config import Settings
 from service.db import normalize_url
 from service.migrations import upgrade
-from tests.api.conftest import tiny_spec
-from tests.reliability._processes import free_port, regtune, stop, wait_healthy
+from tests.reliability._processes import regtune, stop
+from tests.support import free_port, tiny_spec, wait_healthy
 
 CLIENTS = 50
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,29 +19,19 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.tune import output_schema
-
-# a few hundred milliseconds per trial on CPU
-TINY = {"max_epochs": 2, "n_samples": 120, "n_features": 6, "n_informative": 3}
+from tests import support
+from tests.support import TINY_CONFIG, serve_process
 
 
 def tiny_spec(name: str = "ci", n_trials: int = 2, **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": name,
-        "trainer": "synthetic-mlp",
-        "trainer_config": dict(TINY),
-        "search_space": {
-            "dropout": {"low": 0.0, "high": 0.5},
-            "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
-            "batch_size": {"choices": [16, 32]},
-            "patience": {"fixed": 10},
-        },
+    """`tests.support.tiny_spec` as the tune tests use it: 2 epochs (a few hundred milliseconds
+    per trial), TPE, and the objective spelled out as a CI spec file would."""
+    fields: dict[str, Any] = {
+        "trainer_config": {**TINY_CONFIG, "max_epochs": 2},
         "objective": {"metric": "val_loss", "direction": "minimize"},
         "sampler": {"name": "tpe", "seed": 0},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": n_trials},
     }
-    spec.update(overrides)
-    return spec
+    return support.tiny_spec(name, n_trials, **{**fields, **overrides})
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> Path:
@@ -89,12 +77,6 @@ def load_valid_output(path: Path) -> dict[str, Any]:
     return doc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, url: str, db: Path) -> None:
         self.url = url
@@ -109,7 +91,6 @@ class Server:
 
 def _serve(tmp: Path, workers: int, auth: str) -> Iterator[Server]:
     db = tmp / "regtune.db"
-    port = free_port()
     env = dict(
         os.environ,
         TZ="UTC",
@@ -117,28 +98,8 @@ def _serve(tmp: Path, workers: int, auth: str) -> Iterator[Server]:
         REGTUNE_WORKER_POLL_INTERVAL="0.2",
         REGTUNE_AUTH=auth,
     )
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--workers", str(workers)], env=env, cwd=tmp)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "regtune serve exited"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-        yield Server(url, db)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serve_process("--workers", str(workers), env=env, cwd=tmp, stop_timeout=60) as running:
+        yield Server(running.url, db)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.tune.conftest import free_port, tiny_spec, tune_in_process, write_spec
+from tests.support import free_port
+from tests.tune.conftest import tiny_spec, tune_in_process, write_spec
 
 
 def test_invalid_spec_exits_2_naming_the_field_and_rule(

@@ -17,30 +17,24 @@ from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
 from service.models import StudyRecord, TrialEpoch, TrialRecord
 from service.spec import StudySpec
+from tests import support
+from tests.support import TINY_CONFIG
 from trainers import registry
 from trainers.builtin import SYNTHETIC_MLP
 from trainers.registry import Trainer
 
-# a few milliseconds per epoch on CPU
-TINY = {"max_epochs": 3, "n_samples": 120, "n_features": 6, "n_informative": 3}
-
 
 def tiny_spec(name: str = "tiny", n_trials: int = 3, **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "name": name,
-        "trainer": "synthetic-mlp",
-        "trainer_config": dict(TINY),
+    """`tests.support.tiny_spec` as the worker tests use it: TPE, and no batch size to search."""
+    fields: dict[str, Any] = {
         "search_space": {
             "dropout": {"low": 0.0, "high": 0.5},
             "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
             "patience": {"fixed": 10},
         },
         "sampler": {"name": "tpe", "seed": 0},
-        "pruner": {"name": "none"},
-        "budget": {"n_trials": n_trials},
     }
-    spec.update(overrides)
-    return spec
+    return support.tiny_spec(name, n_trials, **{**fields, **overrides})
 
 
 def insert_study(url: str, spec: dict[str, Any]) -> int:
@@ -90,14 +84,10 @@ class Db:
 
 
 def settings_for(url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": url,
-        "worker_poll_interval": 0.1,
-        "heartbeat_interval": 1,
-        "heartbeat_grace_period": 2,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    """`tests.support.settings_for` with the worker tests' short grace period and the default
+    migration behaviour."""
+    fields: dict[str, Any] = {"auto_migrate": None, "heartbeat_grace_period": 2}
+    return support.settings_for(url, **{**fields, **overrides})
 
 
 class _FailingConfig(BaseModel):
@@ -112,7 +102,7 @@ def _failing_build(params: Any, config: Any) -> tuple[Any, Any]:
     _builds["count"] += 1
     if _builds["count"] <= config.fail_first:
         raise RuntimeError(f"boom #{_builds['count']}\nsecond line of detail")
-    return SYNTHETIC_MLP.build(params, SYNTHETIC_MLP.validate_config(dict(TINY)))
+    return SYNTHETIC_MLP.build(params, SYNTHETIC_MLP.validate_config(dict(TINY_CONFIG)))
 
 
 FAILING = Trainer(
