@@ -17,6 +17,8 @@ from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
 from service.models import StudyRecord, TrialEpoch, TrialRecord
 from service.spec import StudySpec
+from service.studies import service as studies
+from service.studies.optuna_storage import LazyOptunaStorage
 from tests import support
 from tests.support import TINY_CONFIG
 from trainers import registry
@@ -38,21 +40,16 @@ def tiny_spec(name: str = "tiny", n_trials: int = 3, **overrides: Any) -> dict[s
 
 
 def insert_study(url: str, spec: dict[str, Any]) -> int:
-    """What POST /api/v1/studies stores (the API is not under test here)."""
+    """Store a study as POST /api/v1/studies does (the studies service; no HTTP here)."""
     parsed = StudySpec.model_validate(spec)
-    sessions = make_session_factory(make_engine(url))
-    with unit_of_work(sessions) as session:
-        row = StudyRecord(
-            name=parsed.name,
-            trainer=parsed.trainer,
-            spec=parsed.model_dump(mode="json"),
-            metric=parsed.objective.metric,
-            direction=parsed.objective.direction,
-            n_trials=parsed.budget.n_trials,
-        )
-        session.add(row)
-        session.flush()
-        return row.id
+    engine = make_engine(url)
+    optuna_storage = LazyOptunaStorage(url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            return studies.create_study(session, optuna_storage, parsed).id
+    finally:
+        optuna_storage.dispose()
+        engine.dispose()
 
 
 class Db:
