@@ -1,4 +1,4 @@
-"""The `regtune` command line: serve, worker, submit, status, best, cancel, db upgrade.
+"""The `regtune` command line: serve, worker, submit, status, best, cancel, presets, db upgrade.
 
 Client commands talk HTTP to ``--server`` (default ``REGTUNE_SERVER_URL``) with ``--token``
 (``REGTUNE_TOKEN``) as a Bearer token. Human output by default, ``--format json`` for scripts.
@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from service.auth.cli import token_app
 from service.client import ApiClient, ClientError
 from service.config import Settings
+from service.presets.cli import print_presets
 from service.spec import SpecFileError, load_spec_file
 from service.tune import tune_command
 
@@ -429,6 +430,12 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
+
+
+@app.command()
+def presets(format: FormatOpt = OutputFormat.text) -> None:
+    """List the named search-space presets a spec can use (search_space: {preset: NAME})."""
+    print_presets(as_json=format == OutputFormat.json)
 
 
 # the CI job contract lives in service.tune

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainers import SearchSpace, UnknownTrainerError, get_trainer
+from trainers import Range, SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -94,11 +94,17 @@ class StudySpec(BaseModel):
                 f"{self.trainer!r}; choose one of: {', '.join(trainer.metrics)}"
             )
         self._check_enqueue()
-        if self.sampler.name == "grid" and any(
-            type(getattr(self.search_space, n)).__name__ == "Range"
+        ranges = [
+            n
             for n in self.search_space.searched()
-        ):
-            raise ValueError("sampler.name grid needs every searched parameter given as choices")
+            if isinstance(getattr(self.search_space, n), Range)
+        ]
+        if self.sampler.name == "grid" and ranges:
+            # name them: with a preset, ranges the user never wrote may be the ones in the way
+            raise ValueError(
+                "sampler.name grid needs every searched parameter given as choices "
+                f"(given as ranges: {', '.join(ranges)})"
+            )
         return self
 
     def _check_enqueue(self) -> None:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from service.api import create_app
 from service.cli import app
 from service.config import Settings
+from service.presets import list_presets
 from tests.support import free_port, serve_in_thread
 
 runner = CliRunner()
@@ -85,6 +86,19 @@ def test_unreadable_spec_file_names_the_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["submit", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 1
     assert "missing.yaml" in result.stderr and "Traceback" not in result.output
+
+
+def test_presets_lists_each_preset_with_pasteable_parameters() -> None:
+    text = runner.invoke(app, ["presets"])
+    assert text.exit_code == 0, text.output
+    assert text.stdout.startswith("standard: ")
+    assert "  weight_decay:    {low: 1.0e-06, high: 0.1, log: true}" in text.stdout
+    for name in ("sparse", "fine-tune", "wide"):
+        assert f"\n{name}: " in text.stdout
+    as_json = runner.invoke(app, ["presets", "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    presets = json.loads(as_json.stdout)  # the same list as GET /api/v1/presets
+    assert presets == [p.model_dump(mode="json") for p in list_presets()]
 
 
 def test_db_upgrade_creates_the_schema(sqlite_url: str) -> None:

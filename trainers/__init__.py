@@ -14,15 +14,18 @@ from trainers.objective import (
     run_trial,
 )
 from trainers.params import PARAM_NAMES, RegularizationParams
+from trainers.presets import PRESETS, Preset, UnknownPresetError, get_preset, preset_names
 from trainers.registry import Trainer, UnknownTrainerError, available_trainers, get_trainer
 from trainers.space import Choices, Fixed, Range, SearchSpace
 
 __all__ = [
     "PARAM_NAMES",
+    "PRESETS",
     "Choices",
     "EpochRecord",
     "Fixed",
     "ObjectiveSpec",
+    "Preset",
     "Range",
     "RegularizationParams",
     "SearchSpace",
@@ -31,9 +34,12 @@ __all__ = [
     "TrialDiverged",
     "TrialObserver",
     "TrialOutcome",
+    "UnknownPresetError",
     "UnknownTrainerError",
     "available_trainers",
+    "get_preset",
     "get_trainer",
     "make_objective",
+    "preset_names",
     "run_trial",
 ]

@@ -8,7 +8,10 @@ The same document is used by the REST API, the CLI and YAML files::
     batch_size:      {choices: [16, 32, 64]}
     patience:        {low: 2, high: 10}
 
-A parameter left out takes its `RegularizationParams` default as a fixed value.
+A parameter left out takes its `RegularizationParams` default as a fixed value, unless the
+document names a preset (`trainers.presets`): ``{preset: standard, dropout: {...}}`` takes every
+parameter it does not give from the preset. The validated space keeps the preset's name and holds
+the expanded parameters, so validating its dump again gives the same space.
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ import math
 from typing import Annotated, Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 
 from trainers.params import PARAM_NAMES, RegularizationParams
+from trainers.presets import PRESETS, UnknownPresetError, get_preset
 
 Number = int | float
 
@@ -118,17 +130,44 @@ def _rule_error(name: str, key: str, value: Number) -> str | None:
     return None
 
 
+# The schema lists the known names; the validator (not the type) refuses others, so the 422 can
+# name the field and list the choices in the house style.
+PresetName = Annotated[
+    str, WithJsonSchema({"type": "string", "enum": sorted(PRESETS), "title": "Preset"})
+]
+
+
 class SearchSpace(BaseModel):
-    """Per-parameter distributions; validates every value against the parameter's rule."""
+    """Per-parameter distributions; validates every value against the parameter's rule.
+
+    `preset` names a set of defaults (`trainers.presets`) for the parameters not given.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
+    preset: PresetName | None = Field(
+        None,
+        description="a named preset (GET /api/v1/presets) that fills every parameter not given",
+    )
     weight_decay: ParamSpec | None = None
     l1: ParamSpec | None = None
     dropout: ParamSpec | None = None
     label_smoothing: ParamSpec | None = None
     batch_size: ParamSpec | None = None
     patience: ParamSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        """Fill the parameters a document does not give (or gives as null) from its preset."""
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data  # no preset; a non-string one is reported by the field's own check
+        try:
+            preset = get_preset(data["preset"])
+        except UnknownPresetError as exc:
+            raise ValueError(f"preset: {exc}") from None
+        given = {key: value for key, value in data.items() if value is not None}
+        return {**preset.document(), **given}
 
     @model_validator(mode="after")
     def _check_rules(self) -> SearchSpace:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.api import studies, system
+from service.api import presets, studies, system
 from service.errors import ErrorResponse
 
 # 422 bodies use the same shape as every other error (see service.errors)
@@ -18,3 +18,4 @@ VALIDATION: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 router.include_router(system.router)
 router.include_router(studies.router, responses=VALIDATION)
+router.include_router(presets.router)

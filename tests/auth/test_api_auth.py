@@ -51,6 +51,7 @@ READS = [
     "/api/v1/studies/1/trials/0",
     "/api/v1/studies/1/best",
     "/api/v1/trainers",
+    "/api/v1/presets",
 ]
 
 
