@@ -14,6 +14,15 @@ including start-up is printed too. Runs alternate 1 worker, 2 workers, 1, 2, ...
 new study. Headline: median 2-worker throughput / median 1-worker throughput (target >= 1.8 on
 2 cores, meaningful only on an otherwise idle machine).
 
+Baseline, measured in the same run (alternating with the regtune arms): the hardware's own
+ceiling for this workload. The same trials (same trainer, config, search space and random
+sampler) run as a plain in-memory Optuna script (no database, no service) in 1 process, then in
+2 processes at once with the cores shared out the way regtune shares them (1 process: torch's
+default threads; 2 processes: cores // 2 each). Its 2/1 throughput is the most any coordination
+could reach on this machine; ``efficiency`` = regtune's 2/1 ÷ that ceiling. A ceiling well
+under 2 means the two cores do not run two trainings at full speed at once (a virtual
+machine's vCPUs sharing physical cores, memory bandwidth, turbo), not regtune.
+
     python bench/scaling.py            # 40 trials per run, 3 runs per arm
     python bench/scaling.py --short    # 16 trials per run, 1 run per arm (make bench)
 
@@ -95,6 +104,68 @@ def run_workers(url: str, study_id: int, workers: int, threads: int | None = Non
     return time.perf_counter() - start
 
 
+def _plain_child(n_trials: int, seed: int) -> None:
+    """A child of the baseline: `n_trials` of STUDY in plain in-memory Optuna; prints the
+    (start, end) wall-clock times of its trials as JSON on stdout."""
+    import json
+
+    import optuna
+
+    from trainers import run_trial
+
+    _common.quiet()
+    spec = StudySpec.model_validate({**STUDY, "name": "plain"})
+    objective_spec = spec.objective_spec(torch_threads=_threads_from_env())
+    spans: list[tuple[float, float]] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        start = time.time()
+        value = run_trial(trial, objective_spec).value
+        spans.append((start, time.time()))
+        return value
+
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=seed), pruner=optuna.pruners.NopPruner()
+    )
+    study.optimize(objective, n_trials=n_trials)
+    print(json.dumps(spans))
+
+
+def _threads_from_env() -> int | None:
+    value = os.environ.get("REGTUNE_TORCH_THREADS")
+    return int(value) if value else None
+
+
+def run_plain(n_trials: int, processes: int, threads: int | None = None) -> tuple[int, float]:
+    """The baseline arm: `processes` plain-Optuna processes share `n_trials`; (trials, span s)."""
+    import json
+
+    from service.worker.devices import share_cpu_threads
+
+    env = share_cpu_threads({**os.environ, "TZ": "UTC"}, processes)
+    if threads is not None:
+        env["REGTUNE_TORCH_THREADS"] = str(threads)
+    share = [
+        n_trials // processes + (1 if i < n_trials % processes else 0) for i in range(processes)
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--plain-child", str(k), str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i, k in enumerate(share)
+    ]
+    spans: list[tuple[float, float]] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"baseline process exited {proc.returncode}: {err.decode()[-2000:]}")
+        spans += [tuple(s) for s in json.loads(out.decode().strip().splitlines()[-1])]
+    return len(spans), max(e for _, e in spans) - min(s for s, _ in spans)
+
+
 def trial_span(url: str, study_id: int) -> tuple[int, float]:
     """(finished trials, seconds from the first trial start to the last trial end)."""
     engine = make_engine(url)
@@ -125,37 +196,60 @@ def main() -> None:
         default=None,
         help="REGTUNE_TORCH_THREADS for each worker (default: the cores shared out)",
     )
+    parser.add_argument("--plain-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plain_child:
+        _plain_child(*args.plain_child)
+        return
     n_trials = args.trials or (16 if args.short else 40)
     _common.quiet()
     repeats = args.repeats or (1 if args.short else 3)
 
     rows: list[list[Any]] = []
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    rates: dict[tuple[str, int], list[float]] = {}
+
+    def record(arm: str, i: int, workers: int, n: int, span: float, wall: float | None) -> None:
+        rate = 60.0 * n / span
+        rates.setdefault((arm, workers), []).append(rate)
+        rows.append([arm, i + 1, workers, n, span, wall, rate])
+        print(
+            f"{arm} run {i + 1} processes {workers}: {n} trials in {span:.1f}s = "
+            f"{rate:.1f} trials/min",
+            flush=True,
+        )
+
     with _common.scratch_postgres("regtune_bench_scaling") as url:
         migrations.upgrade(url)
         for i in range(repeats):
             for workers in (1, 2):
+                n, span = run_plain(n_trials, workers, args.threads_per_worker)
+                record("plain optuna (in memory)", i, workers, n, span, None)
                 study_id = submit(url, f"scaling-{i}-{workers}w", n_trials)
                 wall = run_workers(url, study_id, workers, args.threads_per_worker)
                 n, span = trial_span(url, study_id)
-                rate = 60.0 * n / span
-                rates[workers].append(rate)
-                rows.append([i + 1, workers, n, span, wall, rate])
-                print(
-                    f"run {i + 1} workers {workers}: {n} trials in {span:.1f}s "
-                    f"(wall {wall:.1f}s) = {rate:.1f} trials/min",
-                    flush=True,
-                )
+                record("regtune workers (PostgreSQL)", i, workers, n, span, wall)
     print(
         _common.table(
-            ["run", "workers", "trials", "trial span s", "wall s (incl. start-up)", "trials/min"],
+            [
+                "arm",
+                "run",
+                "processes",
+                "trials",
+                "trial span s",
+                "wall s (incl. start-up)",
+                "trials/min",
+            ],
             rows,
         )
     )
-    one, two = _common.median(rates[1]), _common.median(rates[2])
+    med = {key: _common.median(values) for key, values in rates.items()}
+    ceiling = med[("plain optuna (in memory)", 2)] / med[("plain optuna (in memory)", 1)]
+    one = med[("regtune workers (PostgreSQL)", 1)]
+    two = med[("regtune workers (PostgreSQL)", 2)]
     print(
-        f"median trials/min: 1 worker {one:.1f}, 2 workers {two:.1f}; cpus {os.cpu_count()}, "
+        f"median trials/min: regtune 1 worker {one:.1f}, 2 workers {two:.1f} (x{two / one:.2f}); "
+        f"hardware ceiling (plain in-memory 2/1) x{ceiling:.2f}; "
+        f"efficiency {two / one / ceiling:.2f}; cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
     print(_common.ratio_line(two / one))

@@ -59,6 +59,9 @@ def test_scaling_main_runs_real_workers_and_prints_ratio_last(
     monkeypatch.setattr("sys.argv", ["scaling.py", "--trials", "2", "--repeats", "1"])
     scaling.main()
     out = capsys.readouterr().out
-    assert "run 1 workers 1: 2 trials" in out
-    assert "run 1 workers 2: 2 trials" in out
+    # the same workload in every arm: the plain in-memory baseline and regtune's workers
+    for arm in ("plain optuna (in memory)", "regtune workers (PostgreSQL)"):
+        assert f"{arm} run 1 processes 1: 2 trials" in out
+        assert f"{arm} run 1 processes 2: 2 trials" in out
+    assert "hardware ceiling" in out
     assert out.strip().splitlines()[-1].startswith("ratio: ")
