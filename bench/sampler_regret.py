@@ -19,6 +19,12 @@ and seeds at 25/50/100 % of the trial budget, for random search, regtune's defau
 by ``service.worker.optimization.build_sampler`` from a default ``SamplerConfig``) and the
 sampler presets in ``PRESETS``. Headline: default's final regret / random's.
 
+Prior scale (why regtune's presets put weight decay and L1 on a log scale): the arms in
+``LINEAR_ARMS`` search every numeric parameter whose grid spans two decades or more (HPOBench's
+L2 ``alpha`` 1e-8..1, learning rate, batch size, width) on a *linear* scale, the way a
+hand-written ``suggest_float(name, low, high)`` does, snapping each sample to the nearest grid
+value; everything else is unchanged.
+
     python bench/sampler_regret.py            # all 12 tables, 20 seeds, 100 trials
     python bench/sampler_regret.py --short    # 2 tables, 10 seeds, 50 trials (make bench)
 """
@@ -63,21 +69,40 @@ class Table:
         self.f_star = float(means.min())
         self.f_median = float(np.median(means))
 
-    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        """Index distributions: ordinal int for numeric grids, categorical for strings."""
+    def wide(self, name: str) -> bool:
+        """Whether numeric parameter `name` spans two decades or more (where scale matters)."""
+        grid = self.space[name]
+        return name in self.numeric and min(grid) > 0 and max(grid) / min(grid) >= 100
+
+    def distributions(
+        self, linear: bool = False
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Index distributions: ordinal int for numeric grids, categorical for strings.
+
+        `linear`: wide numeric parameters are searched as a uniform float over their values.
+        """
         out: dict[str, optuna.distributions.BaseDistribution] = {}
         for name, choices in self.space.items():
-            if name in self.numeric:
+            if linear and self.wide(name):
+                out[name] = optuna.distributions.FloatDistribution(min(choices), max(choices))
+            elif name in self.numeric:
                 out[name] = optuna.distributions.IntDistribution(0, len(choices) - 1)
             else:
                 out[name] = optuna.distributions.CategoricalDistribution(list(choices))
         return out
 
     def config_of(self, params: dict[str, Any]) -> tuple[int, ...]:
-        return tuple(
-            int(params[n]) if n in self.numeric else self.space[n].index(params[n])
-            for n in self.space
-        )
+        """Grid indices of a trial's params (a linear-scale float snaps to the nearest value)."""
+        out = []
+        for n, grid in self.space.items():
+            value = params[n]
+            if n not in self.numeric:
+                out.append(grid.index(value))
+            elif isinstance(value, float):
+                out.append(min(range(len(grid)), key=lambda i: abs(grid[i] - value)))
+            else:
+                out.append(int(value))
+        return tuple(out)
 
     def observe(self, config: tuple[int, ...], rng: np.random.Generator) -> float:
         seeds = self.values[config]
@@ -141,14 +166,24 @@ PRESETS: dict[str, SamplerConfig] = {
     "tpe startup 5": SamplerConfig(name="tpe", options={"n_startup_trials": 5}),
 }
 
+# The same samplers on a linear prior scale (see the module docstring).
+LINEAR_ARMS: dict[str, str] = {
+    "random, linear scale": "random",
+    "regtune default, linear scale": "regtune default",
+}
+
 
 def regret_curve(
-    table: Table, sampler: optuna.samplers.BaseSampler, n_trials: int, seed: int
+    table: Table,
+    sampler: optuna.samplers.BaseSampler,
+    n_trials: int,
+    seed: int,
+    linear: bool = False,
 ) -> list[float]:
     """Normalized regret of the incumbent (best observed trial) after each trial."""
     rng = np.random.default_rng(seed)
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    dists = table.distributions()
+    dists = table.distributions(linear)
     best_obs, incumbent = math.inf, None
     curve = []
     for _ in range(n_trials):
@@ -183,6 +218,8 @@ def main() -> None:
     samplers = dict(SAMPLERS)
     for preset, config in PRESETS.items():
         samplers[preset] = regtune_sampler(config)
+    for arm, base in LINEAR_ARMS.items():
+        samplers[arm] = SAMPLERS[base]
     # regrets[sampler][fraction] -> one value per (table, seed)
     regrets: dict[str, dict[float, list[float]]] = {s: {f: [] for f in FRACTIONS} for s in samplers}
     per_table: list[list[Any]] = []
@@ -193,7 +230,8 @@ def main() -> None:
         for seed in range(seeds):
             for sname, make in samplers.items():  # alternate samplers within a seed
                 start = time.perf_counter()
-                curve = regret_curve(table, make(seed), n_trials, seed)
+                linear = sname in LINEAR_ARMS
+                curve = regret_curve(table, make(seed), n_trials, seed, linear)
                 wall[sname] += time.perf_counter() - start
                 for f in FRACTIONS:
                     regrets[sname][f].append(at_fraction(curve, f))

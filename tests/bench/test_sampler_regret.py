@@ -42,6 +42,40 @@ def test_distributions_index_numeric_grids_and_keep_strings_categorical() -> Non
     assert tiny_table().config_of({"alpha": 1, "act": "tanh"}) == (1, 1)
 
 
+def test_linear_scale_searches_wide_grids_by_value_and_snaps_to_the_nearest() -> None:
+    table = tiny_table()  # alpha spans 1e-4..1e-2: two decades
+    dists = table.distributions(linear=True)
+    assert dists["alpha"] == optuna.distributions.FloatDistribution(1e-4, 1e-2)
+    assert dists["act"] == table.distributions()["act"]  # strings stay categorical
+    assert table.config_of({"alpha": 2e-3, "act": "relu"}) == (0, 0)  # nearer 1e-4
+    assert table.config_of({"alpha": 6e-3, "act": "relu"}) == (1, 0)  # nearer 1e-2
+    narrow = sr.Table(
+        name="narrow",
+        space={"dropout": [0.1, 0.5]},
+        numeric={"dropout"},
+        values={(0,): np.array([1.0]), (1,): np.array([2.0])},
+    )
+    # a grid spanning less than two decades keeps its index distribution
+    assert narrow.distributions(linear=True) == narrow.distributions()
+
+
+def test_a_linear_prior_rarely_samples_the_low_decades() -> None:
+    # What the log-scale presets avoid: uniform samples over 1e-8..1 almost never fall below
+    # 1e-2, so small weight decays are (nearly) never tried.
+    table = sr.Table(
+        name="alpha",
+        space={"alpha": [1e-8, 1e-6, 1e-4, 1e-2, 1.0]},
+        numeric={"alpha"},
+        values={(i,): np.array([float(i)]) for i in range(5)},
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    picked = [
+        table.config_of(study.ask(table.distributions(linear=True)).params)[0] for _ in range(200)
+    ]
+    assert sum(i < 3 for i in picked) <= 4  # below ~5e-3: about 0.5 % of uniform draws
+    assert sum(i < 3 for i in picked) < sum(i >= 3 for i in picked)
+
+
 def test_regret_curve_follows_the_best_observed_config() -> None:
     table = tiny_table()
     order = [{"alpha": 0, "act": "relu"}, {"alpha": 1, "act": "relu"}, {"alpha": 1, "act": "tanh"}]
