@@ -6,12 +6,17 @@ tables (its history lives in `alembic_version`); regtune's Alembic history lives
 
 Call `upgrade(url)` once before any worker starts: concurrent first-time creation of Optuna's
 schema races (optuna#4621), so workers open the storage with ``skip_table_creation=True``.
+
+The migration scripts' source of truth is the repository's top-level `alembic/` directory. The
+wheel carries a copy of it as `service/_migrations` (see pyproject.toml); `script_location()`
+finds whichever of the two this installation has.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +29,25 @@ from service.db import engine_kwargs, make_engine, normalize_url
 
 __all__ = [
     "VERSION_TABLE",
+    "MigrationsNotFoundError",
     "alembic_config",
     "current",
     "downgrade",
     "ensure_optuna_schema",
     "include_name",
     "include_object",
+    "script_location",
     "upgrade",
 ]
 
 VERSION_TABLE = "regtune_alembic_version"
 TABLE_PREFIX = "regtune_"
-# alembic.ini and alembic/ sit at the project root, next to the `service` package.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Where the wheel puts the repository's alembic/ (pyproject.toml maps the directory there).
+PACKAGED_SCRIPTS = "_migrations"
+
+
+class MigrationsNotFoundError(RuntimeError):
+    """Neither the packaged copy of the migration scripts nor the source tree's is present."""
 
 
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
@@ -55,11 +66,39 @@ def include_object(
     return True
 
 
+def _is_script_dir(path: Path) -> bool:
+    return (path / "env.py").is_file() and (path / "versions").is_dir()
+
+
+def script_location() -> Path:
+    """The directory holding regtune's `env.py` and `versions/`.
+
+    A regular install (wheel, `pip install .`) has them inside the package as
+    `service/_migrations`. An editable install or a source checkout has no such directory (the
+    editable finder maps only importable modules) and uses the repository's `alembic/` instead.
+    """
+    package = resources.files("service")
+    if not isinstance(package, Path):  # a zip import; Alembic needs real files
+        raise MigrationsNotFoundError(
+            f"regtune is installed as {package}; its migrations need a regular file-system install"
+        )
+    for candidate in (package / PACKAGED_SCRIPTS, package.parent / "alembic"):
+        # `_is_script_dir` also rejects site-packages/alembic (the Alembic library itself)
+        if _is_script_dir(candidate):
+            return candidate.resolve()
+    raise MigrationsNotFoundError(
+        f"regtune's migration scripts are missing: neither {package / PACKAGED_SCRIPTS} nor "
+        f"{package.parent / 'alembic'} holds env.py and versions/; reinstall regtune"
+    )
+
+
 def alembic_config(url: str) -> Config:
     """An Alembic `Config` for regtune's history, bound to `url` (normalized)."""
-    ini = PROJECT_ROOT / "alembic.ini"
+    scripts = script_location()
+    # the source tree's alembic.ini (file names for new revisions, ...); a wheel ships none
+    ini = scripts.parent / "alembic.ini"
     cfg = Config(str(ini)) if ini.exists() else Config()
-    cfg.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    cfg.set_main_option("script_location", str(scripts))
     # the URL travels as an attribute, not an ini option: passwords may contain '%'
     cfg.attributes["url"] = normalize_url(url)
     # leave the host application's logging alone

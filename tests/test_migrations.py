@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import optuna
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from setuptools import find_namespace_packages
 from sqlalchemy import inspect, text
 
+import service
+from service import migrations
 from service.db import make_engine, normalize_url
 from service.migrations import (
     VERSION_TABLE,
+    MigrationsNotFoundError,
     current,
     downgrade,
     include_name,
     include_object,
+    script_location,
     upgrade,
 )
 from service.models import Base, StudyRecord, TrialRecord, utcnow
@@ -24,6 +33,56 @@ REGTUNE_TABLES = {
     "regtune_trial_epochs",
     "regtune_api_tokens",
 }
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_maps_alembic_into_the_package_and_lists_every_package() -> None:
+    """The wheel carries alembic/ as `service._migrations`; the explicit package list that this
+    mapping needs (setuptools' `find` cannot add it) misses no package of the source tree.
+
+    tests/deploy/test_wheel.py builds the wheel and installs it."""
+    setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools_cfg["package-dir"] == {"service._migrations": "alembic"}
+    assert "script.py.mako" in setuptools_cfg["package-data"]["service._migrations"]
+    found = find_namespace_packages(
+        where=str(ROOT), include=["service*", "trainers*"], exclude=["*__pycache__*"]
+    )
+    listed = setuptools_cfg["packages"]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == {*found, "service._migrations", "service._migrations.versions"}
+    assert not (ROOT / "alembic" / "__init__.py").exists()  # would shadow the alembic library
+
+
+def test_script_location_is_the_repository_alembic_dir_in_a_source_checkout() -> None:
+    if Path(service.__file__).resolve().parent != ROOT / "service":
+        pytest.skip("regtune is not imported from this checkout (a regular install)")
+    assert script_location() == ROOT / "alembic"
+    assert migrations.alembic_config("sqlite://").get_main_option("script_location") == str(
+        ROOT / "alembic"
+    )
+
+
+def test_script_location_prefers_the_packaged_copy_over_the_alembic_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In site-packages, `service/../alembic` is the Alembic library: never taken for scripts."""
+    site = tmp_path / "site-packages"
+    (site / "service").mkdir(parents=True)
+    (site / "alembic" / "templates" / "generic").mkdir(parents=True)
+    (site / "alembic" / "__init__.py").write_text("")
+    (site / "alembic" / "templates" / "generic" / "env.py").write_text("")
+    monkeypatch.setattr(migrations.resources, "files", lambda package: site / package)
+    with pytest.raises(MigrationsNotFoundError, match="reinstall regtune"):
+        script_location()
+    packaged = site / "service" / "_migrations"
+    (packaged / "versions").mkdir(parents=True)
+    (packaged / "env.py").write_text("")
+    assert script_location() == packaged.resolve()
+    cfg = migrations.alembic_config("sqlite://")
+    assert cfg.get_main_option("script_location") == str(packaged.resolve())
+    assert cfg.config_file_name is None  # a wheel ships no alembic.ini
 
 
 def _tables(url: str) -> set[str]:

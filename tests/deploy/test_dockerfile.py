@@ -150,8 +150,9 @@ def test_entrypoint_runs_regtune_subcommands_or_other_programs(
 
 def test_the_copied_build_context_installs_and_migrates(tmp_path: Path) -> None:
     """Replays the builder's last steps without Docker: copy exactly what the Dockerfile COPYs,
-    `pip install --no-deps -e .` into a fresh venv, then `regtune db upgrade` from it (the image
-    relies on alembic/ sitting next to the installed `service` package)."""
+    `pip install --no-deps --no-build-isolation .` (a regular, non-editable install) into a fresh
+    venv, then `regtune db upgrade` from it. The final stage gets only the venv, so the
+    migrations must come from the installed package, not from the copied tree."""
     app = tmp_path / "app"
     app.mkdir()
     for word, rest in instructions(DOCKERFILE.read_text()):
@@ -164,6 +165,10 @@ def test_the_copied_build_context_installs_and_migrates(tmp_path: Path) -> None:
                     )
                 else:
                     shutil.copy2(source, app / src)
+    (install,) = [
+        rest for word, rest in stages()["builder"] if word == "RUN" and "--no-deps" in rest
+    ]
+    assert " -e " not in f" {install} " and install.rstrip().endswith(" .")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     # the dependencies (and pip, setuptools) come from the test's environment, read-only
@@ -172,16 +177,19 @@ def test_the_copied_build_context_installs_and_migrates(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
     done = subprocess.run(
-        [*pip, "--no-index", "-e", str(app)], capture_output=True, text=True, cwd=tmp_path
+        [*pip, "--no-index", "--no-cache-dir", "."], capture_output=True, text=True, cwd=app
     )
     assert done.returncode == 0, done.stderr
-    where = subprocess.run(
-        [str(python), "-c", "import service.migrations as m; print(m.PROJECT_ROOT)"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
-    )  # fmt: skip
-    assert Path(where.stdout.strip()) == app
+    shutil.rmtree(app)  # like the final stage, which copies /opt/venv only
     db = tmp_path / "image.db"
     env = {**os.environ, "TZ": "UTC", "REGTUNE_DATABASE_URL": f"sqlite:///{db}"}
+    env.pop("PYTHONPATH", None)
+    where = subprocess.run(
+        [str(python), "-c", "import service.migrations as m; print(m.script_location())"],
+        capture_output=True, text=True, check=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    site = next(venv.glob("lib/python3*/site-packages"))
+    assert Path(where.stdout.strip()) == (site / "service" / "_migrations").resolve()
     up = subprocess.run(
         [str(venv / "bin" / "regtune"), "db", "upgrade"],
         capture_output=True, text=True, env=env, cwd=tmp_path,
