@@ -247,13 +247,14 @@ def run_task(
     n_trials: int,
     max_epochs: int | None,
     arms: dict[str, Arm] | None = None,
+    first_seed: int = 0,
 ) -> dict[str, list[ArmRun]]:
     """Every arm on every seed; arms other than (a) capped at (a)'s samples of that seed."""
     arms = arms or ARMS
     spec = study_spec(task, max_epochs)
     rows = train_rows(spec)
     runs: dict[str, list[ArmRun]] = {name: [] for name in arms}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         baseline = random_arm(spec, seed, rows, n_trials, math.inf)
         runs["a random"].append(baseline)
         for name, arm in arms.items():
@@ -352,6 +353,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="digits only, 3 seeds, 20 trials")
     parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds first..first+seeds-1 (split a long run over processes)",
+    )
     parser.add_argument("--trials", type=int, default=None, help="trials of arm (a)")
     parser.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
@@ -376,7 +383,7 @@ def main() -> None:
 
     reach_all: list[float] = []
     for task in tasks:
-        runs = run_task(task, seeds, n_trials, max_epochs, arms)
+        runs = run_task(task, seeds, n_trials, max_epochs, arms, args.first_seed)
         text, reach = summarize(task, runs)
         reach_all += reach
         print(text)
