@@ -17,17 +17,26 @@ kinds until ``--requests`` requests are done or ``--seconds`` have passed:
 - trials: ``GET /api/v1/studies/<big study>/trials?limit=100&offset=<random>&sort=<number|-value>``
 - best: ``GET /api/v1/studies/<big study>/best``
 
+CPU per request: before the load, the same app is called in this process as ASGI (no client,
+no sockets, no uvicorn) ``--cpu-requests`` times per endpoint kind, three rounds, and the median
+``time.process_time()`` per request is printed. It counts the API's own work (middleware, routing,
+dependencies and their threadpool hops, SQLAlchemy and the driver, building and serializing the
+response) and not PostgreSQL's: a figure that machine load moves much less than wall-clock
+latency, for comparing two versions of the code on a shared machine.
+
 Targets: p95 < 100 ms for trials pages, < 50 ms for the list. Headline: p95 of the trials page /
 100 ms. With ``--compare-revision REV`` the same load also runs against a second database
 migrated only up to REV (e.g. the revision before the index migration), alternating the two.
 
     python bench/api_latency.py            # 4 threads, 4,000 requests (120 s cap)
     python bench/api_latency.py --short    # 4 threads, 800 requests (60 s cap) (make bench)
+    python bench/api_latency.py --cpu-only # CPU per request only, no HTTP load
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import socket
@@ -46,6 +55,8 @@ import httpx
 from sqlalchemy import insert, text
 
 from service import migrations
+from service.api import create_app
+from service.config import Settings
 from service.db import make_engine
 from service.models import StudyRecord, TrialRecord
 
@@ -237,6 +248,63 @@ def request_path(kind: str, study_id: int, rng: random.Random) -> str:
     raise ValueError(kind)
 
 
+async def asgi_get(app: Any, path: str) -> int:
+    """Send `GET path` straight to the ASGI `app` (no client, no socket); the status code."""
+    route, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": route,
+        "raw_path": route.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("bench", 80),
+    }
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+
+    await app(scope, receive, send)
+    return status
+
+
+def cpu_per_request(url: str, study_id: int, requests: int, rounds: int = 3) -> dict[str, float]:
+    """Median CPU time (ms) of this process per request of each kind, the app called in-process.
+
+    The real app (lifespan included, auth off) called as ASGI in this process, so
+    `time.process_time()` (every thread: event loop and threadpool) measures the API's CPU.
+    """
+    app = create_app(Settings(database_url=url, auth="off", auto_migrate=False))
+    per_round: dict[str, list[float]] = {k: [] for k in KINDS}
+
+    async def run() -> None:
+        async with app.router.lifespan_context(app):
+            rng = random.Random(1)
+            for kind in KINDS * 10:
+                assert await asgi_get(app, request_path(kind, study_id, rng)) == 200
+            for _ in range(rounds):
+                for kind in KINDS:
+                    paths = [request_path(kind, study_id, rng) for _ in range(requests)]
+                    start = time.process_time()
+                    for path in paths:
+                        await asgi_get(app, path)
+                    per_round[kind].append((time.process_time() - start) / requests * 1000)
+
+    asyncio.run(run())
+    return {kind: _common.median(v) for kind, v in per_round.items()}
+
+
 def load(
     base: str, study_id: int, threads: int, requests: int, seconds: float
 ) -> dict[str, list[float]]:
@@ -289,6 +357,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--compare-revision", default=None, metavar="REV")
+    parser.add_argument(
+        "--cpu-requests", type=int, default=100, help="per kind and round (0: skip)"
+    )
+    parser.add_argument("--cpu-only", action="store_true", help="CPU per request, no HTTP load")
     args = parser.parse_args()
     requests = args.requests or (800 if args.short else 4_000)
     seconds = args.seconds or (60.0 if args.short else 120.0)
@@ -297,6 +369,7 @@ def main() -> None:
     revisions = ["head"] + ([args.compare_revision] if args.compare_revision else [])
     rows = []
     db_rows: list[list[Any]] = []
+    cpu_rows: list[list[Any]] = []
     trials_p95: float | None = None
     for revision in revisions:
         with _common.scratch_postgres("regtune_bench_api") as url:
@@ -310,6 +383,11 @@ def main() -> None:
             )
             for label, ms in db_times(url, study_id).items():
                 db_rows.append([revision, label, ms])
+            if args.cpu_requests > 0:
+                cpu = cpu_per_request(url, study_id, args.cpu_requests)
+                cpu_rows.append([revision, *(cpu[k] for k in KINDS)])
+                if args.cpu_only:
+                    continue
             with server(url) as base:
                 warm_up(base, study_id)
                 started = time.perf_counter()
@@ -329,6 +407,14 @@ def main() -> None:
                     trials_p95 = p[1]
     print("## trials page query inside PostgreSQL (offset 5,000, median of 5, EXPLAIN ANALYZE)")
     print(_common.table(["schema", "query", "execution ms"], db_rows))
+    if cpu_rows:
+        print(f"## API CPU per request, in-process (ms; median of 3 rounds of {args.cpu_requests})")
+        print(_common.table(["schema", *KINDS], cpu_rows))
+    if args.cpu_only:
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
+        trials_cpu = next(r[1 + KINDS.index("trials")] for r in cpu_rows if r[0] == "head")
+        print(_common.ratio_line(trials_cpu / 100.0))
+        return
     print("## HTTP latency under load")
     print(_common.table(["schema", "endpoint", "requests", "p50 ms", "p95 ms", "p99 ms"], rows))
     print(

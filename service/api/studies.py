@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import BaseModel
 
 from service.api.deps import OptunaStorageDep, SessionDep, StudyDep
 from service.errors import ErrorResponse
@@ -31,6 +32,16 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (1..{MAX
 Offset = Annotated[int, Query(ge=0, le=service.MAX_ID, description="rows to skip")]
 
 
+def _json(model: BaseModel) -> Response:
+    """`model` as the JSON body FastAPI would send for the route's `response_model`.
+
+    The service built `model` by validating it; handing FastAPI the model would validate it
+    again (in one more threadpool hop for a sync route) before serializing. The reads return
+    this Response instead and keep `response_model=` on the route for the OpenAPI schema.
+    """
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -50,15 +61,15 @@ def list_studies(
     ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> Page[StudySummary]:
+) -> Response:
     """Studies, newest first, with progress and best value."""
-    return service.list_studies(session, status_, limit, offset)
+    return _json(service.list_studies(session, status_, limit, offset))
 
 
 @router.get("/{study}", response_model=StudyDetail, responses=NOT_FOUND)
-def get_study(session: SessionDep, study: StudyDep) -> StudyDetail:
+def get_study(session: SessionDep, study: StudyDep) -> Response:
     """Spec, status, progress counts and the best trial."""
-    return service.study_detail(session, study)
+    return _json(service.study_detail(session, study))
 
 
 @router.get("/{study}/trials", response_model=Page[TrialSummary], responses=NOT_FOUND)
@@ -73,17 +84,17 @@ def list_trials(
     ] = "number",
     limit: Limit = 50,
     offset: Offset = 0,
-) -> Page[TrialSummary]:
+) -> Response:
     """Trials flattened: params, state, value, best epoch, epochs run, duration, metrics."""
-    return service.list_trials(session, study, state, sort, limit, offset)
+    return _json(service.list_trials(session, study, state, sort, limit, offset))
 
 
 @router.get("/{study}/trials/{number}", response_model=TrialDetail, responses=NOT_FOUND)
 def get_trial(
     session: SessionDep, study: StudyDep, number: Annotated[int, Path(ge=0, le=service.MAX_ID)]
-) -> TrialDetail:
+) -> Response:
     """One trial with its per-epoch learning curves."""
-    return service.trial_detail(session, study, number)
+    return _json(service.trial_detail(session, study, number))
 
 
 @router.get(
@@ -94,9 +105,9 @@ def get_trial(
         409: {"model": ErrorResponse, "description": "No completed trial yet"},
     },
 )
-def get_best(session: SessionDep, study: StudyDep) -> BestResult:
+def get_best(session: SessionDep, study: StudyDep) -> Response:
     """Best parameters and metrics so far (`final` tells whether the study has ended)."""
-    return service.best_result(session, study)
+    return _json(service.best_result(session, study))
 
 
 @router.post(

@@ -6,24 +6,24 @@ here commits: the request's unit of work does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import optuna
+from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import unit_of_work
 from service.errors import ConflictError, NotFoundError
-from service.models import StudyRecord, StudyStatus, TrialRecord, TrialState
+from service.models import StudyRecord, StudyStatus, TrialState
 from service.spec import StudySpec
 from service.studies import repository
 from service.studies.optuna_storage import LazyOptunaStorage
 from service.studies.schemas import (
     BestResult,
-    EpochMetrics,
     Page,
     Params,
-    Progress,
     StudyDetail,
     StudySummary,
     TrainerInfo,
@@ -34,6 +34,14 @@ from trainers import available_trainers
 
 # ids and trial numbers are SQL INTEGERs (32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
+
+# The read paths build plain dicts from the repository's rows and validate each response once,
+# in one pydantic call (e.g. `Page[TrialSummary].model_validate`), rather than one model per row
+# and per nested `Params`/`Progress` (see docs/benchmarks.md, "Cheaper reads").
+_PARAM_NAMES = tuple(Params.model_fields)
+_TRIAL_KEYS = tuple(k for k in TrialSummary.model_fields if k != "params")
+# a row of the repository's read queries (keyed by column name), or a dict of the same
+_Columns = RowMapping | Mapping[str, Any]
 
 __all__ = [
     "MAX_ID",
@@ -64,71 +72,53 @@ def resolve_study(session: Session, ref: str) -> StudyRecord:
     return study
 
 
-def _progress(study: StudyRecord) -> Progress:
-    return Progress(
-        n_trials=study.n_trials,
-        finished=study.n_complete + study.n_pruned,
-        complete=study.n_complete,
-        pruned=study.n_pruned,
-        failed=study.n_failed,
-        running=study.n_running,
-    )
+def _study_columns(study: StudyRecord) -> dict[str, Any]:
+    """A study entity as the row `repository.list_studies` returns for it."""
+    return {c.key: getattr(study, c.key) for c in repository.STUDY_SUMMARY_COLUMNS}
 
 
-def _summary_fields(study: StudyRecord) -> dict[str, object]:
+def _progress(study: _Columns) -> dict[str, int]:
     return {
-        "id": study.id,
-        "name": study.name,
-        "trainer": study.trainer,
-        "status": StudyStatus(study.status),
-        "metric": study.metric,
-        "direction": study.direction,
+        "n_trials": study["n_trials"],
+        "finished": study["n_complete"] + study["n_pruned"],
+        "complete": study["n_complete"],
+        "pruned": study["n_pruned"],
+        "failed": study["n_failed"],
+        "running": study["n_running"],
+    }
+
+
+def _summary_fields(study: _Columns) -> dict[str, Any]:
+    """`StudySummary` fields (unvalidated) of a `STUDY_SUMMARY_COLUMNS` row."""
+    return {
+        "id": study["id"],
+        "name": study["name"],
+        "trainer": study["trainer"],
+        "status": study["status"],
+        "metric": study["metric"],
+        "direction": study["direction"],
         "progress": _progress(study),
-        "best_value": study.best_value,
-        "best_trial_number": study.best_trial_number,
-        "created_at": study.created_at,
-        "started_at": study.started_at,
-        "finished_at": study.finished_at,
-        "error": study.error,
+        "best_value": study["best_value"],
+        "best_trial_number": study["best_trial_number"],
+        "created_at": study["created_at"],
+        "started_at": study["started_at"],
+        "finished_at": study["finished_at"],
+        "error": study["error"],
     }
 
 
-def _params(trial: TrialRecord) -> Params:
-    return Params(
-        weight_decay=trial.weight_decay,
-        l1=trial.l1,
-        dropout=trial.dropout,
-        label_smoothing=trial.label_smoothing,
-        batch_size=trial.batch_size,
-        patience=trial.patience,
-    )
+def _params(trial: _Columns) -> dict[str, Any]:
+    return {name: trial[name] for name in _PARAM_NAMES}
 
 
-def _trial_fields(trial: TrialRecord) -> dict[str, object]:
-    assert trial.number is not None  # repository reads return numbered trials only
-    return {
-        "number": trial.number,
-        "state": TrialState(trial.state),
-        "params": _params(trial),
-        "value": trial.value,
-        "best_epoch": trial.best_epoch,
-        "epochs_run": trial.epochs_run,
-        "duration_s": trial.duration_s,
-        "train_loss": trial.train_loss,
-        "val_loss": trial.val_loss,
-        "val_acc": trial.val_acc,
-        "val_ece": trial.val_ece,
-        "gap": trial.gap,
-        "metrics": trial.metrics,
-        "started_at": trial.started_at,
-        "finished_at": trial.finished_at,
-        "error": trial.error,
-        "retry_of": trial.retry_of,
-    }
+def _trial_fields(trial: _Columns) -> dict[str, Any]:
+    """`TrialSummary` fields (unvalidated) of a `TRIAL_SUMMARY_COLUMNS` row.
 
-
-def _summary(study: StudyRecord) -> StudySummary:
-    return StudySummary.model_validate(_summary_fields(study))
+    The columns are named like the fields, except the parameters, which nest under `params`.
+    """
+    fields = {key: trial[key] for key in _TRIAL_KEYS}
+    fields["params"] = _params(trial)
+    return fields
 
 
 def study_detail(session: Session, study: StudyRecord) -> StudyDetail:
@@ -136,10 +126,10 @@ def study_detail(session: Session, study: StudyRecord) -> StudyDetail:
     best = repository.best_trial(session, study.id, study.direction)
     return StudyDetail.model_validate(
         {
-            **_summary_fields(study),
+            **_summary_fields(_study_columns(study)),
             "spec": study.spec,
             "updated_at": study.updated_at,
-            "best_trial": TrialSummary.model_validate(_trial_fields(best)) if best else None,
+            "best_trial": _trial_fields(best) if best else None,
         }
     )
 
@@ -221,8 +211,14 @@ def list_studies(
     rows, total = repository.list_studies(
         session, [s.value for s in statuses] if statuses else None, limit, offset
     )
-    return Page[StudySummary](
-        items=[_summary(r) for r in rows], total=total, limit=limit, offset=offset
+    # one validation of the whole page (not one per row)
+    return Page[StudySummary].model_validate(
+        {
+            "items": [_summary_fields(r) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
     )
 
 
@@ -237,11 +233,14 @@ def list_trials(
     rows, total = repository.list_trials(
         session, study.id, [s.value for s in states] if states else None, sort, limit, offset
     )
-    return Page[TrialSummary](
-        items=[TrialSummary.model_validate(_trial_fields(r)) for r in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
+    # one validation of the whole page (not one per row)
+    return Page[TrialSummary].model_validate(
+        {
+            "items": [_trial_fields(r) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
     )
 
 
@@ -252,13 +251,13 @@ def trial_detail(session: Session, study: StudyRecord, number: int) -> TrialDeta
         raise NotFoundError(
             f"study {study.name!r} has no trial number {number}", loc=["path", "number"]
         )
-    epochs = repository.trial_epochs(session, trial.id)
+    epochs = repository.trial_epochs(session, trial["id"])
     return TrialDetail.model_validate(
         {
             **_trial_fields(trial),
-            "test_metrics": trial.test_metrics,
-            "worker": trial.worker,
-            "epochs": [EpochMetrics(epoch=e.epoch, metrics=e.metrics) for e in epochs],
+            "test_metrics": trial["test_metrics"],
+            "worker": trial["worker"],
+            "epochs": [{"epoch": e.epoch, "metrics": e.metrics} for e in epochs],
         }
     )
 
@@ -267,28 +266,30 @@ def best_result(session: Session, study: StudyRecord) -> BestResult:
     """Best params and metrics; raises `ConflictError` while no trial has completed."""
     best = repository.best_trial(session, study.id, study.direction)
     status = StudyStatus(study.status)
-    if best is None or best.value is None or best.number is None:
-        progress = _progress(study)
+    progress = _progress(_study_columns(study))
+    if best is None or best["value"] is None or best["number"] is None:
         raise ConflictError(
             f"study {study.name!r} has no completed trial yet (status {status.value}, "
-            f"{progress.finished} of {progress.n_trials} trials finished, "
-            f"{progress.failed} failed)"
+            f"{progress['finished']} of {progress['n_trials']} trials finished, "
+            f"{progress['failed']} failed)"
         )
-    return BestResult(
-        study_id=study.id,
-        study=study.name,
-        status=status,
-        final=status.is_final,
-        metric=study.metric,
-        direction=study.direction,
-        value=best.value,
-        trial_number=best.number,
-        params=_params(best),
-        best_epoch=best.best_epoch,
-        epochs_run=best.epochs_run,
-        metrics=best.metrics,
-        test_metrics=best.test_metrics,
-        progress=_progress(study),
+    return BestResult.model_validate(
+        {
+            "study_id": study.id,
+            "study": study.name,
+            "status": status,
+            "final": status.is_final,
+            "metric": study.metric,
+            "direction": study.direction,
+            "value": best["value"],
+            "trial_number": best["number"],
+            "params": _params(best),
+            "best_epoch": best["best_epoch"],
+            "epochs_run": best["epochs_run"],
+            "metrics": best["metrics"],
+            "test_metrics": best["test_metrics"],
+            "progress": progress,
+        }
     )
 
 
