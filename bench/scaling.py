@@ -23,8 +23,14 @@ could reach on this machine; ``efficiency`` = regtune's 2/1 ÷ that ceiling. A c
 under 2 means the two cores do not run two trainings at full speed at once (a virtual
 machine's vCPUs sharing physical cores, memory bandwidth, turbo), not regtune.
 
-    python bench/scaling.py            # 40 trials per run, 3 runs per arm
-    python bench/scaling.py --short    # 16 trials per run, 1 run per arm (make bench)
+    python bench/scaling.py              # 40 trials per run, 3 runs per arm
+    python bench/scaling.py --short      # 16 trials per run, 1 run per arm (make bench)
+    python bench/scaling.py --epochs 45  # longer trials (default 15 epochs, about 0.7 s)
+
+The per-trial coordination cost (claim, Optuna's trial rows and one ``report()`` per epoch in
+PostgreSQL, regtune's epoch rows) is printed as the 1-worker trial span minus the baseline's
+1-process span, per trial: a fixed cost per trial and per epoch, so the shorter the trials the
+more it weighs on the 2-worker figure (both processes' database work runs on the same 2 cores).
 
 Needs PostgreSQL at REGTUNE_BENCH_POSTGRES_URL (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test; only used to create the scratch database).
@@ -70,9 +76,18 @@ STUDY: dict[str, Any] = {
 REGTUNE = str(Path(sys.executable).with_name("regtune"))
 
 
-def submit(url: str, name: str, n_trials: int) -> int:
+def study_spec(name: str, epochs: int, n_trials: int | None = None) -> StudySpec:
+    """STUDY with `epochs` training epochs per trial."""
+    config = {**STUDY["trainer_config"], "max_epochs": epochs}
+    fields: dict[str, Any] = {**STUDY, "name": name, "trainer_config": config}
+    if n_trials is not None:
+        fields["budget"] = {"n_trials": n_trials}
+    return StudySpec.model_validate(fields)
+
+
+def submit(url: str, name: str, n_trials: int, epochs: int) -> int:
     """Store the benchmark study (queued) as the API would; its id."""
-    spec = StudySpec.model_validate({**STUDY, "name": name, "budget": {"n_trials": n_trials}})
+    spec = study_spec(name, epochs, n_trials)
     engine = make_engine(url)
     storage = LazyOptunaStorage(url)
     try:
@@ -104,7 +119,7 @@ def run_workers(url: str, study_id: int, workers: int, threads: int | None = Non
     return time.perf_counter() - start
 
 
-def _plain_child(n_trials: int, seed: int) -> None:
+def _plain_child(n_trials: int, seed: int, epochs: int) -> None:
     """A child of the baseline: `n_trials` of STUDY in plain in-memory Optuna; prints the
     (start, end) wall-clock times of its trials as JSON on stdout."""
     import json
@@ -114,7 +129,7 @@ def _plain_child(n_trials: int, seed: int) -> None:
     from trainers import run_trial
 
     _common.quiet()
-    spec = StudySpec.model_validate({**STUDY, "name": "plain"})
+    spec = study_spec("plain", epochs)
     objective_spec = spec.objective_spec(torch_threads=_threads_from_env())
     spans: list[tuple[float, float]] = []
 
@@ -136,7 +151,9 @@ def _threads_from_env() -> int | None:
     return int(value) if value else None
 
 
-def run_plain(n_trials: int, processes: int, threads: int | None = None) -> tuple[int, float]:
+def run_plain(
+    n_trials: int, processes: int, epochs: int, threads: int | None = None
+) -> tuple[int, float]:
     """The baseline arm: `processes` plain-Optuna processes share `n_trials`; (trials, span s)."""
     import json
 
@@ -150,7 +167,7 @@ def run_plain(n_trials: int, processes: int, threads: int | None = None) -> tupl
     ]
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--plain-child", str(k), str(i)],
+            [sys.executable, __file__, "--plain-child", str(k), str(i), str(epochs)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -196,7 +213,10 @@ def main() -> None:
         default=None,
         help="REGTUNE_TORCH_THREADS for each worker (default: the cores shared out)",
     )
-    parser.add_argument("--plain-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--epochs", type=int, default=STUDY["trainer_config"]["max_epochs"], help="per trial"
+    )
+    parser.add_argument("--plain-child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_child:
         _plain_child(*args.plain_child)
@@ -207,10 +227,12 @@ def main() -> None:
 
     rows: list[list[Any]] = []
     rates: dict[tuple[str, int], list[float]] = {}
+    spans: dict[tuple[str, int], list[float]] = {}
 
     def record(arm: str, i: int, workers: int, n: int, span: float, wall: float | None) -> None:
         rate = 60.0 * n / span
         rates.setdefault((arm, workers), []).append(rate)
+        spans.setdefault((arm, workers), []).append(span / n)
         rows.append([arm, i + 1, workers, n, span, wall, rate])
         print(
             f"{arm} run {i + 1} processes {workers}: {n} trials in {span:.1f}s = "
@@ -222,9 +244,9 @@ def main() -> None:
         migrations.upgrade(url)
         for i in range(repeats):
             for workers in (1, 2):
-                n, span = run_plain(n_trials, workers, args.threads_per_worker)
+                n, span = run_plain(n_trials, workers, args.epochs, args.threads_per_worker)
                 record("plain optuna (in memory)", i, workers, n, span, None)
-                study_id = submit(url, f"scaling-{i}-{workers}w", n_trials)
+                study_id = submit(url, f"scaling-{i}-{workers}w", n_trials, args.epochs)
                 wall = run_workers(url, study_id, workers, args.threads_per_worker)
                 n, span = trial_span(url, study_id)
                 record("regtune workers (PostgreSQL)", i, workers, n, span, wall)
@@ -251,6 +273,13 @@ def main() -> None:
         f"hardware ceiling (plain in-memory 2/1) x{ceiling:.2f}; "
         f"efficiency {two / one / ceiling:.2f}; cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()[0]:.1f}"
+    )
+    per_trial = {key: _common.median(values) for key, values in spans.items()}
+    plain_s = per_trial[("plain optuna (in memory)", 1)]
+    cost_ms = 1000 * (per_trial[("regtune workers (PostgreSQL)", 1)] - plain_s)
+    print(
+        f"trial length ({args.epochs} epochs, 1 process): {plain_s:.2f} s; "
+        f"regtune's coordination cost per trial (1 worker - baseline): {cost_ms:.0f} ms"
     )
     print(_common.ratio_line(two / one))
 
