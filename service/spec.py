@@ -30,9 +30,9 @@ class SamplerConfig(BaseModel):
 
 class PrunerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # Default "auto": a median pruner that waits out the shortest early-stopping patience (see
-    # service.worker.optimization.build_pruner and docs/benchmarks.md, which compares it with
-    # the previous default, Hyperband, in bench/search_efficiency.py).
+    # Default "auto": a percentile pruner (cuts the worst quarter at each epoch) that waits out
+    # the shortest early-stopping patience (see service.worker.optimization.build_pruner and
+    # docs/benchmarks.md, which compares it with Hyperband and the median rule).
     name: Literal[
         "none",
         "median",
