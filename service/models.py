@@ -164,6 +164,17 @@ class TrialRecord(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
 
 
+# The regularization parameters, one column each (what summaries and plots read)
+TRIAL_PARAM_COLUMNS = (
+    TrialRecord.weight_decay,
+    TrialRecord.l1,
+    TrialRecord.dropout,
+    TrialRecord.label_smoothing,
+    TrialRecord.batch_size,
+    TrialRecord.patience,
+)
+
+
 class TrialEpoch(Base):
     """One epoch of one trial: the learning curves."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import TrialEpoch, TrialRecord
+from service.models import TRIAL_PARAM_COLUMNS, TrialEpoch, TrialRecord
 
 __all__ = ["PlotRow", "epochs_by_trial", "plot_rows"]
 
@@ -45,12 +45,7 @@ _COLUMNS = (
     TrialRecord.number,
     TrialRecord.state,
     TrialRecord.value,
-    TrialRecord.weight_decay,
-    TrialRecord.l1,
-    TrialRecord.dropout,
-    TrialRecord.label_smoothing,
-    TrialRecord.batch_size,
-    TrialRecord.patience,
+    *TRIAL_PARAM_COLUMNS,
     TrialRecord.val_ece,
     TrialRecord.epochs_run,
 )

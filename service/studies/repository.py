@@ -37,7 +37,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from service.models import StudyRecord, StudyStatus, TrialEpoch, TrialRecord, TrialState, utcnow
+from service.models import (
+    TRIAL_PARAM_COLUMNS,
+    StudyRecord,
+    StudyStatus,
+    TrialEpoch,
+    TrialRecord,
+    TrialState,
+    utcnow,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -103,12 +111,7 @@ STUDY_SUMMARY_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
 TRIAL_SUMMARY_COLUMNS: tuple[InstrumentedAttribute[Any] | ColumnElement[Any], ...] = (
     TrialRecord.number,
     TrialRecord.state,
-    TrialRecord.weight_decay,
-    TrialRecord.l1,
-    TrialRecord.dropout,
-    TrialRecord.label_smoothing,
-    TrialRecord.batch_size,
-    TrialRecord.patience,
+    *TRIAL_PARAM_COLUMNS,
     TrialRecord.value,
     TrialRecord.best_epoch,
     TrialRecord.epochs_run,
