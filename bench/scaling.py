@@ -25,12 +25,13 @@ machine's vCPUs sharing physical cores, memory bandwidth, turbo), not regtune.
 
     python bench/scaling.py              # 40 trials per run, 3 runs per arm
     python bench/scaling.py --short      # 16 trials per run, 1 run per arm (make bench)
-    python bench/scaling.py --epochs 45  # longer trials (default 15 epochs, about 0.7 s)
+    python bench/scaling.py --rows 9000  # longer epochs (default 3,000 rows: about 45 ms each)
 
 The per-trial coordination cost (claim, Optuna's trial rows and one ``report()`` per epoch in
 PostgreSQL, regtune's epoch rows) is printed as the 1-worker trial span minus the baseline's
-1-process span, per trial: a fixed cost per trial and per epoch, so the shorter the trials the
+1-process span, per trial: a fixed cost per trial and per epoch, so the shorter the epochs the
 more it weighs on the 2-worker figure (both processes' database work runs on the same 2 cores).
+``--epochs`` and ``--rows`` set the trial's epochs and data set size (the same in every arm).
 
 Needs PostgreSQL at REGTUNE_BENCH_POSTGRES_URL (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test; only used to create the scratch database).
@@ -76,18 +77,18 @@ STUDY: dict[str, Any] = {
 REGTUNE = str(Path(sys.executable).with_name("regtune"))
 
 
-def study_spec(name: str, epochs: int, n_trials: int | None = None) -> StudySpec:
-    """STUDY with `epochs` training epochs per trial."""
-    config = {**STUDY["trainer_config"], "max_epochs": epochs}
+def study_spec(name: str, epochs: int, rows: int, n_trials: int | None = None) -> StudySpec:
+    """STUDY with `epochs` training epochs per trial on `rows` generated rows."""
+    config = {**STUDY["trainer_config"], "max_epochs": epochs, "n_samples": rows}
     fields: dict[str, Any] = {**STUDY, "name": name, "trainer_config": config}
     if n_trials is not None:
         fields["budget"] = {"n_trials": n_trials}
     return StudySpec.model_validate(fields)
 
 
-def submit(url: str, name: str, n_trials: int, epochs: int) -> int:
+def submit(url: str, name: str, n_trials: int, epochs: int, rows: int) -> int:
     """Store the benchmark study (queued) as the API would; its id."""
-    spec = study_spec(name, epochs, n_trials)
+    spec = study_spec(name, epochs, rows, n_trials)
     engine = make_engine(url)
     storage = LazyOptunaStorage(url)
     try:
@@ -119,7 +120,7 @@ def run_workers(url: str, study_id: int, workers: int, threads: int | None = Non
     return time.perf_counter() - start
 
 
-def _plain_child(n_trials: int, seed: int, epochs: int) -> None:
+def _plain_child(n_trials: int, seed: int, epochs: int, rows: int) -> None:
     """A child of the baseline: `n_trials` of STUDY in plain in-memory Optuna; prints the
     (start, end) wall-clock times of its trials as JSON on stdout."""
     import json
@@ -129,7 +130,7 @@ def _plain_child(n_trials: int, seed: int, epochs: int) -> None:
     from trainers import run_trial
 
     _common.quiet()
-    spec = study_spec("plain", epochs)
+    spec = study_spec("plain", epochs, rows)
     objective_spec = spec.objective_spec(torch_threads=_threads_from_env())
     spans: list[tuple[float, float]] = []
 
@@ -152,7 +153,7 @@ def _threads_from_env() -> int | None:
 
 
 def run_plain(
-    n_trials: int, processes: int, epochs: int, threads: int | None = None
+    n_trials: int, processes: int, epochs: int, rows: int, threads: int | None = None
 ) -> tuple[int, float]:
     """The baseline arm: `processes` plain-Optuna processes share `n_trials`; (trials, span s)."""
     import json
@@ -167,7 +168,7 @@ def run_plain(
     ]
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--plain-child", str(k), str(i), str(epochs)],
+            [sys.executable, __file__, "--plain-child", str(k), str(i), str(epochs), str(rows)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -216,7 +217,10 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=STUDY["trainer_config"]["max_epochs"], help="per trial"
     )
-    parser.add_argument("--plain-child", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rows", type=int, default=STUDY["trainer_config"]["n_samples"], help="data set size"
+    )
+    parser.add_argument("--plain-child", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_child:
         _plain_child(*args.plain_child)
@@ -244,9 +248,12 @@ def main() -> None:
         migrations.upgrade(url)
         for i in range(repeats):
             for workers in (1, 2):
-                n, span = run_plain(n_trials, workers, args.epochs, args.threads_per_worker)
+                n, span = run_plain(
+                    n_trials, workers, args.epochs, args.rows, args.threads_per_worker
+                )
                 record("plain optuna (in memory)", i, workers, n, span, None)
-                study_id = submit(url, f"scaling-{i}-{workers}w", n_trials, args.epochs)
+                name = f"scaling-{i}-{workers}w"
+                study_id = submit(url, name, n_trials, args.epochs, args.rows)
                 wall = run_workers(url, study_id, workers, args.threads_per_worker)
                 n, span = trial_span(url, study_id)
                 record("regtune workers (PostgreSQL)", i, workers, n, span, wall)
@@ -278,7 +285,7 @@ def main() -> None:
     plain_s = per_trial[("plain optuna (in memory)", 1)]
     cost_ms = 1000 * (per_trial[("regtune workers (PostgreSQL)", 1)] - plain_s)
     print(
-        f"trial length ({args.epochs} epochs, 1 process): {plain_s:.2f} s; "
+        f"trial length ({args.epochs} epochs x {args.rows} rows, 1 process): {plain_s:.2f} s; "
         f"regtune's coordination cost per trial (1 worker - baseline): {cost_ms:.0f} ms"
     )
     print(_common.ratio_line(two / one))

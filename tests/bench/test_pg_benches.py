@@ -56,7 +56,7 @@ def test_api_latency_main_prints_ratio_last(
 def test_scaling_main_runs_real_workers_and_prints_ratio_last(
     pg_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
-    argv = ["scaling.py", "--trials", "2", "--repeats", "1", "--epochs", "2"]
+    argv = ["scaling.py", "--trials", "2", "--repeats", "1", "--epochs", "2", "--rows", "600"]
     monkeypatch.setattr("sys.argv", argv)
     scaling.main()
     out = capsys.readouterr().out
@@ -65,15 +65,16 @@ def test_scaling_main_runs_real_workers_and_prints_ratio_last(
         assert f"{arm} run 1 processes 1: 2 trials" in out
         assert f"{arm} run 1 processes 2: 2 trials" in out
     assert "hardware ceiling" in out
-    assert "trial length (2 epochs, 1 process)" in out
+    assert "trial length (2 epochs x 600 rows, 1 process)" in out
     assert "coordination cost per trial" in out
     assert out.strip().splitlines()[-1].startswith("ratio: ")
 
 
-def test_scaling_arms_share_one_spec_with_the_asked_epochs() -> None:
-    regtune_spec = scaling.study_spec("scaling-0-1w", 7, n_trials=40)
-    plain_spec = scaling.study_spec("plain", 7)
+def test_scaling_arms_share_one_spec_with_the_asked_size() -> None:
+    regtune_spec = scaling.study_spec("scaling-0-1w", 7, 900, n_trials=40)
+    plain_spec = scaling.study_spec("plain", 7, 900)
     assert regtune_spec.trainer_config == plain_spec.trainer_config
     assert regtune_spec.trainer_config["max_epochs"] == 7
+    assert regtune_spec.trainer_config["n_samples"] == 900
     assert regtune_spec.search_space == plain_spec.search_space
     assert (regtune_spec.sampler, regtune_spec.pruner) == (plain_spec.sampler, plain_spec.pruner)
