@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Annotated
 
-import anyio
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from service.auth import TokenInfo
 from service.auth.dependencies import require_token
 from service.config import Settings
+from service.db import unit_of_work
 from service.models import StudyRecord
 from service.studies import service
 from service.studies.optuna_storage import LazyOptunaStorage
@@ -27,44 +26,18 @@ __all__ = [
 ]
 
 
-# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in the
-# threadpool, a hop that costs more than such a dependency's work (docs/benchmarks.md).
-
-
-async def get_settings_dep(request: Request) -> Settings:
+def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _end_unit_of_work(session: Session, failed: bool) -> None:
-    try:
-        if failed:
-            session.rollback()
-        else:
-            session.commit()
-    finally:
-        session.close()
-
-
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One unit of work per request: commit when the handler returns, roll back if it raises.
-
-    Opening a Session does no I/O (it connects on first use, in the handler's thread), so only
-    the commit or rollback runs in the threadpool, shielded so that a client that disconnects
-    cannot leave the connection checked out.
-    """
-    session = request.app.state.session_factory()
-    try:
+def get_session(request: Request) -> Iterator[Session]:
+    """One unit of work per request: commit when the handler returns, roll back if it raises."""
+    with unit_of_work(request.app.state.session_factory) as session:
         yield session
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_end_unit_of_work, session, True)
-        raise
-    with anyio.CancelScope(shield=True):
-        await run_in_threadpool(_end_unit_of_work, session, False)
 
 
-async def get_optuna_storage(request: Request) -> LazyOptunaStorage:
+def get_optuna_storage(request: Request) -> LazyOptunaStorage:
     storage: LazyOptunaStorage = request.app.state.optuna_storage
     return storage
 

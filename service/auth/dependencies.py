@@ -16,7 +16,6 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from service.auth import repository
 from service.auth.service import TokenInfo, TokenScope, authenticate
@@ -79,28 +78,20 @@ def _is_public(request: Request) -> bool:
     return bool(getattr(getattr(route, "endpoint", None), _PUBLIC_ATTR, False))
 
 
-async def require_token(
+def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> TokenInfo | None:
     """The request's token, checked against the scope its method needs (None when auth is off).
 
-    The lookup runs in the threadpool in its own short transaction, committed before the
-    handler: the throttled `last_used_at` write must not hold SQLite's write lock through the
-    request. With auth off (or on a public page) nothing leaves the event loop.
+    Runs in its own short transaction, committed before the handler: the throttled
+    `last_used_at` write must not hold SQLite's write lock through the request.
     """
     if not getattr(request.app.state, "auth_enabled", False) or _is_public(request):
         return None
     needed = TokenScope.read if request.method in READ_METHODS else TokenScope.write
     secret = credentials.credentials if credentials else None
-    factory = request.app.state.session_factory
-    return await run_in_threadpool(_authenticate, factory, secret, needed)
-
-
-def _authenticate(
-    factory: sessionmaker[Session], secret: str | None, needed: TokenScope
-) -> TokenInfo | None:
-    with unit_of_work(factory) as session:
+    with unit_of_work(request.app.state.session_factory) as session:
         return authenticate(session, secret, needed)
 
 
