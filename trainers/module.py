@@ -107,9 +107,10 @@ class RegularizedClassifier(pl.LightningModule):
 
     All of them land in `epoch_metrics` (Python floats, one host sync per epoch), which
     regtune's objective reads. Through ``self.log`` (``trainer.callback_metrics``) go all of them
-    when the Trainer has a logger, otherwise only those a callback monitors (its ``monitor``,
-    e.g. EarlyStopping's): each ``self.log`` call costs Lightning about as much as a training
-    step of a small MLP, and without a logger nothing else reads them.
+    when the Trainer has a logger, otherwise only those a callback monitors (its ``monitor``;
+    regtune's objective adds none, it early-stops on ``epoch_metrics``): each ``self.log``
+    call costs Lightning about as much as a training step of a small MLP, and without a logger
+    nothing else reads them.
 
     The training-split evaluation uses the data module's ``train_eval_batches()`` when it has one.
 

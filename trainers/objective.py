@@ -47,8 +47,8 @@ class ObjectiveSpec:
         trainer: registered trainer name (see `trainers.available_trainers`).
         trainer_config: the trainer's config, validated by its own pydantic model.
         search_space: distributions (or fixed values) of the regularization parameters.
-        metric: the per-epoch metric optimized, pruned on and monitored by EarlyStopping; must
-            be one of the trainer's ``metrics``.
+        metric: the per-epoch metric optimized, pruned on and early-stopped on; must be one of
+            the trainer's ``metrics``.
         direction: ``minimize`` or ``maximize``.
         accelerator: Lightning accelerator, ``cpu``, ``gpu`` or ``auto`` (one device).
         torch_threads: torch intra-op threads for this process, or None to leave torch's.
@@ -108,11 +108,17 @@ class _EpochTracker:
     """
 
     def __init__(
-        self, trial: optuna.trial.BaseTrial, spec: ObjectiveSpec, observer: TrialObserver | None
+        self,
+        trial: optuna.trial.BaseTrial,
+        spec: ObjectiveSpec,
+        observer: TrialObserver | None,
+        patience: int,
     ) -> None:
         self.trial = trial
         self.spec = spec
         self.observer = observer
+        self.patience = patience
+        self.epochs_without_improvement = 0
         self.history: list[EpochRecord] = []
         self.best: EpochRecord | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -158,8 +164,16 @@ class _EpochTracker:
         value = metrics[metric]
         if self._better(value):
             self.best = record
+            self.epochs_without_improvement = 0
             # Small models: a copy in memory is cheaper than a checkpoint file.
             self.best_state = {k: t.detach().clone() for k, t in module.state_dict().items()}
+        else:
+            # Early stopping with Lightning EarlyStopping's rule (strict improvement, stop once
+            # `patience` epochs in a row did not improve), done here rather than by that
+            # callback so the metric need not go through `self.log` (docs/trainers.md).
+            self.epochs_without_improvement += 1
+            if self.epochs_without_improvement >= self.patience:
+                trainer.should_stop = True
         self.trial.report(value, epoch)
         if self.observer is not None and self.observer.should_stop():
             raise TrialCancelled(f"study cancelled: trial stopped after epoch {epoch}")
@@ -181,10 +195,11 @@ def run_trial(
     """Sample the regularization, train the spec's trainer once, return its best epoch.
 
     Steps: sample ``spec.search_space`` on ``trial`` (``observer.on_start``), build the trainer's
-    module and data module, fit with EarlyStopping(``patience``) on ``spec.metric`` and a
-    per-epoch callback that records the epoch (``observer.on_epoch``), reports it to Optuna and
-    prunes; then evaluate the best epoch's weights on the test split when the module has a
-    ``test_step`` and the data module a ``test_dataloader``.
+    module and data module, fit with a per-epoch callback that records the epoch
+    (``observer.on_epoch``), stops after ``patience`` epochs without improvement of
+    ``spec.metric`` (Lightning EarlyStopping's rule), reports it to Optuna and prunes; then
+    evaluate the best epoch's weights on the test split when the module has a ``test_step`` and
+    the data module a ``test_dataloader``.
 
     Sets the trial's user attributes ``best_epoch`` and ``epochs_run`` (also when pruned),
     ``test_metrics`` when evaluated, and ``fail_reason`` when the trial diverged.
@@ -213,18 +228,12 @@ def run_trial(
     module, datamodule = definition.build(params, config)
     ns = _lightning.namespace_of(module, datamodule)
     _lightning.quiet()
-    tracker = _EpochTracker(trial, spec, observer)
-    early_stopping = ns.callbacks.EarlyStopping(
-        monitor=spec.metric,
-        mode="min" if spec.direction == "minimize" else "max",
-        patience=params.patience,
-        check_finite=False,  # non-finite values are the tracker's (TrialDiverged) business
-    )
+    tracker = _EpochTracker(trial, spec, observer, params.patience)
     pl_trainer = ns.Trainer(
         accelerator=spec.accelerator,
         devices=1,
         max_epochs=int(getattr(config, "max_epochs", DEFAULT_MAX_EPOCHS)),
-        callbacks=[_lightning.epoch_callback(ns, tracker.on_epoch), early_stopping],
+        callbacks=[_lightning.epoch_callback(ns, tracker.on_epoch)],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

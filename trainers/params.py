@@ -24,7 +24,7 @@ class RegularizationParams(BaseModel):
         dropout: dropout probability p in [0, 1).
         label_smoothing: label smoothing ε in [0, 1) for the training loss.
         batch_size: training batch size, ≥ 1.
-        patience: Lightning EarlyStopping patience in epochs, ≥ 0.
+        patience: early-stopping patience in epochs (Lightning EarlyStopping's rule), ≥ 0.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
