@@ -137,7 +137,16 @@ def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bo
     specs = _Specs()
     ran = 0
     last_sweep = 0.0
-    log.info("worker %s started on %s", ctx.name, ctx.accelerator)
+    # Load the trainer plugins (and with them torch and Lightning) before the first claim: the
+    # claim validates the study's spec, which names a trainer, while it holds the study's row
+    # lock, and N workers started together would otherwise import one after the other.
+    trainers = available_trainers()
+    log.info(
+        "worker %s started on %s; trainers: %s",
+        ctx.name,
+        ctx.accelerator,
+        ", ".join(sorted(trainers)) or "none",
+    )
     try:
         while not ctx.shutdown.is_set():
             if time.monotonic() - last_sweep >= settings.heartbeat_interval:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, event
 from service.config import Settings
 from service.db import engine_kwargs, normalize_url
 from service.spec import PrunerConfig, SamplerConfig, StudySpec
+from service.worker.rdb import WorkerRDBStorage
 
 __all__ = [
     "SpecError",
@@ -80,7 +81,7 @@ def _rdb_storage(url: str, settings: Settings) -> RDBStorage:
 
 
 def _new_rdb_storage(url: str, settings: Settings) -> RDBStorage:
-    return RDBStorage(
+    return WorkerRDBStorage(
         url,
         engine_kwargs=engine_kwargs(url),
         skip_table_creation=True,

@@ -204,3 +204,26 @@ def test_sweep_gives_back_a_slot_claimed_by_a_worker_that_died(migrated_db_url: 
     assert db.trials(study_id) == []
     with unit_of_work(db.sessions) as session:
         assert repo.candidate_studies(session) == [study_id]
+
+
+def test_trainer_plugins_load_before_the_first_claim(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim validates the spec (which loads the trainer plugins: torch, Lightning) while it
+    holds the study's row lock; loading them there made workers started together import one
+    after the other. The worker loads them first."""
+    from service.worker import loop
+    from trainers import registry
+
+    insert_study(migrated_db_url, tiny_spec(n_trials=1))
+    monkeypatch.setattr(registry, "_cache", None)
+    loaded_at_claim: list[bool] = []
+    real_claim = loop.claim_next
+
+    def claim(*args: object, **kwargs: object) -> object:
+        loaded_at_claim.append(registry._cache is not None)
+        return real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loop, "claim_next", claim)
+    assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == 1
+    assert loaded_at_claim and all(loaded_at_claim)

@@ -1,0 +1,68 @@
+"""The worker's Optuna storage: Optuna's RDBStorage with a one-statement ``report()``.
+
+A trial reports its objective metric to Optuna once per epoch (the pruner reads it, and
+optuna-dashboard plots it). Optuna's RDBStorage stores each report in an ORM transaction that
+loads the trial row, looks for an existing value at that step, then inserts: on small models that
+cost about 10 % of a worker's CPU (docs/benchmarks.md, "Worker scaling"). Here the same write is
+a single ``INSERT ... SELECT ... WHERE <trial is RUNNING> ON CONFLICT (trial_id, step) DO
+UPDATE``: the same rows, the same rule (only a running trial takes values; a later report at a
+step overwrites the earlier one, as Optuna's storage does), one round trip.
+
+When the statement inserts nothing (the trial is unknown or already finished), Optuna's own
+method runs so the caller gets exactly Optuna's error. Dialects other than PostgreSQL and SQLite
+(the two regtune supports) always take Optuna's path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
+from sqlalchemy import exists, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+__all__ = ["WorkerRDBStorage"]
+
+_VALUES = models.TrialIntermediateValueModel.__table__
+_TRIALS = models.TrialModel.__table__
+_INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+class WorkerRDBStorage(RDBStorage):
+    """RDBStorage whose ``set_trial_intermediate_value`` is one statement (see module doc)."""
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        insert = _INSERTS.get(self.engine.dialect.name)
+        if insert is None or not self._insert_value(insert, trial_id, step, intermediate_value):
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def _insert_value(self, insert: Any, trial_id: int, step: int, value: float) -> bool:
+        """Store the value if the trial is running; False when no row was written."""
+        stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+        running = exists().where(
+            _TRIALS.c.trial_id == trial_id, _TRIALS.c.state == TrialState.RUNNING
+        )
+        row = select(
+            literal(trial_id, _VALUES.c.trial_id.type),
+            literal(step, _VALUES.c.step.type),
+            literal(stored, _VALUES.c.intermediate_value.type),
+            literal(kind, _VALUES.c.intermediate_value_type.type),
+        ).where(running)
+        stmt = insert(_VALUES).from_select(
+            ["trial_id", "step", "intermediate_value", "intermediate_value_type"], row
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["trial_id", "step"],
+            set_={
+                "intermediate_value": stmt.excluded.intermediate_value,
+                "intermediate_value_type": stmt.excluded.intermediate_value_type,
+            },
+        )
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
+        stmt = stmt.returning(_VALUES.c.trial_intermediate_value_id)
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).first() is not None
