@@ -13,7 +13,7 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import Engine, event
 
 from service.config import Settings
@@ -182,7 +182,7 @@ def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePr
     raise SpecError(f"pruner.name: unknown pruner {config.name!r}")
 
 
-def open_study(storage: RDBStorage, spec: StudySpec, claim_id: int) -> optuna.Study:
+def open_study(storage: BaseStorage, spec: StudySpec, claim_id: int) -> optuna.Study:
     """The Optuna study named like the regtune study, with a freshly seeded sampler and pruner.
 
     Created if missing (``load_if_exists`` makes concurrent creation by several workers safe).

@@ -15,12 +15,13 @@ method runs so the caller gets exactly Optuna's error. Dialects other than Postg
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
-from sqlalchemy import exists, literal, select
+from sqlalchemy import Executable, bindparam, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = ["WorkerRDBStorage"]
@@ -30,39 +31,48 @@ _TRIALS = models.TrialModel.__table__
 _INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
+@functools.cache
+def _report_statement(dialect: str) -> Executable:
+    """The upsert for `dialect`, built once (its parameters are bound at execution)."""
+    running = exists().where(
+        _TRIALS.c.trial_id == bindparam("trial_id"), _TRIALS.c.state == TrialState.RUNNING
+    )
+    row = select(
+        bindparam("trial_id", type_=_VALUES.c.trial_id.type),
+        bindparam("step", type_=_VALUES.c.step.type),
+        bindparam("value", type_=_VALUES.c.intermediate_value.type),
+        bindparam("kind", type_=_VALUES.c.intermediate_value_type.type),
+    ).where(running)
+    stmt = _INSERTS[dialect](_VALUES).from_select(
+        ["trial_id", "step", "intermediate_value", "intermediate_value_type"], row
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["trial_id", "step"],
+        set_={
+            "intermediate_value": stmt.excluded.intermediate_value,
+            "intermediate_value_type": stmt.excluded.intermediate_value_type,
+        },
+    )
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
+    return stmt.returning(_VALUES.c.trial_intermediate_value_id)
+
+
 class WorkerRDBStorage(RDBStorage):
     """RDBStorage whose ``set_trial_intermediate_value`` is one statement (see module doc)."""
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        insert = _INSERTS.get(self.engine.dialect.name)
-        if insert is None or not self._insert_value(insert, trial_id, step, intermediate_value):
+        if not self._insert_value(trial_id, step, intermediate_value):
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
 
-    def _insert_value(self, insert: Any, trial_id: int, step: int, value: float) -> bool:
-        """Store the value if the trial is running; False when no row was written."""
+    def _insert_value(self, trial_id: int, step: int, value: float) -> bool:
+        """Store the value if the trial is running; False when no row was written (or the
+        dialect is not one regtune supports)."""
+        dialect = self.engine.dialect.name
+        if dialect not in _INSERTS:
+            return False
         stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-        running = exists().where(
-            _TRIALS.c.trial_id == trial_id, _TRIALS.c.state == TrialState.RUNNING
-        )
-        row = select(
-            literal(trial_id, _VALUES.c.trial_id.type),
-            literal(step, _VALUES.c.step.type),
-            literal(stored, _VALUES.c.intermediate_value.type),
-            literal(kind, _VALUES.c.intermediate_value_type.type),
-        ).where(running)
-        stmt = insert(_VALUES).from_select(
-            ["trial_id", "step", "intermediate_value", "intermediate_value_type"], row
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["trial_id", "step"],
-            set_={
-                "intermediate_value": stmt.excluded.intermediate_value,
-                "intermediate_value_type": stmt.excluded.intermediate_value_type,
-            },
-        )
-        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT
-        stmt = stmt.returning(_VALUES.c.trial_intermediate_value_id)
+        params = {"trial_id": trial_id, "step": step, "value": stored, "kind": kind}
         with self.engine.begin() as conn:
-            return conn.execute(stmt).first() is not None
+            return conn.execute(_report_statement(dialect), params).first() is not None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,6 +46,13 @@ class WorkerContext:
     name: str
     accelerator: str = "cpu"
     shutdown: threading.Event = field(default_factory=threading.Event)
+    # Optuna's read cache over `storage` (what `optuna.create_study(storage=rdb)` wraps it in),
+    # kept for the worker's life: a fresh one per trial re-read every trial of the study (with
+    # its parameters and intermediate values) before each trial.
+    study_storage: BaseStorage = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.study_storage = optuna.storages.get_storage(self.storage)
 
 
 @dataclass
@@ -186,7 +193,7 @@ def run_claimed_trial(ctx: WorkerContext, claim: Claim) -> TrialState | None:
     """
     run = _Run()
     try:
-        study = open_study(ctx.storage, claim.spec, claim.trial_id)
+        study = open_study(ctx.study_storage, claim.spec, claim.trial_id)
         study.optimize(_objective(ctx, claim, claim.spec, run), n_trials=1, catch=(Exception,))
     except SpecError as exc:
         reason = str(exc)

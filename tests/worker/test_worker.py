@@ -227,3 +227,27 @@ def test_trainer_plugins_load_before_the_first_claim(
     monkeypatch.setattr(loop, "claim_next", claim)
     assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == 1
     assert loaded_at_claim and all(loaded_at_claim)
+
+
+def test_a_worker_reads_each_finished_trial_from_the_database_once(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker keeps Optuna's read cache for its whole life: before each trial Optuna reads
+    only trials that are new or still running, not the whole study again (which made every
+    trial of a long study slower than the last)."""
+    from service.worker.rdb import WorkerRDBStorage
+
+    n_trials = 4
+    insert_study(migrated_db_url, tiny_spec(n_trials=n_trials))
+    reads: list[int] = []
+    real_get_trials = WorkerRDBStorage._get_trials
+
+    def spy(self: WorkerRDBStorage, *args: object, **kwargs: object) -> list[object]:
+        trials = real_get_trials(self, *args, **kwargs)  # type: ignore[arg-type]
+        reads.extend(t.number for t in trials if t.state.is_finished())
+        return trials  # type: ignore[return-value]
+
+    monkeypatch.setattr(WorkerRDBStorage, "_get_trials", spy)
+    assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == n_trials
+    # the TPE sampler and the waiting-trial check read the study before every trial
+    assert sorted(reads) == list(range(n_trials - 1))
