@@ -271,8 +271,8 @@ def run_task(
     return runs
 
 
-def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, list[float]]:
-    """The task's table and (c)'s per-seed reach fractions."""
+def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, dict[str, list[float]]]:
+    """The task's table and every arm's per-seed reach fractions."""
     baselines = runs["a random"]
     rows_out = []
     reach: dict[str, list[float]] = {}
@@ -309,7 +309,7 @@ def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, list[float
         f"## {task}: median over {len(baselines)} seeds; (a) used a median of "
         f"{base_samples:.0f} training samples\n" + _common.table(headers, rows_out)
     )
-    return text, reach["c regtune"]
+    return text, reach
 
 
 def final_bests(runs: dict[str, list[ArmRun]], arm: str) -> list[float]:
@@ -384,7 +384,8 @@ def main() -> None:
     reach_all: list[float] = []
     for task in tasks:
         runs = run_task(task, seeds, n_trials, max_epochs, arms, args.first_seed)
-        text, reach = summarize(task, runs)
+        text, reach_by_arm = summarize(task, runs)
+        reach = reach_by_arm["c regtune"]
         reach_all += reach
         print(text)
         path = plot(task, runs)
@@ -397,6 +398,13 @@ def main() -> None:
             f"vs (b) {_common.median(b_final):.4f}; (c) reach fractions per seed: "
             + ", ".join(_common.fmt(x, 3) for x in reach)
         )
+        for name, fractions in reach_by_arm.items():
+            finals = ", ".join(f"{x:.4f}" for x in final_bests(runs, name))
+            print(
+                f"{task} {name}: reach per seed "
+                + ", ".join(_common.fmt(x, 3) for x in fractions)
+                + f"; best within (a)'s samples per seed {finals}"
+            )
     print(f"tasks {', '.join(tasks)}; seeds {seeds}; (a) trials {n_trials}")
     print(_common.ratio_line(_common.median(reach_all)))
 
