@@ -19,7 +19,9 @@ ceiling for this workload. The same trials (same trainer, config, search space a
 sampler) run as a plain in-memory Optuna script (no database, no service) in 1 process, then in
 2 processes at once with the cores shared out the way regtune shares them (1 process: torch's
 default threads; 2 processes: cores // 2 each). Its 2/1 throughput is the most any coordination
-could reach on this machine; ``efficiency`` = regtune's 2/1 ÷ that ceiling. A ceiling well
+could reach on this machine; ``efficiency`` = regtune's 2/1 ÷ that ceiling. Also printed, per
+run: regtune's 2-worker throughput ÷ the plain 2-process throughput of the same run (steadier
+when the 1-process arms vary, e.g. when a second torch thread helps in some runs only). A ceiling well
 under 2 means the two cores do not run two trainings at full speed at once (a virtual
 machine's vCPUs sharing physical cores, memory bandwidth, turbo), not regtune.
 
@@ -278,6 +280,22 @@ def main() -> None:
         f"hardware ceiling (plain in-memory 2/1) x{ceiling:.2f}; "
         f"efficiency {two / one / ceiling:.2f}; cpus {os.cpu_count()}, "
         f"load average {os.getloadavg()[0]:.1f}"
+    )
+    # steadier than the ceiling on a host where the 1-process arm's second torch thread helps
+    # more in some runs than in others: regtune's 2 workers against the plain 2 processes of
+    # the same run (the two arms ran minutes apart, not hours)
+    paired = [
+        r / p
+        for r, p in zip(
+            rates[("regtune workers (PostgreSQL)", 2)],
+            rates[("plain optuna (in memory)", 2)],
+            strict=True,
+        )
+    ]
+    print(
+        "regtune 2 workers / plain 2 processes, per run: "
+        + ", ".join(f"{x:.2f}" for x in paired)
+        + f" (median {_common.median(paired):.2f})"
     )
     # seconds per trial at the median 1-process throughput (trials/min)
     plain_s = 60.0 / med[("plain optuna (in memory)", 1)]

@@ -67,6 +67,7 @@ def test_scaling_main_runs_real_workers_and_prints_ratio_last(
     assert "hardware ceiling" in out
     assert "trial length (2 epochs x 600 rows, 1 process)" in out
     assert "coordination cost per trial" in out
+    assert "regtune 2 workers / plain 2 processes, per run: " in out
     assert out.strip().splitlines()[-1].startswith("ratio: ")
 
 
