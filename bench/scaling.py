@@ -21,8 +21,8 @@ sampler) run as a plain in-memory Optuna script (no database, no service) in 1 p
 default threads; 2 processes: cores // 2 each). Its 2/1 throughput is the most any coordination
 could reach on this machine; ``efficiency`` = regtune's 2/1 ÷ that ceiling. Also printed, per
 run: regtune's 2-worker throughput ÷ the plain 2-process throughput of the same run (steadier
-when the 1-process arms vary, e.g. when a second torch thread helps in some runs only). A ceiling well
-under 2 means the two cores do not run two trainings at full speed at once (a virtual
+when the 1-process arms vary, e.g. when a second torch thread helps in some runs only). A
+ceiling well under 2 means the two cores do not run two trainings at full speed at once (a virtual
 machine's vCPUs sharing physical cores, memory bandwidth, turbo), not regtune.
 
     python bench/scaling.py              # 40 trials per run, 3 runs per arm
