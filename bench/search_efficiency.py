@@ -388,25 +388,23 @@ def main() -> None:
     for task in tasks:
         runs = run_task(task, seeds, n_trials, max_epochs, arms, args.first_seed)
         text, reach_by_arm = summarize(task, runs)
-        reach = reach_by_arm["c regtune"]
-        reach_all += reach
+        reach_all += reach_by_arm["c regtune"]
         print(text)
         path = plot(task, runs)
         if path:
             print(f"anytime curve: {path}")
-        b_final = final_bests(runs, "b tpe+median")
-        c_final = final_bests(runs, "c regtune")
+        finals = {name: final_bests(runs, name) for name in runs}
         print(
-            f"{task}: at (a)'s samples, median best val_loss (c) {_common.median(c_final):.4f} "
-            f"vs (b) {_common.median(b_final):.4f}; (c) reach fractions per seed: "
-            + ", ".join(_common.fmt(x, 3) for x in reach)
+            f"{task}: at (a)'s samples, median best val_loss "
+            f"(c) {_common.median(finals['c regtune']):.4f} "
+            f"vs (b) {_common.median(finals['b tpe+median']):.4f}"
         )
         for name, fractions in reach_by_arm.items():
-            finals = ", ".join(f"{x:.4f}" for x in final_bests(runs, name))
             print(
                 f"{task} {name}: reach per seed "
                 + ", ".join(_common.fmt(x, 3) for x in fractions)
-                + f"; best within (a)'s samples per seed {finals}"
+                + "; best within (a)'s samples per seed "
+                + ", ".join(f"{x:.4f}" for x in finals[name])
             )
     print(f"tasks {', '.join(tasks)}; seeds {seeds}; (a) trials {n_trials}")
     print(_common.ratio_line(_common.median(reach_all)))
