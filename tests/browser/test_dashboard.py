@@ -141,6 +141,8 @@ def test_submitted_study_appears_and_updates_live_until_it_ends(page: Page, serv
     study_id = int(p.url.rsplit("/", 1)[1])
     p.locator("#study-name", has_text="browser-live").wait_for()
     assert p.locator("#study-status").inner_text() == "queued"
+    # the live marker follows the first full render (detail, plots, trials), not the name alone
+    p.locator("body[data-polling='on']").wait_for(state="attached")
     assert p.locator("#live").is_visible()
     p.evaluate("window.__sameDocument = true")  # survives only if the page never reloads
 
