@@ -41,6 +41,12 @@ class MLPConfig(BaseModel):
     )
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="AdamW learning rate.")
     seed: int = Field(0, ge=0, description="Seeds the split, label noise, init and shuffling.")
+    train_seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seeds init, shuffling and dropout instead of `seed` (same data split): "
+        "re-train one configuration to see how much its metrics move with the seed alone.",
+    )
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows for validation.")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows for test.")
     label_noise: float = Field(
@@ -132,15 +138,17 @@ def build_mlp(
     dataset: str, params: RegularizationParams, config: MLPConfig
 ) -> tuple[RegularizedClassifier, InMemoryDataModule]:
     """Build the module and data module of a built-in trainer (seeded by ``config.seed``)."""
-    splits = _splits(dataset, config)
+    # the data depend on `seed` only: re-trainings with another train_seed share one split
+    splits = _splits(dataset, config.model_copy(update={"train_seed": None}))
+    train_seed = config.seed if config.train_seed is None else config.train_seed
     # Seeds initialization and, since nothing else draws from torch's global generator before
-    # fit, the dropout masks: same seed + same params -> same metrics.
-    torch.manual_seed(config.seed)
+    # fit, the dropout masks: same seeds + same params -> same metrics.
+    torch.manual_seed(train_seed)
     backbone = mlp(splits.n_features, config.hidden_sizes, splits.n_classes, params.dropout)
     module = RegularizedClassifier(backbone, params, learning_rate=config.learning_rate)
     # whole_epoch: the module cuts the minibatches itself (same batches and optimizer steps),
     # so Lightning's per-batch loop overhead is paid once per epoch.
-    datamodule = InMemoryDataModule(splits, params.batch_size, seed=config.seed, whole_epoch=True)
+    datamodule = InMemoryDataModule(splits, params.batch_size, seed=train_seed, whole_epoch=True)
     return module, datamodule
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import optuna
 import pytest
+import torch
 
 from tests.trainers.conftest import fixed_space, synthetic_spec
 from trainers import (
@@ -16,6 +17,7 @@ from trainers import (
     SearchSpace,
     TrialCancelled,
     TrialDiverged,
+    get_trainer,
     make_objective,
     run_trial,
 )
@@ -193,3 +195,26 @@ def test_same_seed_same_params_same_metrics() -> None:
     other = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(space, seed=1))
     assert other.history != runs[0].history
     assert all(math.isfinite(v) for v in runs[0].best_metrics.values())
+
+
+def test_train_seed_retrains_on_the_same_split_with_other_initialization() -> None:
+    space = fixed_space(dropout=0.3, weight_decay=1e-3, label_smoothing=0.1, batch_size=16)
+    default = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(space, seed=2))
+    same = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(space, seed=2, train_seed=2))
+    other = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(space, seed=2, train_seed=5))
+    assert same.history == default.history  # train_seed defaults to seed
+    assert other.history != default.history
+
+    definition = get_trainer("synthetic-mlp")
+    params = RegularizationParams(
+        weight_decay=1e-3, l1=0.0, dropout=0.3, label_smoothing=0.1, batch_size=16, patience=5
+    )
+    splits = [
+        definition.build(
+            params, definition.validate_config(synthetic_spec(space, **c).trainer_config)
+        )[1].splits
+        for c in ({"seed": 2}, {"seed": 2, "train_seed": 5}, {"seed": 3, "train_seed": 5})
+    ]
+    assert torch.equal(splits[0].x_val, splits[1].x_val)
+    assert torch.equal(splits[0].y_train, splits[1].y_train)
+    assert not torch.equal(splits[0].x_val, splits[2].x_val)  # the split follows `seed`
