@@ -95,6 +95,55 @@ def test_anytime_curve_queries() -> None:
     assert run.samples_to_reach(0.5) == math.inf
 
 
+def test_incumbents_are_the_configs_the_arm_would_have_returned() -> None:
+    spec = se.study_spec("digits-noisy", max_epochs=TINY_EPOCHS)
+    rows = se.train_rows(spec)
+    run = se.run_arm(
+        spec, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner(), rows, n_trials=4
+    )
+    assert run.incumbents[-1][1] == run.best_params
+    assert [spent for spent, _ in run.incumbents] == sorted({s for s, _ in run.incumbents})
+    assert se.incumbent_at(run, 0) is None
+    for spent, params in run.incumbents:
+        assert se.incumbent_at(run, spent) == params
+        assert run.best_at(spent) < run.best_at(spent - 1)  # each one was a new best
+
+
+def test_retrainer_scores_a_config_by_its_mean_over_other_training_seeds(
+    recorded: list[dict[str, Any]],
+) -> None:
+    spec = se.study_spec("digits-noisy", max_epochs=TINY_EPOCHS)
+    params = {
+        "weight_decay": 1e-3,
+        "dropout": 0.2,
+        "label_smoothing": 0.1,
+        "batch_size": 64,
+        "patience": 2,
+    }
+    retrainer = se.Retrainer(spec, 2)
+    value, acc = retrainer(params)
+    assert [c["spec"].trainer_config["train_seed"] for c in recorded] == [1001, 1002]
+    for call in recorded:  # everything but the training seed is the study's spec
+        study_config = dict(se.objective_spec(spec).trainer_config)
+        assert study_config.pop("train_seed", None) is None
+        config = dict(call["spec"].trainer_config)
+        del config["train_seed"]
+        assert config == study_config
+    direct = [run_trial(optuna.trial.FixedTrial(params), c["spec"]) for c in recorded]
+    assert value == pytest.approx(sum(o.value for o in direct) / 2)
+    assert 0.0 < acc <= 1.0
+    assert retrainer(dict(params)) == (value, acc)  # cached: no new training
+    assert len(recorded) == 2  # the cached call trained nothing
+    assert retrainer(None) == (math.inf, pytest.approx(math.nan, nan_ok=True))
+
+    run = se.ArmRun(incumbents=[(100, {"x": 1}), (300, params)])
+    retrainer._cache[(("x", 1),)] = (value + 1.0, 0.5)  # the first incumbent re-trains worse
+    assert retrainer.value_at(run, 200) == value + 1.0
+    assert retrainer.value_at(run, 300) == value
+    assert retrainer.samples_to_reach(run, value) == 300
+    assert retrainer.samples_to_reach(run, value - 1.0) == math.inf
+
+
 def test_candidate_arm_changes_only_sampler_or_pruner(recorded: list[dict[str, Any]]) -> None:
     spec = se.study_spec("digits-noisy", max_epochs=TINY_EPOCHS)
     name, arm = se.candidate_arm("none", {"pruner": {"name": "none"}})
@@ -116,9 +165,13 @@ def test_main_prints_ratio_last(capsys: pytest.CaptureFixture[str], monkeypatch:
             "1",
             "--tasks",
             "digits-noisy",
+            "--retrain",
+            "1",
         ],
     )
     se.main()
     lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("## digits-noisy, chosen configs re-trained") for line in lines)
+    assert lines[-2].startswith("(c) samples to reach (a)'s chosen config re-trained")
     assert lines[-1].startswith("ratio: ")
     float(lines[-1].removeprefix("ratio: "))
