@@ -389,7 +389,7 @@ def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, dict[str, 
 
 
 def summarize_retrained(
-    task: str, runs: dict[str, list[ArmRun]], retrainer: Retrainer
+    task: str, runs: dict[str, list[ArmRun]], retrainer: Retrainer, first_seed: int = 0
 ) -> tuple[str, dict[str, list[float]]]:
     """The task's table with every chosen config re-trained; every arm's per-seed reach.
 
@@ -401,10 +401,10 @@ def summarize_retrained(
     reach: dict[str, list[float]] = {name: [] for name in runs}
     scores: dict[str, list[list[float]]] = {name: [] for name in runs}
     accs: dict[str, list[float]] = {name: [] for name in runs}
-    for seed, base in enumerate(baselines):
+    for i, base in enumerate(baselines):
         target = retrainer.value_at(base, math.inf)
         for name, arm_runs in runs.items():
-            run = arm_runs[seed]
+            run = arm_runs[i]
             reach[name].append(retrainer.samples_to_reach(run, target) / base.samples)
             scores[name].append([retrainer.value_at(run, f * base.samples) for f in FRACTIONS])
             accs[name].append(retrainer(incumbent_at(run, base.samples))[1])
@@ -412,7 +412,7 @@ def summarize_retrained(
             f"{name} {scores[name][-1][-1]:.4f} (reach {_common.fmt(reach[name][-1], 3)})"
             for name in runs
         )
-        print(f"[{task} seed {seed} re-trained x{retrainer.n}] {line}", flush=True)
+        print(f"[{task} seed {first_seed + i} re-trained x{retrainer.n}] {line}", flush=True)
     rows_out = [
         [
             name,
@@ -538,7 +538,7 @@ def main() -> None:
             )
         if retrain > 0:
             retrainer = Retrainer(study_spec(task, max_epochs), retrain)
-            text, retrained = summarize_retrained(task, runs, retrainer)
+            text, retrained = summarize_retrained(task, runs, retrainer, args.first_seed)
             retrained_all += retrained["c regtune"]
             print(text)
             for name, fractions in retrained.items():
