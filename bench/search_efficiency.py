@@ -44,7 +44,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import _common
 import optuna
@@ -52,6 +52,9 @@ import optuna
 from service.spec import StudySpec
 from service.worker.optimization import build_pruner, build_sampler
 from trainers import ObjectiveSpec, TrialDiverged, get_trainer, run_trial
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 SEARCH_SPACE: dict[str, Any] = {
     "weight_decay": {"low": 1.0e-6, "high": 1.0e-1, "log": True},
@@ -129,6 +132,16 @@ def _any_point(spec: StudySpec) -> dict[str, Any]:
     return point
 
 
+def _last_within(entries: list[tuple[int, T]], samples: float, default: D) -> T | D:
+    """The item of the last `(samples spent, item)` entry spent within `samples`."""
+    last: T | D = default
+    for spent, item in entries:
+        if spent > samples:
+            break
+        last = item
+    return last
+
+
 @dataclass
 class ArmRun:
     """One arm on one seed: the anytime curve and the chosen config's test accuracy."""
@@ -146,12 +159,11 @@ class ArmRun:
 
     def best_at(self, samples: float) -> float:
         """Best value among the trials finished within `samples` (inf if none)."""
-        best = math.inf
-        for spent, value in self.curve:
-            if spent > samples:
-                break
-            best = value
-        return best
+        return _last_within(self.curve, samples, math.inf)
+
+    def incumbent_at(self, samples: float) -> dict[str, Any] | None:
+        """The config this arm would have returned after `samples` (None before a success)."""
+        return _last_within(self.incumbents, samples, None)
 
     def samples_to_reach(self, target: float) -> float:
         """Samples spent when the best value first reached `target` (inf if never)."""
@@ -159,16 +171,6 @@ class ArmRun:
             if value <= target:
                 return float(spent)
         return math.inf
-
-
-def incumbent_at(run: ArmRun, samples: float) -> dict[str, Any] | None:
-    """The config `run` would have returned after `samples` (None before its first success)."""
-    chosen = None
-    for spent, params in run.incumbents:
-        if spent > samples:
-            break
-        chosen = params
-    return chosen
 
 
 class Retrainer:
@@ -214,7 +216,7 @@ class Retrainer:
 
     def value_at(self, run: ArmRun, samples: float) -> float:
         """Re-trained score of the config `run` had chosen after `samples`."""
-        return self(incumbent_at(run, samples))[0]
+        return self(run.incumbent_at(samples))[0]
 
     def samples_to_reach(self, run: ArmRun, target: float) -> float:
         """Samples spent when `run`'s chosen config first re-trained to <= `target`."""
@@ -408,7 +410,7 @@ def summarize_retrained(
             run = arm_runs[i]
             reach[name].append(retrainer.samples_to_reach(run, target) / base.samples)
             scores[name].append([retrainer.value_at(run, f * base.samples) for f in FRACTIONS])
-            accs[name].append(retrainer(incumbent_at(run, base.samples))[1])
+            accs[name].append(retrainer(run.incumbent_at(base.samples))[1])
         line = ", ".join(
             f"{name} {scores[name][-1][-1]:.4f} (reach {_common.fmt(reach[name][-1], 3)})"
             for name in runs

@@ -103,9 +103,9 @@ def test_incumbents_are_the_configs_the_arm_would_have_returned() -> None:
     )
     assert run.incumbents[-1][1] == run.best_params
     assert [spent for spent, _ in run.incumbents] == sorted({s for s, _ in run.incumbents})
-    assert se.incumbent_at(run, 0) is None
+    assert run.incumbent_at(0) is None
     for spent, params in run.incumbents:
-        assert se.incumbent_at(run, spent) == params
+        assert run.incumbent_at(spent) == params
         assert run.best_at(spent) < run.best_at(spent - 1)  # each one was a new best
 
 
@@ -123,9 +123,9 @@ def test_retrainer_scores_a_config_by_its_mean_over_other_training_seeds(
     retrainer = se.Retrainer(spec, 2)
     value, acc = retrainer(params)
     assert [c["spec"].trainer_config["train_seed"] for c in recorded] == [1001, 1002]
+    study_config = dict(se.objective_spec(spec).trainer_config)
+    assert study_config.pop("train_seed", None) is None
     for call in recorded:  # everything but the training seed is the study's spec
-        study_config = dict(se.objective_spec(spec).trainer_config)
-        assert study_config.pop("train_seed", None) is None
         config = dict(call["spec"].trainer_config)
         del config["train_seed"]
         assert config == study_config
