@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,12 +48,26 @@ class WorkerContext:
     accelerator: str = "cpu"
     shutdown: threading.Event = field(default_factory=threading.Event)
     # Optuna's read cache over `storage` (what `optuna.create_study(storage=rdb)` wraps it in),
-    # kept for the worker's life: a fresh one per trial re-read every trial of the study (with
-    # its parameters and intermediate values) before each trial.
-    study_storage: BaseStorage = field(init=False)
+    # one per study, kept across that study's trials: a fresh one per trial re-read every trial
+    # of the study (with its parameters and intermediate values) before each trial. Only the
+    # `max_study_caches` most recently used are kept, so a long-lived worker that serves study
+    # after study does not hold every trial it has ever seen.
+    max_study_caches: int = 8
+    _study_caches: OrderedDict[int, BaseStorage] = field(default_factory=OrderedDict)
 
-    def __post_init__(self) -> None:
-        self.study_storage = optuna.storages.get_storage(self.storage)
+    def study_storage(self, study_id: int) -> BaseStorage:
+        """The cached storage for `study_id`'s trials (least recently used ones are dropped)."""
+        cached = self._study_caches.pop(study_id, None)
+        if cached is None:
+            cached = optuna.storages.get_storage(self.storage)
+        self._study_caches[study_id] = cached
+        while len(self._study_caches) > self.max_study_caches:
+            self._study_caches.popitem(last=False)
+        return cached
+
+    def cached_studies(self) -> list[int]:
+        """Studies whose trials this worker keeps in memory, least recently used first."""
+        return list(self._study_caches)
 
 
 @dataclass
@@ -193,7 +208,7 @@ def run_claimed_trial(ctx: WorkerContext, claim: Claim) -> TrialState | None:
     """
     run = _Run()
     try:
-        study = open_study(ctx.study_storage, claim.spec, claim.trial_id)
+        study = open_study(ctx.study_storage(claim.study_id), claim.spec, claim.trial_id)
         study.optimize(_objective(ctx, claim, claim.spec, run), n_trials=1, catch=(Exception,))
     except SpecError as exc:
         reason = str(exc)

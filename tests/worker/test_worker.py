@@ -251,3 +251,41 @@ def test_a_worker_reads_each_finished_trial_from_the_database_once(
     assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == n_trials
     # the TPE sampler and the waiting-trial check read the study before every trial
     assert sorted(reads) == list(range(n_trials - 1))
+
+
+def test_a_long_lived_worker_keeps_only_its_most_recent_studies_in_memory(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna's read cache holds every trial of a study; a worker that serves study after study
+    keeps it only for the studies it used last, and still reads each finished trial of a study
+    once while it works on that study."""
+    from service.worker import loop
+    from service.worker.rdb import WorkerRDBStorage
+    from service.worker.trial import WorkerContext
+
+    ids = [insert_study(migrated_db_url, tiny_spec(f"s{k}", n_trials=3)) for k in range(3)]
+    contexts: list[WorkerContext] = []
+    real_make_context = loop.make_context
+
+    def make_context(*args: object, **kwargs: object) -> WorkerContext:
+        ctx = real_make_context(*args, **kwargs)  # type: ignore[arg-type]
+        ctx.max_study_caches = 2
+        contexts.append(ctx)
+        return ctx
+
+    reads: list[tuple[int, int]] = []
+    real_get_trials = WorkerRDBStorage._get_trials
+
+    def spy(self: WorkerRDBStorage, study_id: int, *args: object, **kwargs: object) -> object:
+        trials = real_get_trials(self, study_id, *args, **kwargs)  # type: ignore[arg-type]
+        reads.extend((study_id, t.number) for t in trials if t.state.is_finished())
+        return trials
+
+    monkeypatch.setattr(loop, "make_context", make_context)
+    monkeypatch.setattr(WorkerRDBStorage, "_get_trials", spy)
+    assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == 9
+    storage = open_storage(migrated_db_url, settings_for(migrated_db_url))
+    optuna_ids = [storage.get_study_id_from_name(f"s{k}") for k in range(3)]
+    assert contexts[0].cached_studies() == ids[1:]
+    for optuna_id in optuna_ids:
+        assert sorted(n for s, n in reads if s == optuna_id) == [0, 1]
