@@ -347,10 +347,11 @@
       clearTimeout(state.timer);
       try {
         const study = await loadDetail();
-        await Promise.all([loadPlots(), loadTrials()]);
-        showError("study-error", null);
+        // the marker follows the status as soon as it is known, not after plots and trials
         const live = ACTIVE.includes(study.status);
         document.getElementById("live").hidden = !live;
+        await Promise.all([loadPlots(), loadTrials()]);
+        showError("study-error", null);
         document.body.dataset.polling = live ? "on" : "off";
         // poll while the study may still change; one last render happened above when it ended
         if (live) state.timer = setTimeout(refresh, POLL_MS);
