@@ -165,6 +165,10 @@ class ArmRun:
         """The config this arm would have returned after `samples` (None before a success)."""
         return _last_within(self.incumbents, samples, None)
 
+    def trials_within(self, samples: float) -> int:
+        """Trials (pruned included) finished within `samples`."""
+        return sum(1 for spent, _ in self.curve if spent <= samples)
+
     def samples_to_reach(self, target: float) -> float:
         """Samples spent when the best value first reached `target` (inf if never)."""
         for spent, value in self.curve:
@@ -371,6 +375,12 @@ def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, dict[str, 
         row += [
             _common.median([r.test_acc for r in arm_runs]),
             _common.median(fractions),
+            _common.median(
+                [
+                    float(r.trials_within(FRACTIONS[0] * b.samples))
+                    for b, r in zip(baselines, arm_runs, strict=True)
+                ]
+            ),
             _common.median([float(r.n_trials) for r in arm_runs]),
             _common.median([r.wall_s for r in arm_runs]),
         ]
@@ -380,6 +390,7 @@ def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, dict[str, 
         *(f"best val_loss @{int(f * 100)}%" for f in FRACTIONS),
         "test acc (chosen)",
         "samples to reach (a) best / (a)",
+        f"trials @{int(FRACTIONS[0] * 100)}%",
         "trials",
         "wall s",
     ]

@@ -93,6 +93,7 @@ def test_anytime_curve_queries() -> None:
     assert run.samples_to_reach(1.5) == 200
     assert run.samples_to_reach(1.2) == 400
     assert run.samples_to_reach(0.5) == math.inf
+    assert [run.trials_within(s) for s in (50, 100, 250, math.inf)] == [0, 1, 2, 4]
 
 
 def test_incumbents_are_the_configs_the_arm_would_have_returned() -> None:
