@@ -156,6 +156,8 @@ class ArmRun:
     best_params: dict[str, Any] = field(default_factory=dict)
     # (samples processed so far, params) each time a COMPLETE trial became the best
     incumbents: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # the in-memory study itself, trials in the order they finished (for probes)
+    study: optuna.Study | None = None
 
     def best_at(self, samples: float) -> float:
         """Best value among the trials finished within `samples` (inf if none)."""
@@ -246,7 +248,7 @@ def run_arm(
     study = optuna.create_study(
         study_name=spec.name, direction="minimize", sampler=sampler, pruner=pruner
     )
-    run = ArmRun()
+    run = ArmRun(study=study)
     best = math.inf
 
     def objective(trial: optuna.Trial) -> float:
