@@ -199,12 +199,21 @@ class Retrainer:
             )
             for k in range(1, n + 1)
         ]
-        self._cache: dict[tuple[tuple[str, Any], ...], tuple[float, float]] = {}
+        self._cache: dict[tuple[tuple[str, Any], ...], tuple[list[float], list[float]]] = {}
+
+    def runs(self, params: dict[str, Any]) -> list[float]:
+        """The best val_loss of each re-training (inf for one that diverged)."""
+        return self._train(params)[0]
 
     def __call__(self, params: dict[str, Any] | None) -> tuple[float, float]:
         """(mean best val_loss, mean clean-test accuracy); (inf, nan) for no config."""
         if params is None:
             return math.inf, math.nan
+        values, accs = self._train(params)
+        acc = sum(accs) / len(accs) if accs else math.nan
+        return sum(values) / len(values), acc
+
+    def _train(self, params: dict[str, Any]) -> tuple[list[float], list[float]]:
         key = tuple(sorted(params.items()))
         if key not in self._cache:
             values, accs = [], []
@@ -216,8 +225,7 @@ class Retrainer:
                     continue
                 values.append(outcome.value)
                 accs.append((outcome.test_metrics or {}).get("test_acc", math.nan))
-            acc = sum(accs) / len(accs) if accs else math.nan
-            self._cache[key] = (sum(values) / len(values), acc)
+            self._cache[key] = (values, accs)
         return self._cache[key]
 
     def value_at(self, run: ArmRun, samples: float) -> float:

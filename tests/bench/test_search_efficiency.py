@@ -132,13 +132,14 @@ def test_retrainer_scores_a_config_by_its_mean_over_other_training_seeds(
         assert config == study_config
     direct = [run_trial(optuna.trial.FixedTrial(params), c["spec"]) for c in recorded]
     assert value == pytest.approx(sum(o.value for o in direct) / 2)
+    assert retrainer.runs(params) == pytest.approx([o.value for o in direct])
     assert 0.0 < acc <= 1.0
     assert retrainer(dict(params)) == (value, acc)  # cached: no new training
     assert len(recorded) == 2  # the cached call trained nothing
     assert retrainer(None) == (math.inf, pytest.approx(math.nan, nan_ok=True))
 
     run = se.ArmRun(incumbents=[(100, {"x": 1}), (300, params)])
-    retrainer._cache[(("x", 1),)] = (value + 1.0, 0.5)  # the first incumbent re-trains worse
+    retrainer._cache[(("x", 1),)] = ([value + 1.0], [0.5])  # the first incumbent re-trains worse
     assert retrainer.value_at(run, 200) == value + 1.0
     assert retrainer.value_at(run, 300) == value
     assert retrainer.samples_to_reach(run, value) == 300
