@@ -91,10 +91,13 @@ TASKS: dict[str, dict[str, Any]] = {
 FRACTIONS = (0.25, 0.5, 1.0)
 
 
-def study_spec(task: str, max_epochs: int | None = None) -> StudySpec:
-    """The fixed spec of `task`; sampler and pruner left at regtune's defaults."""
+def study_spec(
+    task: str, max_epochs: int | None = None, config_overrides: dict[str, Any] | None = None
+) -> StudySpec:
+    """The fixed spec of `task` (trainer config overridden as given); sampler and pruner left
+    at regtune's defaults."""
     data = dict(TASKS[task])
-    config = dict(data["trainer_config"])
+    config = {**data["trainer_config"], **(config_overrides or {})}
     if max_epochs is not None:
         config["max_epochs"] = max_epochs
     return StudySpec.model_validate(
@@ -186,16 +189,18 @@ class Retrainer:
     score is partly luck (the winner's curse: re-trained, the chosen config usually scores
     worse). Each config is re-trained with ``n`` other ``train_seed`` values (same data split,
     same seeds for every arm) and scored by the mean best val_loss; results are cached by config.
+    ``epochs_trained`` counts the epochs its trainings ran (cached configs cost nothing).
     """
 
     SEED_BASE = 1000
 
-    def __init__(self, spec: StudySpec, n: int) -> None:
+    def __init__(self, spec: StudySpec, n: int, seed_base: int = SEED_BASE) -> None:
         self.n = n
+        self.epochs_trained = 0
         self._targets = [
             dataclasses.replace(
                 objective_spec(spec),
-                trainer_config={**spec.trainer_config, "train_seed": self.SEED_BASE + k},
+                trainer_config={**spec.trainer_config, "train_seed": seed_base + k},
             )
             for k in range(1, n + 1)
         ]
@@ -225,6 +230,7 @@ class Retrainer:
                     continue
                 values.append(outcome.value)
                 accs.append((outcome.test_metrics or {}).get("test_acc", math.nan))
+                self.epochs_trained += outcome.epochs_run
             self._cache[key] = (values, accs)
         return self._cache[key]
 

@@ -15,7 +15,6 @@ confirmed one — is scored by its mean over 3 re-trainings with seeds 1001..100
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -29,23 +28,15 @@ import _common
 import search_efficiency as se
 
 from service.spec import StudySpec
-from trainers import TrialDiverged, run_trial
 
 CONFIRM_SEED_BASE = 2000
 
 
-def finished_within(
-    trials: list[optuna.trial.FrozenTrial], rows: int, budget: float
-) -> list[optuna.trial.FrozenTrial]:
-    """The COMPLETE trials among those finished within `budget` samples (in finish order)."""
-    kept, spent = [], 0
-    for trial in trials:
-        spent += int(trial.user_attrs.get("epochs_run", 0)) * rows
-        if spent > budget:
-            break
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            kept.append(trial)
-    return kept
+def finished_within(run: se.ArmRun, budget: float) -> list[optuna.trial.FrozenTrial]:
+    """The COMPLETE trials among those `run` finished within `budget` samples (finish order)."""
+    assert run.study is not None
+    finished = run.study.trials[: run.trials_within(budget)]
+    return [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
 
 
 def confirm(
@@ -53,22 +44,12 @@ def confirm(
 ) -> tuple[dict[str, Any], int]:
     """The config of the `k` best trials with the lowest mean over its run and `r` re-trainings,
     and the samples the re-trainings cost."""
-    spent = 0
+    retrainer = se.Retrainer(spec, r, seed_base=CONFIRM_SEED_BASE)
     scored: list[tuple[float, dict[str, Any]]] = []
     for trial in sorted(trials, key=lambda t: float(t.value or math.inf))[:k]:
-        values = [float(trial.value or math.inf)]
-        for i in range(1, r + 1):
-            config = {**spec.trainer_config, "train_seed": CONFIRM_SEED_BASE + i}
-            target = dataclasses.replace(se.objective_spec(spec), trainer_config=config)
-            try:
-                outcome = run_trial(optuna.trial.FixedTrial(dict(trial.params)), target)
-            except TrialDiverged:
-                values.append(math.inf)
-                continue
-            values.append(outcome.value)
-            spent += outcome.epochs_run * rows
+        values = [float(trial.value or math.inf), *retrainer.runs(dict(trial.params))]
         scored.append((sum(values) / len(values), dict(trial.params)))
-    return min(scored, key=lambda item: item[0])[1], spent
+    return min(scored, key=lambda item: item[0])[1], retrainer.epochs_trained * rows
 
 
 def main() -> None:
@@ -87,13 +68,10 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         a = se.random_arm(spec, seed, rows, 30, math.inf)
         c = se.regtune_arm(spec, seed, rows, 240, a.samples)
-        assert c.study is not None
         search_budget = (1 - args.reserve) * a.samples
         plain = c.incumbent_at(search_budget)
-        picked, extra = confirm(
-            spec, rows, finished_within(c.study.trials, rows, search_budget), args.k, args.r
-        )
-        used = max(s for s, _ in c.curve if s <= search_budget) + extra
+        picked, extra = confirm(spec, rows, finished_within(c, search_budget), args.k, args.r)
+        used = c.curve[c.trials_within(search_budget) - 1][0] + extra
         scores = [scorer(p)[0] for p in (a.best_params, c.incumbent_at(a.samples), plain, picked)]
         print(
             f"seed {seed}: re-trained (a) {scores[0]:.4f}, (c) {scores[1]:.4f}; (c) at "

@@ -27,8 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common
 import search_efficiency as se
 
-from service.spec import StudySpec
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,12 +39,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     _common.quiet()
-    spec = se.study_spec(args.task)
     overrides = {k: json.loads(v) for k, _, v in (item.partition("=") for item in args.set)}
-    if overrides:
-        data = spec.model_dump(mode="json")
-        data["trainer_config"] = {**data["trainer_config"], **overrides}
-        spec = StudySpec.model_validate(data)
+    spec = se.study_spec(args.task, config_overrides=overrides)
     scorer = se.Retrainer(spec, args.repeats)
     sampler = optuna.samplers.RandomSampler(seed=args.seed)
     study = optuna.create_study(sampler=sampler)

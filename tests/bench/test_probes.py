@@ -31,9 +31,19 @@ def test_finished_within_keeps_complete_trials_finished_inside_the_budget() -> N
         trial(1, complete),
     ]
     rows = 10
-    assert probe.finished_within(trials, rows, 5 * rows) == [trials[0]]  # 3, 4, then 6 > 5
-    assert probe.finished_within(trials, rows, 6 * rows) == [trials[0], trials[2]]
-    assert probe.finished_within(trials, rows, math.inf) == [trials[0], trials[2], trials[3]]
+    study = optuna.create_study()
+    study.add_trials(trials)
+    # what run_arm records: samples spent after each trial, in finish order
+    curve = [(30, 1.0), (40, 1.0), (60, 1.0), (70, 1.0)]
+    run = se.ArmRun(curve=curve, study=study)
+    kept = study.trials
+
+    def within(budget: float) -> list[optuna.trial.FrozenTrial]:
+        return probe.finished_within(run, budget)
+
+    assert within(5 * rows) == [kept[0]]  # 3, 4, then 6 > 5
+    assert within(6 * rows) == [kept[0], kept[2]]
+    assert within(math.inf) == [kept[0], kept[2], kept[3]]
 
 
 def test_confirm_retrains_the_k_best_with_other_seeds_and_picks_the_lowest_mean(
@@ -53,7 +63,7 @@ def test_confirm_retrains_the_k_best_with_other_seeds_and_picks_the_lowest_mean(
         calls.append((dict(trial.params), target.trainer_config["train_seed"], outcome.value))
         return outcome
 
-    monkeypatch.setattr(probe, "run_trial", spy)
+    monkeypatch.setattr(se, "run_trial", spy)  # what the probe's Retrainer calls
     picked, spent = probe.confirm(spec, rows, trials, k=2, r=2)
 
     best_two = sorted(trials, key=lambda t: t.value)[:2]
