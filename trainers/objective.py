@@ -15,7 +15,7 @@ CONTRACT (used by the service; keep these names and signatures):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -100,6 +100,12 @@ class TrialObserver(Protocol):
         """Polled before training and after each epoch; True stops with `TrialCancelled`."""
 
 
+def host_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` copied into CPU memory: the best epoch's weights never take a second copy of the
+    model on the accelerator (a GPU holds the live weights only)."""
+    return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
+
+
 class _EpochTracker:
     """Per-epoch bookkeeping of one trial: history, best epoch (and its weights), Optuna reports.
 
@@ -165,8 +171,7 @@ class _EpochTracker:
         if self._better(value):
             self.best = record
             self.epochs_without_improvement = 0
-            # Small models: a copy in memory is cheaper than a checkpoint file.
-            self.best_state = {k: t.detach().clone() for k, t in module.state_dict().items()}
+            self.best_state = host_copy(module.state_dict())
         else:
             # Early stopping with Lightning EarlyStopping's rule (strict improvement, stop once
             # `patience` epochs in a row did not improve), done here rather than by that
