@@ -1,7 +1,11 @@
-"""A small HTTP client for the regtune REST API (what the CLI's client commands use)."""
+"""The one HTTP client for the regtune REST API: the CLI's client commands and `regtune tune
+--server` both call the server through `ApiClient`, and every failure is a `ClientError` that says
+what happened as data (HTTP status, server detail) so callers decide on types, not on messages.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -10,7 +14,37 @@ __all__ = ["ApiClient", "ClientError"]
 
 
 class ClientError(Exception):
-    """A request that did not succeed, with a one-line message fit for a terminal."""
+    """A request that did not succeed.
+
+    `status_code` is the HTTP status of the answer (a 2xx when its body was not JSON), or None
+    when no answer came (server unreachable: `detail` is then the transport error's name);
+    `detail` is the server's error message(s) on one line; `str(error)` is a one-line message fit
+    for a terminal.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, detail: str = "", url: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.detail = detail
+        self.url = url
+
+    @property
+    def unreachable(self) -> bool:
+        """No HTTP answer at all (connection refused, DNS, timeout)."""
+        return self.status_code is None
+
+    @property
+    def auth(self) -> bool:
+        """The server refused the token (401) or its scope (403)."""
+        return self.status_code in (401, 403)
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: the server was unreachable or erred (5xx)."""
+        return self.status_code is None or self.status_code >= 500
 
 
 def _detail(response: httpx.Response) -> str:
@@ -50,26 +84,65 @@ class ApiClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, *, retry_for: float = 0.0, **kwargs: Any) -> Any:
+        """The JSON answer to ``METHOD path``.
+
+        With `retry_for` > 0, transient failures (unreachable, 5xx) are retried every 2 s for
+        that many seconds before the last one is raised; a refused token never is.
+        """
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                return self._once(method, path, **kwargs)
+            except ClientError as exc:
+                if not exc.transient or time.monotonic() >= deadline:
+                    raise
+            time.sleep(2.0)
+
+    def _once(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ClientError(
                 f"cannot reach the regtune server at {self.server} ({exc.__class__.__name__}); "
-                "is `regtune serve` running? (set --server or REGTUNE_SERVER_URL)"
+                "is `regtune serve` running? (set --server or REGTUNE_SERVER_URL)",
+                detail=exc.__class__.__name__,
+                url=self.server,
             ) from None
         if response.status_code >= 400:
-            raise ClientError(f"HTTP {response.status_code}: {_detail(response)}")
+            detail = _detail(response)
+            raise ClientError(
+                f"HTTP {response.status_code}: {detail}",
+                status_code=response.status_code,
+                detail=detail,
+                url=self.server,
+            )
         try:
             return response.json()
         except ValueError:
-            raise ClientError(f"the server sent a non-JSON answer to {method} {path}") from None
+            raise ClientError(
+                f"the server sent a non-JSON answer to {method} {path}",
+                status_code=response.status_code,
+                detail="non-JSON answer",
+                url=self.server,
+            ) from None
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("POST", "/api/v1/studies", json=spec))
 
-    def study(self, study_id: int) -> dict[str, Any]:
-        return dict(self.request("GET", f"/api/v1/studies/{study_id}"))
+    def study(self, study_id: int, *, retry_for: float = 0.0) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/v1/studies/{study_id}", retry_for=retry_for))
+
+    def trials(
+        self,
+        study_id: int,
+        params: list[tuple[str, str | int]],
+        *,
+        retry_for: float = 0.0,
+    ) -> dict[str, Any]:
+        """One page of ``GET /studies/{id}/trials`` (`params`: state, sort, limit, offset...)."""
+        path = f"/api/v1/studies/{study_id}/trials"
+        return dict(self.request("GET", path, params=params, retry_for=retry_for))
 
     def best(self, study_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/studies/{study_id}/best"))
