@@ -222,16 +222,23 @@ def worker(
     accelerator: Annotated[
         str, typer.Option("--accelerator", help="Lightning accelerator: cpu, gpu or auto")
     ] = "cpu",
+    allow_cpu_fallback: Annotated[
+        bool,
+        typer.Option(
+            "--allow-cpu-fallback",
+            help="train on the CPU when a listed GPU is unusable (default: fail at start)",
+        ),
+    ] = False,
     database_url: DbUrlOpt = None,
 ) -> None:
     """Run trials: claim a slot in the oldest study that needs one, train, record, repeat."""
     from service.worker import WorkerOptions, run_worker
-    from service.worker.devices import CPU, DeviceError, parse_devices, run_children
+    from service.worker.devices import CPU, DeviceError, check_gpus, parse_devices, run_children
 
     settings = _settings(database_url=database_url)
     _configure_logging(settings)
     try:
-        device_list = parse_devices(devices)
+        device_list = check_gpus(parse_devices(devices), allow_cpu_fallback)
     except DeviceError as exc:
         _fail(str(exc))
     if devices is not None and (device_list != [CPU] or trials_per_device > 1):

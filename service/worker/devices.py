@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-__all__ = ["CPU", "child_env", "parse_devices", "run_children"]
+__all__ = ["CPU", "DeviceError", "check_gpus", "child_env", "parse_devices", "run_children"]
 
 log = logging.getLogger("regtune.worker")
 
@@ -52,6 +52,45 @@ def parse_devices(value: str | None) -> list[str]:
     return devices
 
 
+def _unusable_reason(devices: Sequence[str]) -> str | None:
+    """Why some of `devices` (GPU indices) cannot be used, or None when all can."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else "no usable CUDA driver"
+        return f"no CUDA device is usable here ({build}; torch.cuda.is_available() is False)"
+    count = torch.cuda.device_count()
+    missing = [d for d in devices if int(d) >= count]
+    if missing:
+        return f"GPU {', '.join(missing)} not found: {count} CUDA device(s) visible"
+    return None
+
+
+def check_gpus(devices: list[str], allow_cpu_fallback: bool = False) -> list[str]:
+    """`devices` after checking that every listed GPU index is a usable CUDA device.
+
+    A GPU that cannot be used fails the worker at start (a silent fall back to the CPU would
+    show up only as a study running 100x slower); with `allow_cpu_fallback` the worker runs on
+    the CPU instead (one CPU process per listed device), with a warning.
+
+    Raises:
+        DeviceError: a listed GPU is unusable and `allow_cpu_fallback` is false.
+    """
+    gpus = [d for d in devices if d != CPU]
+    reason = _unusable_reason(gpus) if gpus else None
+    if reason is None:
+        return devices
+    if not allow_cpu_fallback:
+        raise DeviceError(
+            f"--devices {','.join(gpus)}: {reason}; use --devices cpu or auto, "
+            "or --allow-cpu-fallback to train on the CPU anyway"
+        )
+    log.warning("--devices %s: %s; running on the CPU (--allow-cpu-fallback)", gpus, reason)
+    return [CPU] * len(devices)
+
+
 TORCH_THREADS_ENV = "REGTUNE_TORCH_THREADS"
 
 
@@ -76,8 +115,8 @@ def child_env(device: str, base: dict[str, str] | None = None) -> dict[str, str]
 
 
 def accelerator_for(device: str) -> str:
-    # "auto" lets Lightning fall back to CPU when the listed device is not a usable GPU
-    return "cpu" if device == CPU else "auto"
+    # a listed GPU was checked (`check_gpus`): "gpu" makes Lightning fail rather than fall back
+    return "cpu" if device == CPU else "gpu"
 
 
 def run_children(

@@ -1,0 +1,59 @@
+"""`regtune worker --devices 0,1`: a listed GPU that is not usable fails the worker at start.
+
+This machine has no usable CUDA device (``torch.cuda.is_available()`` is False), which is exactly
+the broken-driver case: the worker must say so instead of training on the CPU 100x slower.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from service.migrations import upgrade
+from service.models import StudyStatus
+from service.worker.devices import CPU, DeviceError, accelerator_for, check_gpus, parse_devices
+from tests.reliability._processes import env_for
+from tests.worker.conftest import Db, insert_study, tiny_spec
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+def _worker(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", "worker", *args],
+        env=env_for(url),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_an_unusable_gpu_fails_the_worker_at_start_with_one_line(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    study_id = insert_study(sqlite_url, tiny_spec("gpu-listed", 1))
+    done = _worker(sqlite_url, "--devices", "0,1", "--exit-when-idle")
+    assert done.returncode != 0
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: --devices 0,1: no CUDA device is usable here")
+    assert "--allow-cpu-fallback" in line
+    assert Db(sqlite_url).trials(study_id) == []  # nothing was claimed, let alone run on the CPU
+
+
+def test_with_allow_cpu_fallback_the_worker_trains_on_the_cpu(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    study_id = insert_study(sqlite_url, tiny_spec("gpu-fallback", 1))
+    done = _worker(sqlite_url, "--devices", "0", "--allow-cpu-fallback", "--exit-when-idle")
+    assert done.returncode == 0, done.stderr
+    assert "running on the CPU (--allow-cpu-fallback)" in done.stderr
+    assert Db(sqlite_url).study(study_id).status == StudyStatus.completed
+
+
+def test_auto_and_cpu_are_unchanged() -> None:
+    assert check_gpus(parse_devices("auto")) == [CPU] == check_gpus(parse_devices("cpu"))
+    assert accelerator_for(CPU) == "cpu"
+    with pytest.raises(DeviceError, match="--devices 3"):
+        check_gpus(["3"])
+    assert check_gpus(["3", "4"], allow_cpu_fallback=True) == [CPU, CPU]
