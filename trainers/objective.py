@@ -23,6 +23,7 @@ import optuna
 import torch
 
 from trainers import _lightning
+from trainers.best import BestEpoch, improved_best, maximizes
 from trainers.params import RegularizationParams
 from trainers.registry import get_trainer
 from trainers.space import Direction, SearchSpace
@@ -126,14 +127,9 @@ class _EpochTracker:
         self.patience = patience
         self.epochs_without_improvement = 0
         self.history: list[EpochRecord] = []
-        self.best: EpochRecord | None = None
+        self.best: BestEpoch | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
-
-    def _better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        best = self.best.metrics[self.spec.metric]
-        return value < best if self.spec.direction == "minimize" else value > best
+        self._maximize = maximizes(spec.direction)
 
     def on_epoch(self, trainer: Any, module: Any) -> None:
         epoch = int(trainer.current_epoch)
@@ -168,8 +164,9 @@ class _EpochTracker:
         if self.observer is not None:
             self.observer.on_epoch(self.trial, record)
         value = metrics[metric]
-        if self._better(value):
-            self.best = record
+        improved = improved_best(self.best, epoch, metrics, metric, maximize=self._maximize)
+        if improved is not None:
+            self.best = improved
             self.epochs_without_improvement = 0
             self.best_state = host_copy(module.state_dict())
         else:
@@ -268,7 +265,7 @@ def run_trial(
     best = tracker.best
     return TrialOutcome(
         params=params,
-        value=best.metrics[spec.metric],
+        value=best.value,
         best_epoch=best.epoch,
         epochs_run=len(tracker.history),
         history=tracker.history,

@@ -13,6 +13,7 @@ from typing import Any
 
 from service.dashboard.repository import PlotRow
 from service.models import TrialState
+from trainers.best import is_better
 
 __all__ = [
     "Axis",
@@ -102,10 +103,6 @@ def _by_state(rows: Sequence[PlotRow]) -> dict[str, list[PlotRow]]:
     return groups
 
 
-def _is_better(a: float, b: float, maximize: bool) -> bool:
-    return a > b if maximize else a < b
-
-
 def history(rows: Sequence[PlotRow], metric: str, maximize: bool) -> Figure:
     """Objective per trial number (a series per state) and the best-so-far line (complete only)."""
     title = "Optimization history"
@@ -132,8 +129,9 @@ def history(rows: Sequence[PlotRow], metric: str, maximize: bool) -> Figure:
         if row.state != TrialState.complete.value:
             continue
         assert row.value is not None
-        if best is None or _is_better(row.value, best, maximize):
+        if is_better(row.value, best, maximize=maximize):
             best = row.value
+        assert best is not None  # the first complete row sets it (values here are finite)
         best_x.append(row.number)
         best_y.append(best)
     if best_x:

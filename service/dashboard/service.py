@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from service.dashboard import plots
 from service.dashboard.repository import epochs_by_trial, plot_rows
 from service.models import StudyRecord, TrialState
+from trainers.best import maximizes
 
 __all__ = ["MAX_PLOT_TRIALS", "TOP_TRIALS", "study_plots"]
 
@@ -36,7 +37,7 @@ def study_plots(session: Session, study: StudyRecord, include_pruned: bool) -> d
     """
     states = _SHOWN_ALL if include_pruned else _SHOWN
     rows, truncated = plot_rows(session, study.id, states, MAX_PLOT_TRIALS)
-    maximize = study.direction == "maximize"
+    maximize = maximizes(study.direction)
     axes = plots.searched_axes(study.spec)
     top = plots.top_trials(rows, maximize, TOP_TRIALS, include_pruned)
     epochs = epochs_by_trial(session, [r.id for r in top])

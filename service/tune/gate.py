@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from trainers.best import maximizes
+
 __all__ = ["Check", "GateOptions", "Verdict", "evaluate"]
 
 
@@ -71,7 +73,7 @@ def evaluate(best: float | None, metric: str, direction: str, options: GateOptio
         checks.append(_check("max_score", best, "<=", options.max_score, f"{metric} <= max-score"))
     if options.baseline_value is not None:
         tolerance = options.max_regression
-        if direction == "maximize":
+        if maximizes(direction):
             limit, op = options.baseline_value - tolerance, ">="
         else:
             limit, op = options.baseline_value + tolerance, "<="

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Protocol, TextIO
 
+from trainers.best import is_better, maximizes
+
 __all__ = ["BarReporter", "LineReporter", "Reporter", "Tally", "make_reporter", "trial_line"]
 
 
@@ -27,12 +29,12 @@ class Tally:
         if trial["state"] in ("complete", "pruned"):
             self.finished += 1
         value = trial.get("value")
-        if trial["state"] == "complete" and value is not None:
-            better = self.best is None or (
-                value > self.best if direction == "maximize" else value < self.best
-            )
-            if better:
-                self.best = value
+        if (
+            trial["state"] == "complete"
+            and value is not None
+            and is_better(value, self.best, maximize=maximizes(direction))
+        ):
+            self.best = value
 
 
 def trial_line(trial: dict[str, Any], tally: Tally, n_trials: int) -> str:
