@@ -52,6 +52,16 @@ class Budget(BaseModel):
     timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600)
 
 
+class ExecutionConfig(BaseModel):
+    """How each trial runs on its device (what the Lightning Trainer gets)."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Lightning's precision names (bf16-mixed runs on CPUs too; 16-mixed needs a GPU)
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "16-true"] = (
+        "32-true"
+    )
+
+
 class StudySpec(BaseModel):
     """A study: which trainer, which search space, which objective, sampler, pruner and budget."""
 
@@ -65,6 +75,7 @@ class StudySpec(BaseModel):
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     budget: Budget = Field(default_factory=Budget)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     enqueue: list[dict[str, int | float]] = Field(
         default_factory=list,
         max_length=100,
@@ -133,6 +144,7 @@ class StudySpec(BaseModel):
             direction=self.objective.direction,
             accelerator=accelerator,
             torch_threads=torch_threads,
+            precision=self.execution.precision,
         )
 
 

@@ -53,6 +53,7 @@ class ObjectiveSpec:
         direction: ``minimize`` or ``maximize``.
         accelerator: Lightning accelerator, ``cpu``, ``gpu`` or ``auto`` (one device).
         torch_threads: torch intra-op threads for this process, or None to leave torch's.
+        precision: the Lightning Trainer's ``precision`` (e.g. ``bf16-mixed``).
     """
 
     trainer: str
@@ -65,6 +66,8 @@ class ObjectiveSpec:
     # torch intra-op threads for this process (None: leave torch's setting). Small models on a
     # shared CPU run best with 1: several processes with a thread per core each oversubscribe it.
     torch_threads: int | None = None
+    # Lightning's `precision` ("32-true", "bf16-mixed", "16-mixed", ...)
+    precision: str = "32-true"
 
 
 @dataclass
@@ -234,6 +237,7 @@ def run_trial(
     pl_trainer = ns.Trainer(
         accelerator=spec.accelerator,
         devices=1,
+        precision=spec.precision,
         max_epochs=int(getattr(config, "max_epochs", DEFAULT_MAX_EPOCHS)),
         callbacks=[_lightning.epoch_callback(ns, tracker.on_epoch)],
         logger=False,

@@ -1,4 +1,4 @@
-"""What the objective keeps on an accelerator: the best epoch's weights live in CPU memory.
+"""How a trial uses its device: best weights in CPU memory, the spec's precision in Lightning.
 
 No GPU here: the module's weights are torch "fake" tensors that report device ``cuda:0``
 (FakeTensorMode allocates nothing and needs no CUDA), which is what the tracker would see on a GPU.
@@ -6,13 +6,21 @@ No GPU here: the module's weights are torch "fake" tensors that report device ``
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 import optuna
+import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from tests.trainers.conftest import synthetic_spec
+from trainers import RegularizationParams, registry, run_trial
+from trainers.builtin import SYNTHETIC_MLP
 from trainers.objective import ObjectiveSpec, _EpochTracker, host_copy
+from trainers.registry import Trainer
 
 
 class _ModuleOnGpu:
@@ -59,3 +67,35 @@ def test_host_copy_does_not_share_memory_with_cpu_weights() -> None:
     copy = host_copy(weights)
     weights["w"].add_(1.0)  # the next epoch's update must not change the kept best weights
     assert copy["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_the_precision_reaches_the_lightning_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    autocast: list[bool] = []
+
+    def build(params: RegularizationParams, config: Any) -> tuple[Any, Any]:
+        module, data = SYNTHETIC_MLP.build(params, config)
+        step = module.training_step
+
+        def training_step(*args: Any, **kwargs: Any) -> Any:
+            seen.append(str(module.trainer.precision))
+            autocast.append(torch.is_autocast_enabled("cpu"))
+            return step(*args, **kwargs)
+
+        module.training_step = training_step
+        return module, data
+
+    probe = Trainer(
+        name="precision-probe",
+        description="synthetic-mlp that records the Trainer's precision (tests only)",
+        config_model=SYNTHETIC_MLP.config_model,
+        build=build,
+        metrics=SYNTHETIC_MLP.metrics,
+    )
+    monkeypatch.setattr(registry, "_cache", {**registry.available_trainers(), probe.name: probe})
+    spec = replace(synthetic_spec(max_epochs=2), trainer=probe.name, precision="bf16-mixed")
+
+    outcome = run_trial(optuna.create_study().ask(), spec)
+
+    assert set(seen) == {"bf16-mixed"} and all(autocast)
+    assert outcome.epochs_run == 2 and math.isfinite(outcome.value)

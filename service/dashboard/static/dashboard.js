@@ -408,6 +408,7 @@
     const rows = [
       ["trainer", study.trainer],
       ["objective", `${study.direction} ${study.metric}`],
+      ["precision", (study.spec.execution || {}).precision || "32-true"],
       ["created", when(study.created_at)],
       ["started", when(study.started_at)],
       ["finished", when(study.finished_at)],
