@@ -23,7 +23,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Mapped, mapped_column
+
+from trainers.params import PARAM_NAMES
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -164,14 +166,10 @@ class TrialRecord(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
 
 
-# The regularization parameters, one column each (what summaries and plots read)
-TRIAL_PARAM_COLUMNS = (
-    TrialRecord.weight_decay,
-    TrialRecord.l1,
-    TrialRecord.dropout,
-    TrialRecord.label_smoothing,
-    TrialRecord.batch_size,
-    TrialRecord.patience,
+# The regularization parameters, one column each (what summaries and plots read), in the order
+# of `trainers.params.PARAM_NAMES`; a column missing for a name fails at import.
+TRIAL_PARAM_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = tuple(
+    getattr(TrialRecord, name) for name in PARAM_NAMES
 )
 
 

@@ -4,15 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PARAM_NAMES: tuple[str, ...] = (
-    "weight_decay",
-    "l1",
-    "dropout",
-    "label_smoothing",
-    "batch_size",
-    "patience",
-)
-
 
 class RegularizationParams(BaseModel):
     """One point of the regularization search space.
@@ -35,3 +26,8 @@ class RegularizationParams(BaseModel):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(64, ge=1)
     patience: int = Field(5, ge=0)
+
+
+# The one list of parameter names, in this order, everywhere (trial columns, API schema, plots):
+# derived from the model above.
+PARAM_NAMES: tuple[str, ...] = tuple(RegularizationParams.model_fields)

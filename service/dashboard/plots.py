@@ -14,6 +14,7 @@ from typing import Any
 from service.dashboard.repository import PlotRow
 from service.models import TrialState
 from trainers.best import is_better
+from trainers.params import PARAM_NAMES
 
 __all__ = [
     "Axis",
@@ -64,7 +65,7 @@ def searched_axes(spec: dict[str, Any]) -> list[Axis]:
     """The sampled (not fixed) parameters of a stored, normalized spec, in parameter order."""
     axes = []
     space = spec.get("search_space") or {}
-    for name in PARAM_LABELS:
+    for name in PARAM_NAMES:
         entry = space.get(name)
         if not isinstance(entry, dict) or "fixed" in entry:
             continue
@@ -373,7 +374,9 @@ def calibration(rows: Sequence[PlotRow], smoothing_searched: bool) -> Figure:
     title = "Calibration: ECE vs label smoothing"
     data = []
     for state, group in _by_state(rows).items():
-        points = [r for r in group if r.val_ece is not None and r.label_smoothing is not None]
+        points = [
+            r for r in group if r.val_ece is not None and r.param("label_smoothing") is not None
+        ]
         if not points:
             continue
         data.append(
@@ -381,7 +384,7 @@ def calibration(rows: Sequence[PlotRow], smoothing_searched: bool) -> Figure:
                 "type": "scatter",
                 "mode": "markers",
                 "name": state,
-                "x": [r.label_smoothing for r in points],
+                "x": [r.param("label_smoothing") for r in points],
                 "y": [r.val_ece for r in points],
                 "text": [f"trial {r.number}" for r in points],
                 "marker": {"color": STATE_COLORS.get(state, "#555"), "size": 7},

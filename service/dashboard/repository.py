@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.models import TRIAL_PARAM_COLUMNS, TrialEpoch, TrialRecord
+from trainers.params import PARAM_NAMES
 
 __all__ = ["PlotRow", "epochs_by_trial", "plot_rows"]
 
@@ -26,17 +27,12 @@ class PlotRow:
     number: int
     state: str
     value: float | None
-    weight_decay: float | None
-    l1: float | None
-    dropout: float | None
-    label_smoothing: float | None
-    batch_size: int | None
-    patience: int | None
+    params: dict[str, float | None]  # every name of PARAM_NAMES (None: not sampled)
     val_ece: float | None
     epochs_run: int
 
     def param(self, name: str) -> float | None:
-        value: float | int | None = getattr(self, name)
+        value = self.params.get(name)
         return None if value is None else float(value)
 
 
@@ -69,7 +65,18 @@ def plot_rows(
         .limit(limit + 1)
     ).all()
     truncated = len(rows) > limit
-    out = [PlotRow(**row._asdict()) for row in rows[:limit]]
+    out = [
+        PlotRow(
+            id=row.id,
+            number=row.number,
+            state=row.state,
+            value=row.value,
+            params={name: row._mapping[name] for name in PARAM_NAMES},
+            val_ece=row.val_ece,
+            epochs_run=row.epochs_run,
+        )
+        for row in rows[:limit]
+    ]
     out.reverse()
     return out, truncated
 

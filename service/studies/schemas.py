@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, Field
 
 from service.models import StudyStatus, TrialState
+from trainers.params import PARAM_NAMES
 
 T = TypeVar("T")
 
@@ -49,6 +50,11 @@ class Params(BaseModel):
     label_smoothing: float | None = None
     batch_size: int | None = None
     patience: int | None = None
+
+
+# Spelled out above for the typed OpenAPI schema; the names and their order are PARAM_NAMES'.
+if tuple(Params.model_fields) != PARAM_NAMES:  # a developer error: fail at import, not in a read
+    raise RuntimeError(f"Params fields {tuple(Params.model_fields)} != PARAM_NAMES {PARAM_NAMES}")
 
 
 class TrialSummary(BaseModel):

@@ -23,14 +23,13 @@ from service.studies.optuna_storage import LazyOptunaStorage
 from service.studies.schemas import (
     BestResult,
     Page,
-    Params,
     StudyDetail,
     StudySummary,
     TrainerInfo,
     TrialDetail,
     TrialSummary,
 )
-from trainers import available_trainers
+from trainers import PARAM_NAMES, available_trainers
 
 # ids and trial numbers are SQL INTEGERs (32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
@@ -38,7 +37,6 @@ MAX_ID = 2**31 - 1
 # The read paths build plain dicts from the repository's rows and validate each response once,
 # in one pydantic call (e.g. `Page[TrialSummary].model_validate`), rather than one model per row
 # and per nested `Params`/`Progress` (see docs/benchmarks.md, "Cheaper reads").
-_PARAM_NAMES = tuple(Params.model_fields)
 _TRIAL_KEYS = tuple(k for k in TrialSummary.model_fields if k != "params")
 # a row of the repository's read queries (keyed by column name), or a dict of the same
 _Columns = RowMapping | Mapping[str, Any]
@@ -108,7 +106,7 @@ def _summary_fields(study: _Columns) -> dict[str, Any]:
 
 
 def _params(trial: _Columns) -> dict[str, Any]:
-    return {name: trial[name] for name in _PARAM_NAMES}
+    return {name: trial[name] for name in PARAM_NAMES}
 
 
 def _trial_fields(trial: _Columns) -> dict[str, Any]:

@@ -148,18 +148,13 @@ def test_importance_ranks_the_parameter_that_drives_the_objective() -> None:
     # value depends on dropout only; weight decay is noise
     rows = [
         PlotRow(
-            i,
-            i,
-            "complete",
-            d * 2 + 0.01 * (i % 3),
-            10 ** -(i % 5),
-            None,
-            d,
-            None,
-            None,
-            None,
-            None,
-            3,
+            id=i,
+            number=i,
+            state="complete",
+            value=d * 2 + 0.01 * (i % 3),
+            params={"weight_decay": 10 ** -(i % 5), "dropout": d},
+            val_ece=None,
+            epochs_run=3,
         )
         for i, d in enumerate([0.05 * k for k in range(12)])
     ]
