@@ -20,7 +20,7 @@ from service.models import StudyRecord
 from service.observability import log_context
 from service.spec import StudySpec
 from service.worker import repository as repo
-from service.worker.optimization import open_storage, quiet_optuna, relax_sqlite_sync
+from service.worker.optimization import open_storage, quiet_optuna
 from service.worker.stale import sweep_with
 from service.worker.trial import Claim, WorkerContext, WorkerShutdown, run_claimed_trial
 from trainers import available_trainers
@@ -118,8 +118,7 @@ def _default_name() -> str:
 
 
 def make_context(settings: Settings, options: WorkerOptions) -> WorkerContext:
-    engine = make_engine(settings.database_url)
-    relax_sqlite_sync(engine)
+    engine = make_engine(settings.database_url, worker=True)
     return WorkerContext(
         settings=settings,
         sessions=make_session_factory(engine),

@@ -8,16 +8,19 @@ one-worker study stays reproducible.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy import Engine, event
 
 from service.config import Settings
-from service.db import engine_kwargs, normalize_url
+from service.db import (
+    SQLITE_WORKER_PRAGMAS,
+    engine_kwargs,
+    install_sqlite_pragmas,
+    normalize_url,
+)
 from service.spec import PrunerConfig, SamplerConfig, StudySpec
 from service.worker.rdb import WorkerRDBStorage
 
@@ -55,28 +58,9 @@ def open_storage(url: str, settings: Settings) -> RDBStorage:
         return _rdb_storage(url, settings)
 
 
-def relax_sqlite_sync(engine: Engine) -> None:
-    """SQLite in WAL mode with ``synchronous=NORMAL``: a commit no longer waits for fsync.
-
-    Workers commit once per epoch (plus Optuna's own report); with NORMAL the database stays
-    consistent on a crash and only the last commits may be lost on power failure, which costs
-    at most a re-run epoch. PostgreSQL engines are left alone.
-    """
-    if engine.dialect.name != "sqlite":
-        return
-
-    def _pragma(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.close()
-
-    event.listen(engine, "connect", _pragma)
-    engine.dispose()  # connections opened before the listener get the pragma when reopened
-
-
 def _rdb_storage(url: str, settings: Settings) -> RDBStorage:
     storage = _new_rdb_storage(url, settings)
-    relax_sqlite_sync(storage.engine)
+    install_sqlite_pragmas(storage.engine, SQLITE_WORKER_PRAGMAS)
     return storage
 
 
@@ -197,6 +181,3 @@ def open_study(storage: BaseStorage, spec: StudySpec, claim_id: int) -> optuna.S
         direction=spec.objective.direction,
         load_if_exists=True,
     )
-
-
-log = logging.getLogger(__name__)
