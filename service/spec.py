@@ -1,17 +1,90 @@
-"""The study spec: one document for REST, CLI and YAML/JSON files (see README)."""
+"""The study spec: one document for REST, CLI and YAML/JSON files (see README).
+
+Every number in a spec is finite, every list and free-form mapping bounded (limits below and in
+docs/api.md): a hostile spec is a 422 at the field, never a 500, a stalled server or a study no
+worker can run.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from trainers import Range, SearchSpace, UnknownTrainerError, get_trainer
+from service.optuna_builders import SpecError, check_options
+from trainers import PARAM_NAMES, Range, SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
+from trainers.space import MAX_ABS_INT, Number, in_distribution
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+# Limits of a spec's free-form mappings (`trainer_config`, `sampler.options`, `pruner.options`)
+# and of a parsed YAML document: nesting depth, values in all, length of a key.
+MAX_JSON_DEPTH = 16
+MAX_JSON_VALUES = 10_000
+MAX_KEY_LENGTH = 128
+# A grid sampler runs every combination of the choices; a worker builds the whole grid.
+MAX_GRID_POINTS = 100_000
+MAX_ENQUEUE = 100
+
+
+def _json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """What makes `value` more than a small, finite JSON document, or None.
+
+    Iterative, and stops at the first problem: the check's cost is bounded by the limits, not
+    by the document.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    seen = 0
+    while stack:
+        item, path, depth = stack.pop()
+        seen += 1
+        if seen > MAX_JSON_VALUES:
+            return f"has more than {MAX_JSON_VALUES} values in all"
+        where = f" at {path}" if path else ""
+        if isinstance(item, dict | list):
+            if depth >= max_depth:
+                return f"is nested deeper than {max_depth} levels{where}"
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(item, dict) and not isinstance(key, str):
+                    return f"has a key that is not a string{where}: {str(key)[:40]!r}"
+                if isinstance(key, str) and (len(key) > MAX_KEY_LENGTH or "\x00" in key):
+                    return f"has a key longer than {MAX_KEY_LENGTH} characters or a NUL{where}"
+                stack.append((child, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(item, float) and not math.isfinite(item):
+            return f"holds a non-finite number{where} (NaN and infinities are not JSON)"
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_ABS_INT:
+            return f"holds an integer of magnitude beyond 2**53{where}"
+        elif isinstance(item, str) and "\x00" in item:
+            return f"holds a string with a NUL character{where}"
+        elif not isinstance(item, str | int | float | bool | None):
+            return f"holds a {type(item).__name__}{where}, which JSON cannot represent"
+    return None
+
+
+def _small_json(value: dict[str, Any]) -> dict[str, Any]:
+    problem = _json_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("json_limits", "the mapping {problem}", {"problem": problem})
+    return value
+
+
+FreeForm = Annotated[dict[str, Any], AfterValidator(_small_json)]
+"""A free-form mapping (options, trainer config): finite JSON within the limits above."""
+ParamName = Annotated[str, StringConstraints(max_length=64)]
 
 
 class ObjectiveConfig(BaseModel):
@@ -24,8 +97,8 @@ class SamplerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    # extra keyword arguments for the Optuna sampler (checked when the sampler is built)
-    options: dict[str, Any] = Field(default_factory=dict)
+    # extra keyword arguments for the Optuna sampler (checked by building it at submit)
+    options: FreeForm = Field(default_factory=dict)
 
 
 class PrunerConfig(BaseModel):
@@ -43,7 +116,7 @@ class PrunerConfig(BaseModel):
         "threshold",
         "auto",
     ] = "auto"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: FreeForm = Field(default_factory=dict)
 
 
 class Budget(BaseModel):
@@ -69,16 +142,16 @@ class StudySpec(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN, description="unique study name")
     trainer: str = Field(min_length=1, max_length=128, description="a registered trainer name")
-    trainer_config: dict[str, Any] = Field(default_factory=dict)
+    trainer_config: FreeForm = Field(default_factory=dict)
     search_space: SearchSpace = Field(default_factory=SearchSpace)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     budget: Budget = Field(default_factory=Budget)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
-    enqueue: list[dict[str, int | float]] = Field(
+    enqueue: list[Annotated[dict[ParamName, Number], Field(max_length=len(PARAM_NAMES))]] = Field(
         default_factory=list,
-        max_length=100,
+        max_length=MAX_ENQUEUE,
         description="parameter sets evaluated first, in order (warm start, e.g. a previous best); "
         "each maps searched parameter names to values inside the search space",
     )
@@ -93,7 +166,9 @@ class StudySpec(BaseModel):
             config = trainer.validate_config(self.trainer_config)
         except ValidationError as exc:
             problems = "; ".join(
-                f"trainer_config.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                ".".join(["trainer_config", *(str(p) for p in err["loc"])])
+                + ": "
+                + err["msg"].removeprefix("Value error, ")
                 for err in exc.errors()
             )
             raise ValueError(problems) from None
@@ -116,19 +191,36 @@ class StudySpec(BaseModel):
                 "sampler.name grid needs every searched parameter given as choices "
                 f"(given as ranges: {', '.join(ranges)})"
             )
+        if self.sampler.name == "grid":
+            self._check_grid_size()
+        try:
+            check_options(self)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
         return self
+
+    def _check_grid_size(self) -> None:
+        points = math.prod(
+            len(getattr(self.search_space, name).choices) for name in self.search_space.searched()
+        )
+        if points > MAX_GRID_POINTS:
+            raise ValueError(
+                f"sampler.name grid: the search space has {points:,} grid points, more than "
+                f"the limit of {MAX_GRID_POINTS:,} (give fewer choices, or another sampler)"
+            )
 
     def _check_enqueue(self) -> None:
         searched = self.search_space.searched()
+        dists = self.search_space.distributions()  # once: linear in the enqueued points
         errors: list[str] = []
         for i, point in enumerate(self.enqueue):
             for name, value in point.items():
-                if name not in searched:
+                if name not in dists:
                     errors.append(
                         f"enqueue.{i}.{name} is not a searched parameter "
                         f"(searched: {', '.join(searched) or 'none'})"
                     )
-                elif not self.search_space.contains(name, value):
+                elif not in_distribution(dists[name], value):
                     errors.append(f"enqueue.{i}.{name}: {value!r} is outside the search space")
         if errors:
             raise ValueError("; ".join(errors))
@@ -152,18 +244,63 @@ class SpecFileError(ValueError):
     """A spec file that cannot be read or parsed."""
 
 
+class SpecTextError(ValueError):
+    """Spec text that is not a YAML/JSON mapping within the limits (the message says where)."""
+
+
+def _where(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+
+
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_spec_text(text: str) -> dict[str, Any]:
+    """YAML (or JSON, which is YAML) spec text -> the JSON document `StudySpec` validates.
+
+    The one place a spec's text is parsed (files, `regtune submit/tune`, the dashboard editor).
+    Safe YAML without aliases: an alias (``*name``) can expand a few hundred bytes into
+    gigabytes, or refer to itself. The document must be a mapping of JSON values (finite
+    numbers, string keys) within `MAX_JSON_DEPTH` and `MAX_JSON_VALUES`.
+
+    Raises:
+        SpecTextError: with the line and column where the parser knows them.
+    """
+    try:
+        # libyaml's event stream first: aliases are refused before anything is expanded
+        for event in yaml.parse(text, Loader=_YAML_LOADER):
+            if isinstance(event, yaml.AliasEvent):
+                raise SpecTextError(
+                    f"{_where(getattr(event, 'start_mark', None))}YAML aliases "
+                    f"(*{str(event.anchor)[:40]}) are not allowed in a spec"
+                )
+        document = yaml.load(text, Loader=_YAML_LOADER)  # a safe loader: plain data only
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecTextError(f"{_where(mark)}{problem}") from None
+    except (ValueError, OverflowError) as exc:  # e.g. "!!float abc", a 5,000-digit integer
+        if isinstance(exc, SpecTextError):
+            raise
+        raise SpecTextError(f"a value cannot be read: {str(exc)[:200]}") from None
+    if not isinstance(document, dict):
+        kind = type(document).__name__
+        raise SpecTextError(f"the spec must be a mapping (name: ..., trainer: ...), not {kind}")
+    problem = _json_problem(document, max_depth=MAX_JSON_DEPTH + 2)
+    if problem is not None:
+        raise SpecTextError(f"the spec {problem}")
+    return document
+
+
 def load_spec_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON spec file into a dict (validation is `StudySpec.model_validate`)."""
     p = Path(path)
     try:
         text = p.read_text()
-    except OSError as exc:
-        raise SpecFileError(f"cannot read {p}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SpecFileError(f"cannot read {p}: {reason}") from None
     try:
-        data = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as exc:
-        raise SpecFileError(f"{p} is not valid YAML/JSON: {exc}") from None
-    if not isinstance(data, dict):
-        kind = type(data).__name__
-        raise SpecFileError(f"{p} must contain a mapping (the study spec), not {kind}")
-    return data
+        return parse_spec_text(text)
+    except SpecTextError as exc:
+        raise SpecFileError(f"{p} is not a valid YAML/JSON spec: {exc}") from None

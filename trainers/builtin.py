@@ -14,6 +14,7 @@ split kept clean, which is where regularization visibly pays off.
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -28,22 +29,32 @@ from trainers.params import RegularizationParams
 from trainers.registry import Trainer
 
 Width = Annotated[int, Field(ge=1, le=65_536)]
+# What one trial may allocate: weights of the network (x4 with gradients and AdamW's two
+# moments, float32: 25M weights ~ 400 MB), and cells of a generated data set (float64 while
+# scikit-learn builds it: 100M cells ~ 800 MB).
+MAX_WEIGHTS = 25_000_000
+MAX_DATA_CELLS = 100_000_000
 
 
 class MLPConfig(BaseModel):
     """Settings shared by the built-in MLP trainers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # input features and classes of the data set (the synthetic set's come from its config)
+    _shape: tuple[int, int] = (64, 10)
 
     max_epochs: int = Field(30, ge=1, le=10_000, description="Upper bound on training epochs.")
     hidden_sizes: tuple[Width, ...] = Field(
         (256, 256), min_length=1, max_length=16, description="Width of each hidden layer."
     )
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="AdamW learning rate.")
-    seed: int = Field(0, ge=0, description="Seeds the split, label noise, init and shuffling.")
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seeds the split, label noise, init and shuffling."
+    )
     train_seed: int | None = Field(
         None,
         ge=0,
+        le=2**32 - 1,
         description="Seeds init, shuffling and dropout instead of `seed` (same data split): "
         "re-train one configuration to see how much its metrics move with the seed alone.",
     )
@@ -57,7 +68,19 @@ class MLPConfig(BaseModel):
     def _check(self) -> MLPConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must be < 0.9 (training needs rows)")
+        n_inputs, n_classes = self.data_shape()
+        widths = (n_inputs, *self.hidden_sizes, n_classes)
+        weights = sum(a * b for a, b in itertools.pairwise(widths))
+        if weights > MAX_WEIGHTS:
+            raise ValueError(
+                f"hidden_sizes: the network would have {weights:,} weights, more than the limit "
+                f"of {MAX_WEIGHTS:,}"
+            )
         return self
+
+    def data_shape(self) -> tuple[int, int]:
+        """Input features and classes of the trainer's data set."""
+        return self._shape
 
 
 class DigitsConfig(MLPConfig):
@@ -67,11 +90,15 @@ class DigitsConfig(MLPConfig):
 class BreastCancerConfig(MLPConfig):
     """``breast-cancer-mlp``: 30 → hidden → 2."""
 
+    _shape = (30, 2)
+
     hidden_sizes: tuple[Width, ...] = Field((64, 64), min_length=1, max_length=16)
 
 
 class WineConfig(MLPConfig):
     """``wine-mlp``: 13 → hidden → 3."""
+
+    _shape = (13, 3)
 
     hidden_sizes: tuple[Width, ...] = Field((32, 32), min_length=1, max_length=16)
     max_epochs: int = Field(60, ge=1, le=10_000)
@@ -93,7 +120,16 @@ class SyntheticConfig(MLPConfig):
             raise ValueError("n_informative must be <= n_features")
         if self.n_classes > 2**self.n_informative:
             raise ValueError("n_classes must be <= 2 ** n_informative")
+        cells = self.n_samples * self.n_features
+        if cells > MAX_DATA_CELLS:
+            raise ValueError(
+                f"n_samples: n_samples x n_features is {cells:,} values, more than the limit "
+                f"of {MAX_DATA_CELLS:,}"
+            )
         return self
+
+    def data_shape(self) -> tuple[int, int]:
+        return self.n_features, self.n_classes
 
 
 _LOADERS = {

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import optuna
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -29,22 +30,48 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from trainers.params import PARAM_NAMES, RegularizationParams
 from trainers.presets import PRESETS, UnknownPresetError, get_preset
 
-Number = int | float
+# Integers beyond this magnitude are refused: a float cannot hold them exactly (and past ~1e308
+# converting one raises OverflowError), and no parameter needs them.
+MAX_ABS_INT = 2**53
+# Most values one `choices` list may hold: a grid or an enqueue check stays cheap.
+MAX_CHOICES = 1_000
+
+
+def finite_number(value: int | float) -> int | float:
+    """`value` if it is a finite float or an integer of magnitude <= `MAX_ABS_INT`.
+
+    Raises a ``finite_number`` error otherwise, so a 422 names the field holding the value
+    (JSON parsers read ``NaN``, ``Infinity`` and ``1e400`` as non-finite floats).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "Input should be a finite number")
+    if isinstance(value, int) and abs(value) > MAX_ABS_INT:
+        raise PydanticCustomError(
+            "finite_number", "Input should be a number of magnitude at most 2**53"
+        )
+    return value
+
+
+Number = Annotated[int | float, AfterValidator(finite_number)]
+"""A finite int or float (see `finite_number`)."""
 
 # Which parameters are integers, and the rule each parameter's values obey.
 INT_PARAMS = frozenset({"batch_size", "patience"})
+# the trials table stores them in SQL INTEGER columns (32-bit on PostgreSQL)
+_MAX_INT_PARAM = 2**31 - 1
 _BOUNDS: dict[str, tuple[float, float | None, bool]] = {
     # name: (minimum, maximum or None, maximum is exclusive)
     "weight_decay": (0.0, None, False),
     "l1": (0.0, None, False),
     "dropout": (0.0, 1.0, True),
     "label_smoothing": (0.0, 1.0, True),
-    "batch_size": (1, None, False),
-    "patience": (0, None, False),
+    "batch_size": (1, _MAX_INT_PARAM, False),
+    "patience": (0, _MAX_INT_PARAM, False),
 }
 
 
@@ -59,8 +86,6 @@ class Range(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Range:
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ValueError("low and high must be finite numbers")
         if self.low > self.high:
             raise ValueError("low must be <= high")
         if self.log and self.low <= 0:
@@ -77,7 +102,7 @@ class Choices(BaseModel):
     """A categorical choice among listed values."""
 
     model_config = ConfigDict(extra="forbid")
-    choices: list[Number] = Field(min_length=1)
+    choices: list[Number] = Field(min_length=1, max_length=MAX_CHOICES)
 
 
 class Fixed(BaseModel):
@@ -103,9 +128,11 @@ ParamSpec = Annotated[
 ]
 
 
-def _named_values(spec: Range | Choices | Fixed) -> list[tuple[str, Number]]:
+def _named_values(name: str, spec: Range | Choices | Fixed) -> list[tuple[str, Number]]:
     if isinstance(spec, Range):
-        return [("low", spec.low), ("high", spec.high)]
+        # an integer parameter's step is an integer too (a step of 0.5 would truncate to 0)
+        step = [("step", spec.step)] if spec.step is not None and name in INT_PARAMS else []
+        return [("low", spec.low), ("high", spec.high), *step]
     if isinstance(spec, Choices):
         return [("choices", c) for c in spec.choices]
     return [("fixed", spec.fixed)]
@@ -122,6 +149,8 @@ def _rule_error(name: str, key: str, value: Number) -> str | None:
                 if key == "choices"
                 else (f"{name}.{key} must be a {kind[:-1]}")
             )
+        if hi is not None and value > hi:
+            return f"{name}.{key} must be <= {int(hi)}"
         return None
     if value < lo:
         return f"{name}.{key} must be >= {lo:g}"
@@ -176,7 +205,7 @@ class SearchSpace(BaseModel):
             spec = getattr(self, name)
             if spec is None:
                 continue
-            for key, value in _named_values(spec):
+            for key, value in _named_values(name, spec):
                 message = _rule_error(name, key, value)
                 if message is not None:
                     errors.append(message)
@@ -208,20 +237,13 @@ class SearchSpace(BaseModel):
         return out
 
     def contains(self, name: str, value: Any) -> bool:
-        """Whether `value` lies in the searched distribution of parameter `name`."""
+        """Whether `value` lies in the searched distribution of parameter `name`.
+
+        Builds every distribution; to check many values, build them once with
+        `distributions` and call `in_distribution`.
+        """
         dist = self.distributions().get(name)
-        if dist is None:
-            return False
-        if isinstance(dist, optuna.distributions.CategoricalDistribution):
-            return value in dist.choices
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return False
-        if isinstance(dist, optuna.distributions.IntDistribution) and float(value) != int(value):
-            return False
-        assert isinstance(
-            dist, optuna.distributions.IntDistribution | optuna.distributions.FloatDistribution
-        )
-        return bool(dist.low <= value <= dist.high)
+        return dist is not None and in_distribution(dist, value)
 
     def sample(self, trial: optuna.trial.BaseTrial) -> RegularizationParams:
         """Suggest every searched parameter on `trial`; fixed and omitted ones take their value."""
@@ -243,6 +265,24 @@ class SearchSpace(BaseModel):
             if isinstance(spec, Fixed):
                 values[name] = int(spec.fixed) if name in INT_PARAMS else float(spec.fixed)
         return RegularizationParams(**values)
+
+
+def in_distribution(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    """Whether `value` is a finite number (or listed choice) that `dist` can produce."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if isinstance(dist, optuna.distributions.IntDistribution) and (
+        abs(value) > MAX_ABS_INT or float(value) != int(value)
+    ):
+        return False
+    assert isinstance(
+        dist, optuna.distributions.IntDistribution | optuna.distributions.FloatDistribution
+    )
+    return bool(dist.low <= value <= dist.high)
 
 
 Direction = Literal["minimize", "maximize"]

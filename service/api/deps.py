@@ -12,6 +12,7 @@ from service.auth import TokenInfo
 from service.auth.dependencies import require_token
 from service.config import Settings
 from service.db import unit_of_work
+from service.errors import NotFoundError
 from service.models import StudyRecord
 from service.studies import service
 from service.studies.optuna_storage import LazyOptunaStorage
@@ -59,6 +60,9 @@ def get_study(
     session: SessionDep,
     study: Annotated[str, Path(description="study id, or its unique name", max_length=128)],
 ) -> StudyRecord:
+    if "\x00" in study:
+        # no study name holds a NUL, and PostgreSQL refuses one in a query parameter (DataError)
+        raise NotFoundError(f"study {study!r} not found", loc=["path", "study"])
     return service.resolve_study(session, study)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import plotly
-import yaml
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
@@ -24,6 +23,7 @@ from service.auth.dependencies import public
 from service.dashboard import examples
 from service.dashboard.service import study_plots
 from service.errors import ErrorResponse, NotFoundError, RegtuneError
+from service.spec import SpecTextError, parse_spec_text
 
 __all__ = ["router"]
 
@@ -103,15 +103,9 @@ class SpecSyntaxError(RegtuneError):
 def parse_spec(text: Annotated[str, Body(media_type="text/plain", max_length=200_000)]) -> Any:
     """YAML (or JSON) text -> the JSON document the editor submits; 422 with the line on error."""
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecSyntaxError(f"{where}{problem}", loc=["body"]) from None
-    if not isinstance(document, dict):
-        raise SpecSyntaxError("the spec must be a mapping (name: ..., trainer: ...)", loc=["body"])
-    return document
+        return parse_spec_text(text)
+    except SpecTextError as exc:
+        raise SpecSyntaxError(str(exc), loc=["body"]) from None
 
 
 @router.get(

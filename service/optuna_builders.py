@@ -1,0 +1,167 @@
+"""The Optuna sampler and pruner a study spec names, built the same way at submit and in workers.
+
+Optuna keeps neither the sampler nor the pruner in the database, so every worker trial rebuilds
+them from the stored spec (`service.worker.optimization.open_study`). The API builds them once
+too, without a study, when a spec is validated (`service.spec.StudySpec`): options Optuna
+refuses, or resource-like options past `OPTION_LIMITS`, answer 422 at submit instead of failing
+the study in a worker.
+
+Pure functions: no database, no study.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+if TYPE_CHECKING:  # spec.py imports this module to validate a spec
+    from service.spec import PrunerConfig, SamplerConfig, StudySpec
+
+__all__ = [
+    "OPTION_LIMITS",
+    "SpecError",
+    "auto_warmup_steps",
+    "build_pruner",
+    "build_sampler",
+    "check_options",
+]
+
+# Upper bounds of the sampler/pruner options that size what a worker allocates or computes per
+# trial (Optuna's defaults in brackets). An option not listed is bounded only by Optuna's own
+# checks and the spec's free-form rules (finite numbers, depth, size).
+OPTION_LIMITS: dict[str, int] = {
+    "n_startup_trials": 100_000,  # tpe, cmaes, gp, median/percentile pruners [10, 1, 10, 5]
+    "n_ei_candidates": 10_000,  # tpe [24]
+    "popsize": 10_000,  # cmaes [4 + 3 ln(dims)]
+    "inc_popsize": 16,  # cmaes restart growth factor [2]
+    "population_size": 10_000,  # nsga2 [50]
+    "n_preliminary_samples": 100_000,  # gp [2048]
+    "n_local_search": 1_000,  # gp [10]
+    "n_warmup_steps": 1_000_000,  # median/percentile pruners [0]
+    "interval_steps": 1_000_000,  # median/percentile pruners [1]
+    "n_min_trials": 100_000,  # median/percentile pruners [1]
+    "min_resource": 1_000_000,  # successive halving, hyperband
+    "max_resource": 1_000_000,  # hyperband
+    "reduction_factor": 1_000,  # successive halving, hyperband [3]
+    "patience": 1_000_000,  # patient pruner
+}
+
+
+class SpecError(ValueError):
+    """Sampler/pruner options Optuna refuses; the message starts with the field path."""
+
+
+def build_sampler(
+    config: SamplerConfig, spec: StudySpec, seed: int | None
+) -> optuna.samplers.BaseSampler:
+    """The spec's sampler with `seed`; its `options` are passed to the Optuna constructor.
+
+    Raises:
+        SpecError: Optuna refused the options (any exception of the constructor).
+    """
+    options: dict[str, Any] = dict(config.options)
+    try:
+        match config.name:
+            case "tpe":
+                return optuna.samplers.TPESampler(seed=seed, **options)
+            case "random":
+                return optuna.samplers.RandomSampler(seed=seed, **options)
+            case "grid":
+                grid = {
+                    name: list(dist.choices)  # type: ignore[attr-defined]
+                    for name, dist in spec.search_space.distributions().items()
+                }
+                return optuna.samplers.GridSampler(grid, seed=seed, **options)
+            case "cmaes":
+                return optuna.samplers.CmaEsSampler(seed=seed, **options)
+            case "gp":
+                return optuna.samplers.GPSampler(seed=seed, **options)
+            case "qmc":
+                return optuna.samplers.QMCSampler(seed=seed, **options)
+            case "nsga2":
+                return optuna.samplers.NSGAIISampler(seed=seed, **options)
+    except Exception as exc:  # hostile options may raise anything; the study must not
+        raise SpecError(f"sampler.options: {_describe(exc)}") from None
+    raise SpecError(f"sampler.name: unknown sampler {config.name!r}")
+
+
+def auto_warmup_steps(spec: StudySpec) -> int:
+    """Epochs the ``auto`` pruner lets every trial run before judging it.
+
+    The shortest early-stopping patience the search space allows (its ``patience`` low bound or
+    fixed value; Lightning's default 5 when patience is not searched), at most a quarter of
+    ``max_epochs``: a trial is not cut before it could have stopped itself, and strongly
+    regularized settings, which learn more slowly in the first epochs, are not pruned for it.
+    """
+    patience = getattr(spec.search_space, "patience", None)
+    low = getattr(patience, "low", getattr(patience, "fixed", 5))
+    max_epochs = spec.trainer_config.get("max_epochs")
+    cap = max(1, max_epochs // 4) if isinstance(max_epochs, int) else int(low)
+    return max(0, min(int(low), cap))
+
+
+def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner; Hyperband's max resource defaults to the trainer's max_epochs.
+
+    Raises:
+        SpecError: Optuna refused the options (any exception of the constructor).
+    """
+    options: dict[str, Any] = dict(config.options)
+    max_epochs = spec.trainer_config.get("max_epochs")
+    try:
+        match config.name:
+            case "auto":
+                # keep the best 75 % at each epoch: a median rule cut trials that would have ended
+                # best on both benchmark tasks (docs/benchmarks.md, "Default pruner")
+                options.setdefault("percentile", 75.0)
+                options.setdefault("n_startup_trials", 5)
+                options.setdefault("n_warmup_steps", auto_warmup_steps(spec))
+                return optuna.pruners.PercentilePruner(**options)
+            case "none":
+                return optuna.pruners.NopPruner()
+            case "median":
+                return optuna.pruners.MedianPruner(**options)
+            case "percentile":
+                options.setdefault("percentile", 25.0)
+                return optuna.pruners.PercentilePruner(**options)
+            case "successive_halving":
+                return optuna.pruners.SuccessiveHalvingPruner(**options)
+            case "hyperband":
+                options.setdefault("min_resource", 1)
+                if isinstance(max_epochs, int) and max_epochs > 1:
+                    options.setdefault("max_resource", max_epochs)
+                return optuna.pruners.HyperbandPruner(**options)
+            case "patient":
+                options.setdefault("patience", 3)
+                return optuna.pruners.PatientPruner(None, **options)
+            case "threshold":
+                return optuna.pruners.ThresholdPruner(**options)
+    except Exception as exc:  # hostile options may raise anything; the study must not
+        raise SpecError(f"pruner.options: {_describe(exc)}") from None
+    raise SpecError(f"pruner.name: unknown pruner {config.name!r}")
+
+
+def check_options(spec: StudySpec) -> None:
+    """Build the spec's sampler and pruner once (no study), as a worker will.
+
+    Raises:
+        SpecError: an option past `OPTION_LIMITS`, or one Optuna refuses.
+    """
+    for field, options in (("sampler", spec.sampler.options), ("pruner", spec.pruner.options)):
+        for key, limit in OPTION_LIMITS.items():
+            value = options.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
+                raise SpecError(f"{field}.options.{key}: {value!r} is more than the limit {limit}")
+    with warnings.catch_warnings():
+        # "experimental" warnings of some samplers are noise at submit; workers log them
+        warnings.simplefilter("ignore")
+        build_sampler(spec.sampler, spec, spec.sampler.seed)
+        build_pruner(spec.pruner, spec)
+
+
+def _describe(exc: Exception) -> str:
+    # Optuna's messages are short; bound them anyway, they may quote a hostile value
+    text = str(exc) or exc.__class__.__name__
+    return text if len(text) <= 300 else text[:300] + "..."
