@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     # The API process also sweeps stale trials every this many seconds (0: never), so a study
     # whose workers all died is not stuck until a worker comes back.
     sweep_interval: float = Field(30.0, ge=0)
+    # Resumable trials: a running trial checkpoints under this directory (a path or an fsspec URL
+    # every worker can reach, e.g. s3://bucket/regtune), and the retry of a trial whose worker
+    # died continues from its last checkpoint. Unset: no checkpoints, a retry starts over.
+    checkpoint_dir: str | None = None
+    # at most one checkpoint per trial every this many seconds (0: after every epoch)
+    checkpoint_interval: float = Field(60.0, ge=0)
     # A study whose trials fail this many times in a row ends `failed`.
     max_consecutive_failures: int = Field(5, ge=1)
 

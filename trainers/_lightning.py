@@ -9,15 +9,11 @@ trainer's module belongs to and builds the Trainer and callbacks from that same 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 _NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
 _callback_classes: dict[str, type] = {}
-
-# Called once per validation epoch with (trainer, module); raising stops the fit.
-EpochHook = Callable[[Any, Any], None]
 
 
 def _import(name: str) -> ModuleType | None:
@@ -67,8 +63,25 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def epoch_callback(ns: ModuleType, hook: EpochHook) -> Any:
-    """A ``ns.Callback`` calling ``hook(trainer, module)`` after each real validation epoch.
+class EpochState(Protocol):
+    """What the per-epoch callback drives: the objective's `_EpochTracker`."""
+
+    def on_epoch(self, trainer: Any, module: Any) -> None:
+        """After each real validation epoch; raising stops the fit."""
+
+    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+        """Before each training epoch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of it (Lightning saves it with the callback)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore it from a checkpoint (Lightning calls this when a fit resumes)."""
+
+
+def epoch_callback(ns: ModuleType, tracker: EpochState) -> Any:
+    """A ``ns.Callback`` calling ``tracker.on_epoch(trainer, module)`` after each real
+    validation epoch, and carrying the tracker's state in Lightning checkpoints.
 
     The objective's hook records the epoch, reports it to Optuna and raises to prune, cancel or
     fail; this is the small pruning callback (optuna-integration's speaks one namespace only).
@@ -77,18 +90,27 @@ def epoch_callback(ns: ModuleType, hook: EpochHook) -> Any:
     if cls is None:
 
         class EpochCallback(ns.Callback):  # type: ignore[name-defined]
-            def __init__(self, hook: EpochHook) -> None:
+            def __init__(self, tracker: EpochState) -> None:
                 super().__init__()
-                self.hook = hook
+                self.tracker = tracker
+
+            def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+                self.tracker.on_train_epoch_start(trainer, pl_module)
 
             def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
                 if trainer.sanity_checking:
                     return
-                self.hook(trainer, pl_module)
+                self.tracker.on_epoch(trainer, pl_module)
+
+            def state_dict(self) -> dict[str, Any]:
+                return self.tracker.state_dict()
+
+            def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+                self.tracker.load_state_dict(state_dict)
 
         EpochCallback.__qualname__ = f"EpochCallback[{ns.__name__}]"
         _callback_classes[ns.__name__] = cls = EpochCallback
-    return cls(hook)
+    return cls(tracker)
 
 
 def overrides(ns: ModuleType, obj: Any, method: str) -> bool:

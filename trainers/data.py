@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -187,6 +188,14 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> SliceBatches:
         return self._train
+
+    def state_dict(self) -> dict[str, Any]:
+        # Lightning keeps this in a checkpoint: a resumed trial shuffles its next epochs as the
+        # uninterrupted one would have
+        return {"shuffle_generator": self._train.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train.generator.set_state(state_dict["shuffle_generator"])
 
     def val_dataloader(self) -> SliceBatches:
         return SliceBatches(self.splits.x_val, self.splits.y_val, self.eval_batch_size)

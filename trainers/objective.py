@@ -15,6 +15,7 @@ CONTRACT (used by the service; keep these names and signatures):
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -91,6 +92,42 @@ class TrialOutcome:
     test_metrics: dict[str, float] | None = None  # best-epoch weights on the test split, if any
 
 
+@dataclass(frozen=True)
+class TrialCheckpoint:
+    """Where a trial keeps a resumable checkpoint, how often it saves it, whether to resume.
+
+    Attributes:
+        path: a file path or any fsspec URL Lightning accepts (``s3://...``); a trial and its
+            retries share it.
+        interval_s: at most one save per this many seconds (0: after every epoch).
+        resume: continue from the checkpoint at ``path`` when there is one (a retried trial).
+    """
+
+    path: str
+    interval_s: float = 60.0
+    resume: bool = False
+
+
+def _filesystem(path: str) -> tuple[Any, str]:
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(path)
+    return fs, str(inner)
+
+
+def checkpoint_exists(path: str) -> bool:
+    """Whether there is a checkpoint at `path` (a file path or an fsspec URL)."""
+    fs, inner = _filesystem(path)
+    return bool(fs.exists(inner))
+
+
+def delete_checkpoint(path: str) -> None:
+    """Remove the checkpoint at `path` (no error when there is none)."""
+    fs, inner = _filesystem(path)
+    if fs.exists(inner):
+        fs.rm(inner)
+
+
 class TrialObserver(Protocol):
     """Callbacks a caller passes to `run_trial` to follow (and stop) a running trial."""
 
@@ -123,6 +160,7 @@ class _EpochTracker:
         spec: ObjectiveSpec,
         observer: TrialObserver | None,
         patience: int,
+        checkpoint: TrialCheckpoint | None = None,
     ) -> None:
         self.trial = trial
         self.spec = spec
@@ -133,6 +171,10 @@ class _EpochTracker:
         self.best: BestEpoch | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self._maximize = maximizes(spec.direction)
+        self.checkpoint = checkpoint
+        self._last_save = -math.inf
+        self._rng: dict[str, Any] | None = None  # restored at the first resumed epoch
+        self.resumed_at: int | None = None  # first epoch trained after a resume
 
     def on_epoch(self, trainer: Any, module: Any) -> None:
         epoch = int(trainer.current_epoch)
@@ -184,18 +226,97 @@ class _EpochTracker:
             raise TrialCancelled(f"study cancelled: trial stopped after epoch {epoch}")
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric}={value:.6g}")
+        self._maybe_save(trainer)
+
+    def _maybe_save(self, trainer: Any) -> None:
+        plan = self.checkpoint
+        if plan is None or trainer.should_stop:
+            return
+        now = time.monotonic()
+        if now - self._last_save < plan.interval_s:
+            return
+        # optimizer, loops and callbacks too (the tracker's state_dict() below): all a retry needs
+        trainer.save_checkpoint(plan.path, weights_only=False)
+        self._last_save = now
+
+    def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+        if self._rng is not None:
+            # the random streams where the checkpointed epoch left them: the resumed epochs
+            # drop out (and shuffle, for loaders drawing on torch's generator) as the
+            # uninterrupted trial would have
+            torch.set_rng_state(self._rng["cpu"])
+            if self._rng.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self._rng["cuda"])
+            self._rng = None
+            self.resumed_at = int(trainer.current_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "history": [(r.epoch, dict(r.metrics)) for r in self.history],
+            "best": (best.epoch, best.value, dict(best.metrics)) if best is not None else None,
+            "best_state": self.best_state,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the epochs before the checkpoint are replayed to the observer (the curve
+        stays continuous in SQL) and reported to this trial (the pruner sees them); best epoch,
+        best weights and the patience count are as they were."""
+        self.history = [EpochRecord(epoch=e, metrics=m) for e, m in state["history"]]
+        best = state["best"]
+        self.best = BestEpoch(*best) if best is not None else None
+        self.best_state = state["best_state"]
+        self.epochs_without_improvement = int(state["epochs_without_improvement"])
+        self._rng = state["rng"]
+        for record in self.history:
+            if self.observer is not None:
+                self.observer.on_epoch(self.trial, record)
+            self.trial.report(record.metrics[self.spec.metric], record.epoch)
 
 
 def _record_attrs(trial: optuna.trial.BaseTrial, tracker: _EpochTracker) -> None:
     trial.set_user_attr("epochs_run", len(tracker.history))
     if tracker.best is not None:
         trial.set_user_attr("best_epoch", tracker.best.epoch)
+    if tracker.resumed_at is not None:
+        trial.set_user_attr("resumed_at_epoch", tracker.resumed_at)
+
+
+def _fit_and_test(
+    pl_trainer: Any,
+    ns: Any,
+    module: Any,
+    datamodule: Any,
+    tracker: _EpochTracker,
+    resume_from: str | None,
+) -> dict[str, float] | None:
+    """Fit (from the checkpoint `resume_from` when given), then score the best epoch's weights
+    on the test split when the module and data module define one; returns the test metrics."""
+    pl_trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    if tracker.best is None or tracker.best_state is None:
+        raise RuntimeError(f"trainer {tracker.spec.trainer!r} ran no validation epoch")
+    if not (
+        _lightning.overrides(ns, module, "test_step")
+        and _lightning.overrides(ns, datamodule, "test_dataloader")
+    ):
+        return None
+    module.load_state_dict(tracker.best_state)
+    results = pl_trainer.test(module, datamodule=datamodule, verbose=False)
+    test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    tracker.trial.set_user_attr("test_metrics", test_metrics)
+    return test_metrics
 
 
 def run_trial(
     trial: optuna.trial.BaseTrial,
     spec: ObjectiveSpec,
     observer: TrialObserver | None = None,
+    checkpoint: TrialCheckpoint | None = None,
 ) -> TrialOutcome:
     """Sample the regularization, train the spec's trainer once, return its best epoch.
 
@@ -233,13 +354,16 @@ def run_trial(
     module, datamodule = definition.build(params, config)
     ns = _lightning.namespace_of(module, datamodule)
     _lightning.quiet()
-    tracker = _EpochTracker(trial, spec, observer, params.patience)
+    tracker = _EpochTracker(trial, spec, observer, params.patience, checkpoint)
+    resume_from = None
+    if checkpoint is not None and checkpoint.resume and checkpoint_exists(checkpoint.path):
+        resume_from = checkpoint.path
     pl_trainer = ns.Trainer(
         accelerator=spec.accelerator,
         devices=1,
         precision=spec.precision,
         max_epochs=int(getattr(config, "max_epochs", DEFAULT_MAX_EPOCHS)),
-        callbacks=[_lightning.epoch_callback(ns, tracker.on_epoch)],
+        callbacks=[_lightning.epoch_callback(ns, tracker)],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -247,25 +371,16 @@ def run_trial(
         num_sanity_val_steps=0,
     )
     try:
-        pl_trainer.fit(module, datamodule=datamodule)
+        test_metrics = _fit_and_test(pl_trainer, ns, module, datamodule, tracker, resume_from)
     except TrialDiverged as exc:
         # Optuna keeps no message for a FAIL trial; the reason stays readable on the trial.
         trial.set_user_attr("fail_reason", str(exc))
         raise
     finally:
         _record_attrs(trial, tracker)
-    if tracker.best is None or tracker.best_state is None:
-        raise RuntimeError(f"trainer {spec.trainer!r} ran no validation epoch")
-
-    test_metrics: dict[str, float] | None = None
-    if _lightning.overrides(ns, module, "test_step") and _lightning.overrides(
-        ns, datamodule, "test_dataloader"
-    ):
-        module.load_state_dict(tracker.best_state)
-        results = pl_trainer.test(module, datamodule=datamodule, verbose=False)
-        test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-        trial.set_user_attr("test_metrics", test_metrics)
-
+        if checkpoint is not None:  # the trial ended (a killed worker never gets here)
+            delete_checkpoint(checkpoint.path)
+    assert tracker.best is not None
     best = tracker.best
     return TrialOutcome(
         params=params,

@@ -20,7 +20,7 @@ from service.spec import StudySpec
 from service.worker import repository as repo
 from service.worker.observer import DbTrialObserver
 from service.worker.optimization import SpecError, open_study
-from trainers.objective import TrialCancelled, run_trial
+from trainers.objective import TrialCancelled, TrialCheckpoint, run_trial
 
 __all__ = ["Claim", "WorkerContext", "WorkerShutdown", "run_claimed_trial", "short_error"]
 
@@ -103,6 +103,22 @@ def _retried_number(system_attrs: dict[str, Any]) -> int | None:
     return int(parent) if parent is not None else None
 
 
+def _checkpoint(
+    settings: Settings, study_id: int, number: int, system_attrs: dict[str, Any]
+) -> TrialCheckpoint | None:
+    """Where the trial checkpoints (REGTUNE_CHECKPOINT_DIR); a retry shares its lineage's file
+    (named after the first trial, Optuna's `failed_trial`) and resumes from it."""
+    if not settings.checkpoint_dir:
+        return None
+    first = system_attrs.get("failed_trial")
+    lineage = int(first) if first is not None else number
+    return TrialCheckpoint(
+        path=f"{settings.checkpoint_dir.rstrip('/')}/study-{study_id}/trial-{lineage}.ckpt",
+        interval_s=settings.checkpoint_interval,
+        resume=first is not None,
+    )
+
+
 def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> Any:
     objective_spec = spec.objective_spec(
         accelerator=ctx.accelerator, torch_threads=ctx.settings.torch_threads
@@ -110,7 +126,8 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
 
     def objective(trial: optuna.Trial) -> float:
         run.optuna_trial_id = trial._trial_id
-        retry_of = _retried_number(ctx.storage.get_trial_system_attrs(trial._trial_id))
+        system_attrs = ctx.storage.get_trial_system_attrs(trial._trial_id)
+        retry_of = _retried_number(system_attrs)
         with unit_of_work(ctx.sessions) as session:
             bound = repo.bind_trial(
                 session,
@@ -133,7 +150,8 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
         )
         run.observer = observer
         try:
-            outcome = run_trial(trial, objective_spec, observer)
+            checkpoint = _checkpoint(ctx.settings, claim.study_id, trial.number, system_attrs)
+            outcome = run_trial(trial, objective_spec, observer, checkpoint)
         except TrialCancelled:
             if observer.shutting_down:
                 run.error = WorkerShutdown("abandoned: the worker was asked to shut down")
