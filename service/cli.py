@@ -233,7 +233,15 @@ def worker(
 ) -> None:
     """Run trials: claim a slot in the oldest study that needs one, train, record, repeat."""
     from service.worker import WorkerOptions, run_worker
-    from service.worker.devices import CPU, DeviceError, check_gpus, parse_devices, run_children
+    from service.worker.devices import (
+        CPU,
+        DeviceError,
+        check_gpus,
+        guard_gpu_memory,
+        parse_devices,
+        run_children,
+        share_gpu_memory,
+    )
 
     settings = _settings(database_url=database_url)
     _configure_logging(settings)
@@ -243,7 +251,7 @@ def worker(
         _fail(str(exc))
     if devices is not None and (device_list != [CPU] or trials_per_device > 1):
         args = _worker_args(study, once, max_trials, exit_when_idle)
-        env = _child_env(settings)
+        env = share_gpu_memory(_child_env(settings), trials_per_device)
         raise typer.Exit(run_children(device_list, trials_per_device, args, env))
     if devices is None and trials_per_device > 1:
         args = _worker_args(study, once, max_trials, exit_when_idle)
@@ -255,6 +263,7 @@ def worker(
         exit_when_idle=exit_when_idle,
         accelerator=accelerator,
     )
+    guard_gpu_memory(settings.gpu_memory_fraction)
     try:
         run_worker(settings, options)
     except Exception as exc:  # the database is unreachable, the schema is missing, ...

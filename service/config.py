@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     checkpoint_dir: str | None = None
     # at most one checkpoint per trial every this many seconds (0: after every epoch)
     checkpoint_interval: float = Field(60.0, ge=0)
+    # Share of a GPU's memory one worker process (one trial) may allocate; set for you with
+    # `--trials-per-device N` (1/N). Unset: no cap.
+    gpu_memory_fraction: float | None = Field(None, gt=0, le=1)
     # A study whose trials fail this many times in a row ends `failed`.
     max_consecutive_failures: int = Field(5, ge=1)
 

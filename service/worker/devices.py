@@ -15,7 +15,16 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-__all__ = ["CPU", "DeviceError", "check_gpus", "child_env", "parse_devices", "run_children"]
+__all__ = [
+    "CPU",
+    "DeviceError",
+    "check_gpus",
+    "child_env",
+    "guard_gpu_memory",
+    "parse_devices",
+    "run_children",
+    "share_gpu_memory",
+]
 
 log = logging.getLogger("regtune.worker")
 
@@ -105,6 +114,37 @@ def share_cpu_threads(env: dict[str, str], n_processes: int) -> dict[str, str]:
     if n_processes > 1 and not env.get(TORCH_THREADS_ENV):
         env[TORCH_THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // n_processes))
     return env
+
+
+MEMORY_FRACTION_ENV = "REGTUNE_GPU_MEMORY_FRACTION"
+
+
+def share_gpu_memory(env: dict[str, str], trials_per_device: int) -> dict[str, str]:
+    """`env` for one of `trials_per_device` workers packed on a GPU: each may allocate at most
+    its share of the GPU's memory (an explicit REGTUNE_GPU_MEMORY_FRACTION wins)."""
+    env = dict(env)
+    if trials_per_device > 1 and not env.get(MEMORY_FRACTION_ENV):
+        env[MEMORY_FRACTION_ENV] = f"{1 / trials_per_device:.6g}"
+    return env
+
+
+def guard_gpu_memory(fraction: float | None) -> bool:
+    """Cap this process's CUDA allocations at `fraction` of the GPU's memory.
+
+    With several trials packed on one GPU, a trial that outgrows its share fails with CUDA's
+    out-of-memory error (recorded on that trial) instead of starving the trials beside it.
+    Returns whether a cap was set (no CUDA or no fraction: nothing to do).
+    """
+    if fraction is None:
+        return False
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    for index in range(torch.cuda.device_count()):
+        torch.cuda.set_per_process_memory_fraction(fraction, index)
+    log.info("GPU memory capped at %.0f %% per trial process", fraction * 100)
+    return True
 
 
 def child_env(device: str, base: dict[str, str] | None = None) -> dict[str, str]:

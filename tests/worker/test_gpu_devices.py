@@ -14,9 +14,18 @@ import torch
 
 from service.migrations import upgrade
 from service.models import StudyStatus
-from service.worker.devices import CPU, DeviceError, accelerator_for, check_gpus, parse_devices
+from service.worker.devices import (
+    CPU,
+    MEMORY_FRACTION_ENV,
+    DeviceError,
+    accelerator_for,
+    check_gpus,
+    guard_gpu_memory,
+    parse_devices,
+    share_gpu_memory,
+)
 from tests.reliability._processes import env_for
-from tests.worker.conftest import Db, insert_study, tiny_spec
+from tests.worker.conftest import Db, insert_study, settings_for, tiny_spec
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -57,3 +66,29 @@ def test_auto_and_cpu_are_unchanged() -> None:
     with pytest.raises(DeviceError, match="--devices 3"):
         check_gpus(["3"])
     assert check_gpus(["3", "4"], allow_cpu_fallback=True) == [CPU, CPU]
+
+
+def test_packed_trials_each_get_their_share_of_gpu_memory(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    assert share_gpu_memory({}, 4)[MEMORY_FRACTION_ENV] == "0.25"
+    assert MEMORY_FRACTION_ENV not in share_gpu_memory({}, 1)
+    assert share_gpu_memory({MEMORY_FRACTION_ENV: "0.4"}, 4)[MEMORY_FRACTION_ENV] == "0.4"
+    monkeypatch.setenv(MEMORY_FRACTION_ENV, "0.25")
+    fraction = settings_for(sqlite_url).gpu_memory_fraction
+    assert fraction == 0.25
+
+    # the worker process caps its CUDA allocations (a mocked two-GPU CUDA runtime)
+    caps: list[tuple[float, int]] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(
+        torch.cuda, "set_per_process_memory_fraction", lambda f, i: caps.append((f, i))
+    )
+    assert guard_gpu_memory(fraction)
+    assert caps == [(0.25, 0), (0.25, 1)]
+    assert not guard_gpu_memory(None)
+
+
+def test_no_memory_cap_without_cuda() -> None:
+    assert not guard_gpu_memory(0.5)
