@@ -54,9 +54,12 @@ class SpecError(ValueError):
 
 
 def build_sampler(
-    config: SamplerConfig, spec: StudySpec, seed: int | None
+    config: SamplerConfig, spec: StudySpec, seed: int | None, *, full_grid: bool = True
 ) -> optuna.samplers.BaseSampler:
     """The spec's sampler with `seed`; its `options` are passed to the Optuna constructor.
+
+    `full_grid=False` builds a grid sampler over the first choice of each parameter only: the
+    same constructor checks of the options, without enumerating up to `MAX_GRID_POINTS` points.
 
     Raises:
         SpecError: Optuna refused the options (any exception of the constructor).
@@ -70,7 +73,7 @@ def build_sampler(
                 return optuna.samplers.RandomSampler(seed=seed, **options)
             case "grid":
                 grid = {
-                    name: list(dist.choices)  # type: ignore[attr-defined]
+                    name: list(dist.choices)[: None if full_grid else 1]  # type: ignore[attr-defined]
                     for name, dist in spec.search_space.distributions().items()
                 }
                 return optuna.samplers.GridSampler(grid, seed=seed, **options)
@@ -157,7 +160,7 @@ def check_options(spec: StudySpec) -> None:
     with warnings.catch_warnings():
         # "experimental" warnings of some samplers are noise at submit; workers log them
         warnings.simplefilter("ignore")
-        build_sampler(spec.sampler, spec, spec.sampler.seed)
+        build_sampler(spec.sampler, spec, spec.sampler.seed, full_grid=False)
         build_pruner(spec.pruner, spec)
 
 
