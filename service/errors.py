@@ -164,11 +164,21 @@ def _rule_details(loc: list[str | int], msg: str, type_: str) -> list[ErrorDetai
     return details
 
 
+def _without_tags(loc: Sequence[str | int]) -> list[str | int]:
+    """`loc` without the union's tags; a field named like its tag stays (``fixed.fixed``)."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if part in _TAGS and (i == 0 or loc[i - 1] not in _TAGS):
+            continue  # the tag comes right after the parameter's name
+        out.append(part)
+    return out
+
+
 def validation_details(errors: Sequence[Any]) -> list[ErrorDetail]:
     """Pydantic errors as `ErrorDetail`s whose `loc` and `msg` both name the field and rule."""
     details: list[ErrorDetail] = []
     for err in errors:
-        loc = [p for p in err.get("loc", ()) if p not in _TAGS]
+        loc = _without_tags(err.get("loc", ()))
         msg = _clean_msg(str(err.get("msg", "")))
         type_ = str(err.get("type", "value_error"))
         if type_ == "value_error":
