@@ -428,7 +428,8 @@ def _upgrade(url: str) -> None:
     try:
         upgrade(url)
     except Exception as exc:
-        _fail(f"cannot migrate {url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+        reason = (str(exc).splitlines() or [""])[0]
+        _fail(_hide_password(f"cannot migrate {url}: {exc.__class__.__name__}: {reason}", url))
 
 
 @db_app.command("upgrade")
@@ -446,6 +447,23 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
+
+
+def _hide_password(text: str, url: str) -> str:
+    """`text` with `url` redacted and no copy of its password left (drivers quote it too)."""
+    from urllib.parse import quote, quote_plus
+
+    from sqlalchemy.engine import make_url
+
+    text = text.replace(url, _redact(url))
+    try:
+        password = make_url(url).password
+    except Exception:
+        return text
+    if password:
+        for spelling in {str(password), quote(str(password), safe=""), quote_plus(str(password))}:
+            text = text.replace(spelling, "***")
+    return text
 
 
 @app.command()

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # "auto": auth on whenever the server binds a non-loopback address.
     auth: Literal["auto", "on", "off"] = "auto"
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    # Host names the API answers to (comma-separated; "*": any). Empty: the loopback names plus
+    # the bound host. Refusing other Host headers defeats DNS rebinding; set it to the public
+    # name(s) when serving on 0.0.0.0 behind a proxy or load balancer.
+    allowed_hosts: str = ""
     log_format: Literal["text", "json"] = "text"
 
     # CLI client: where `regtune submit/status/best/cancel` send requests, and the token they use.
@@ -80,6 +84,17 @@ class Settings(BaseSettings):
 
     def auth_enabled(self, host: str | None = None) -> bool:
         if self.auth != "auto":
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """The Host names requests may carry (lower case), or None when any is allowed."""
+        names = {n.strip().lower().strip("[]") for n in self.allowed_hosts.split(",")} - {""}
+        if "*" in names:
+            return None
+        if not names:
+            bound = self.host.lower().strip("[]")
+            # a wildcard bind is not a name anyone should reach the API by ("0.0.0.0 day")
+            names = set(LOOPBACK_HOSTS) | ({bound} - {"0.0.0.0", "::"})
+        return frozenset(names)
+
             return self.auth == "on"
         return (host or self.host) not in LOOPBACK_HOSTS
 

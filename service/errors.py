@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ErrorDetail",
     "ErrorResponse",
     "ForbiddenError",
+    "InternalError",
     "NotFoundError",
     "PayloadTooLargeError",
     "RegtuneError",
@@ -110,6 +112,13 @@ def error_response(
     return JSONResponse(
         status_code=status_code, content=body.model_dump(mode="json"), headers=headers
     )
+
+
+class InternalError(RegtuneError):
+    """A bug: never raised on purpose; the answer to an exception nothing else handled."""
+
+    status_code = 500
+    type = "internal_error"
 
 
 async def _regtune_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -206,18 +215,49 @@ async def _http_exception_handler(_request: Request, exc: Exception) -> JSONResp
     return JSONResponse(body.model_dump(mode="json"), exc.status_code, headers=exc.headers)
 
 
-async def _database_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+def _schema_error(request: Request) -> ServiceUnavailableError | None:
+    """A 503 naming `regtune db upgrade` when the app's schema check finds the schema wrong."""
+    check = getattr(request.app.state, "schema_check", None)
+    problem = check.problem() if check is not None else None
+    return ServiceUnavailableError(f"the database {problem}") if problem else None
+
+
+async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
     # a database that stops answering mid-request is an outage, not a bug: 503, no traceback
     log.warning("database error: %s", exc.__class__.__name__, exc_info=exc)
-    err = ServiceUnavailableError(
+    err = await run_in_threadpool(_schema_error, request) or ServiceUnavailableError(
         f"the database is unavailable ({exc.__class__.__name__}); retry later"
     )
     return error_response(err.status_code, err.to_response())
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the two handlers: domain errors and payload validation."""
+def _unhandled_error_handler(
+    headers: Mapping[str, str],
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        # a bug (or a schema nobody migrated): the traceback goes to the server's log, the
+        # client gets the one error shape; this response bypasses the app's middleware, hence
+        # the headers passed in
+        log.error(
+            "unhandled %s on %s %s",
+            exc.__class__.__name__,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        err = await run_in_threadpool(_schema_error, request) or InternalError(
+            "internal server error (logged on the server)"
+        )
+        return error_response(err.status_code, err.to_response(), dict(headers))
+
+    return handle
+
+
+def install_error_handlers(app: FastAPI, headers: Mapping[str, str] | None = None) -> None:
+    """Register the handlers: domain errors, payload validation, framework errors, database
+    outages, and anything else (a logged 500 in the same shape, carrying `headers`)."""
     app.add_exception_handler(RegtuneError, _regtune_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(OperationalError, _database_error_handler)
+    app.add_exception_handler(Exception, _unhandled_error_handler(headers or {}))

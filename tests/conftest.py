@@ -18,6 +18,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 os.environ.setdefault("TZ", "UTC")
+# Starlette's TestClient sends `Host: testserver`; a real deployment's names are configured the
+# same way (tests/reliability/test_hostile_http.py checks the default, loopback-only list).
+os.environ.setdefault("REGTUNE_ALLOWED_HOSTS", "localhost,127.0.0.1,::1,testserver")
 
 PG_ADMIN_URL = os.environ.get(
     "REGTUNE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service import __version__
 from service.api.middleware import BodySizeLimitMiddleware
+from service.api.schema import SchemaCheck
+from service.api.security import SECURITY_HEADERS, HttpGuardMiddleware
 from service.auth.dependencies import (
     AUTH_RESPONSES,
     configure_auth,
@@ -23,6 +26,8 @@ from service.observability import configure_logging, install
 from service.reliability import StaleTrialSweeper
 from service.studies.optuna_storage import LazyOptunaStorage
 from trainers import available_trainers
+
+log = logging.getLogger("regtune.api")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,6 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         app.state.optuna_storage = LazyOptunaStorage(settings.database_url)
+        app.state.schema_check = SchemaCheck(engine, settings.database_url)
+        problem = await run_in_threadpool(app.state.schema_check.problem)
+        if problem is not None:
+            log.error("database %s; until then the API answers 503", problem)
         await run_in_threadpool(
             warn_if_no_tokens, app.state.session_factory, app.state.auth_enabled, settings.host
         )
@@ -69,15 +78,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # secure by default: every route checks its bearer token unless declared public
         dependencies=[Depends(require_token)],
         responses=AUTH_RESPONSES,
+        # served by service.api.docs with local assets (FastAPI's pages load from a CDN)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     configure_auth(app, settings.auth_enabled())
-    install_error_handlers(app)
+    install_error_handlers(app, SECURITY_HEADERS)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     install(app)  # GET /metrics + request latency (service.observability)
+    # outermost: refusals are answered before anything else runs, every response gets headers
+    app.add_middleware(HttpGuardMiddleware, allowed_hosts=settings.allowed_host_names())
     from service import dashboard
+    from service.api import docs
     from service.api.routes import router
 
     app.include_router(router)
+    app.include_router(docs.router)
     app.include_router(dashboard.router)  # web pages + plot data (service.dashboard)
     return app

@@ -15,11 +15,23 @@ router = APIRouter()
     "/healthz",
     response_model=Health,
     tags=["system"],
-    responses={503: {"model": Health, "description": "The database is unreachable"}},
+    responses={
+        503: {
+            "model": Health,
+            "description": "The database is unreachable, or its schema is missing or outdated",
+        }
+    },
 )
 def healthz(request: Request, response: Response) -> Health:
-    """Liveness and database reachability (503 when the database does not answer)."""
-    problem = service.database_problem(request.app.state.session_factory)
+    """Liveness and database readiness.
+
+    503 when the database does not answer, or when regtune's schema is missing or older than
+    this release (`database` then says to run `regtune db upgrade`).
+    """
+    problem = (
+        service.database_problem(request.app.state.session_factory)
+        or request.app.state.schema_check.problem()
+    )
     if problem is not None:
         response.status_code = 503
         return Health(status="unavailable", database=problem, version=__version__)

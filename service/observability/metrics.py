@@ -2,8 +2,10 @@
 
 The SQL-backed numbers come from a custom collector, so every API replica reports the same
 database-wide truth and nothing is lost when a process restarts. Request latency is the only
-in-process metric; it is labelled by route *template* (``/api/v1/studies/{study_id}``), never by
-raw path, so its cardinality stays bounded.
+in-process metric; every label comes from a closed set: the route *template*
+(``/api/v1/studies/{study_id}``, one fixed label for unmatched paths, never the raw path), the
+method (standard methods, anything else `OTHER`) and the status code, so its cardinality stays
+bounded whatever clients send.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ TRIAL_DURATION_BUCKETS: tuple[float, ...] = (
     86400,
 )
 UNMATCHED_ROUTE = "<unmatched>"
+# The `method` label's closed set: a client may send any method token (h11 accepts tens of KB),
+# so anything else is counted as OTHER rather than growing one series per token.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 
 
 class SqlCollector(Collector):
@@ -134,6 +140,12 @@ def _bound(b: float) -> str:
     return str(int(b)) if float(b).is_integer() else str(b)
 
 
+def method_label(scope: Scope) -> str:
+    """The request method when it is a standard one, else `OTHER` (labels from a closed set)."""
+    method = scope.get("method")
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
 def route_template(scope: Scope) -> str:
     """The matched route's path template, or a fixed label when nothing matched."""
     route = scope.get("route")
@@ -169,7 +181,7 @@ class RequestLatencyMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             # the router wrote the matched route into this same scope dict
-            self.histogram.labels(scope["method"], route_template(scope), str(status)).observe(
+            self.histogram.labels(method_label(scope), route_template(scope), str(status)).observe(
                 time.perf_counter() - start
             )
 

@@ -81,7 +81,7 @@ def test_health_metrics_and_docs_stay_open(client: TestClient) -> None:
 def test_dashboard_pages_are_open_but_their_data_is_not(client: TestClient) -> None:
     for page in ("/", "/studies/1", "/new", "/dashboard-static/dashboard.js"):
         assert client.get(page).status_code == 200, page
-    _assert_401(client.post("/dashboard-api/parse-spec", content="name: x"), "authentication")
+    _assert_401(client.post("/dashboard-api/parse-spec", json="name: x"), "authentication")
 
 
 def test_read_token_reads_but_cannot_write(client: TestClient, tokens: Tokens) -> None:

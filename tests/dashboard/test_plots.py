@@ -123,9 +123,7 @@ def test_pages_and_plotly_are_served_locally(client: TestClient) -> None:
 def test_example_spec_in_the_editor_is_accepted(client: TestClient) -> None:
     page = client.get("/new").text
     text = page.split('aria-label="study spec">', 1)[1].split("</textarea>", 1)[0]
-    spec = client.post(
-        "/dashboard-api/parse-spec", content=text, headers={"Content-Type": "text/plain"}
-    )
+    spec = client.post("/dashboard-api/parse-spec", json=text)
     assert spec.status_code == 200, spec.text
     created = client.post("/api/v1/studies", json=spec.json())
     assert created.status_code == 201, created.text
@@ -133,14 +131,10 @@ def test_example_spec_in_the_editor_is_accepted(client: TestClient) -> None:
 
 def test_parse_spec_names_the_line_of_a_yaml_error(client: TestClient) -> None:
     bad = "name: x\ntrainer: [synthetic-mlp\n"
-    response = client.post(
-        "/dashboard-api/parse-spec", content=bad, headers={"Content-Type": "text/plain"}
-    )
+    response = client.post("/dashboard-api/parse-spec", json=bad)
     assert response.status_code == 422
     assert response.json()["detail"][0]["msg"].startswith("line 3")
-    scalar = client.post(
-        "/dashboard-api/parse-spec", content="just text", headers={"Content-Type": "text/plain"}
-    )
+    scalar = client.post("/dashboard-api/parse-spec", json="just text")
     assert scalar.status_code == 422 and "mapping" in scalar.json()["detail"][0]["msg"]
 
 

@@ -509,6 +509,9 @@
     const list = document.getElementById("spec-errors");
     const status = document.getElementById("submit-status");
     const button = document.getElementById("submit-button");
+    const example = document.getElementById("example");
+    // the page's Content-Security-Policy allows no inline handlers
+    example.addEventListener("change", () => example.form.submit());
     let marks = new Map();
 
     function drawGutter() {
@@ -563,7 +566,12 @@
           /* not strict JSON: YAML accepts JSON-like text with comments, let the server parse */
         }
       }
-      return api("/dashboard-api/parse-spec", { method: "POST", body: text, contentType: "text/plain" });
+      // a JSON string: writes must be JSON (a cross-site form cannot send that)
+      return api("/dashboard-api/parse-spec", {
+        method: "POST",
+        body: JSON.stringify(text),
+        contentType: "application/json",
+      });
     }
 
     textarea.addEventListener("input", () => {
