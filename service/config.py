@@ -82,8 +82,6 @@ class Settings(BaseSettings):
     def should_auto_migrate(self) -> bool:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
 
-    def auth_enabled(self, host: str | None = None) -> bool:
-        if self.auth != "auto":
     def allowed_host_names(self) -> frozenset[str] | None:
         """The Host names requests may carry (lower case), or None when any is allowed."""
         names = {n.strip().lower().strip("[]") for n in self.allowed_hosts.split(",")} - {""}
@@ -95,6 +93,8 @@ class Settings(BaseSettings):
             names = set(LOOPBACK_HOSTS) | ({bound} - {"0.0.0.0", "::"})
         return frozenset(names)
 
+    def auth_enabled(self, host: str | None = None) -> bool:
+        if self.auth != "auto":
             return self.auth == "on"
         return (host or self.host) not in LOOPBACK_HOSTS
 
