@@ -46,6 +46,7 @@ from service.models import (
     TrialState,
     utcnow,
 )
+from trainers.best import maximizes
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -221,7 +222,7 @@ def best_trial(session: Session, study_id: int, direction: str) -> RowMapping | 
 
     `TRIAL_SUMMARY_COLUMNS` plus `test_metrics`.
     """
-    query = _best_trial(maximize=direction == "maximize")
+    query = _best_trial(maximize=maximizes(direction))
     return _core(session).execute(query, {"study_id": study_id}).mappings().first()
 
 

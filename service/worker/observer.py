@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import unit_of_work
 from service.models import StudyStatus
 from service.worker import repository as repo
+from trainers.best import BestEpoch, improved_best, maximizes
 from trainers.objective import EpochRecord
 from trainers.params import RegularizationParams
 
@@ -47,11 +49,11 @@ class DbTrialObserver:
         self._study_id = study_id
         self._trial_id = trial_id
         self._metric = metric
-        self._maximize = direction == "maximize"
+        self._maximize = maximizes(direction)
         self._shutdown = shutdown
         self.study_stopped = False
         self.epochs_run = 0
-        self.best: tuple[int, float, dict[str, float]] | None = None
+        self.best: BestEpoch | None = None
         self._flush_interval = flush_interval
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._best_changed = False
@@ -61,23 +63,16 @@ class DbTrialObserver:
         with unit_of_work(self._sessions) as session:
             repo.set_params(session, self._trial_id, params.model_dump())
 
-    def _improves(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        if self.best is None:
-            return True
-        return value > self.best[1] if self._maximize else value < self.best[1]
-
     def on_epoch(self, trial: optuna.trial.BaseTrial, record: EpochRecord) -> None:
         metrics = {k: float(v) for k, v in record.metrics.items()}
-        value = metrics.get(self._metric)
-        improved = value is not None and self._improves(value)
-        if improved:
-            assert value is not None
-            self.best = (record.epoch, value, metrics)
+        best = improved_best(
+            self.best, record.epoch, metrics, self._metric, maximize=self._maximize
+        )
+        if best is not None:
+            self.best = best
         self.epochs_run = max(self.epochs_run, record.epoch + 1)
         self._pending.append((record.epoch, _json_safe(metrics)))
-        self._best_changed = self._best_changed or improved
+        self._best_changed = self._best_changed or best is not None
         if time.monotonic() - self._last_flush >= self._flush_interval:
             self.flush()
 
@@ -112,9 +107,5 @@ def _json_safe(metrics: dict[str, float]) -> dict[str, Any]:
     return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
 
 
-def _json_best(
-    best: tuple[int, float, dict[str, float]] | None,
-) -> tuple[int, float, dict[str, float]] | None:
-    if best is None:
-        return None
-    return best[0], best[1], _json_safe(best[2])
+def _json_best(best: BestEpoch | None) -> BestEpoch | None:
+    return None if best is None else replace(best, metrics=_json_safe(best.metrics))

@@ -17,6 +17,7 @@ from sqlalchemy import Select, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.models import StudyRecord, StudyStatus, TrialEpoch, TrialRecord, TrialState, utcnow
+from trainers.best import BestEpoch, maximizes
 from trainers.params import PARAM_NAMES
 
 __all__ = [
@@ -178,19 +179,18 @@ def add_epochs(
     session: Session,
     trial_id: int,
     epochs: Sequence[tuple[int, dict[str, Any]]],
-    best: tuple[int, float, dict[str, float]] | None,
+    best: BestEpoch | None,
 ) -> None:
     """Store epochs' metrics and the best epoch so far (live progress for the API)."""
     session.add_all(TrialEpoch(trial_id=trial_id, epoch=e, metrics=m) for e, m in epochs)
     last = max(e for e, _ in epochs)
     values: dict[str, Any] = {"epochs_run": last + 1, "heartbeat_at": utcnow()}
     if best is not None:
-        best_epoch, value, best_metrics = best
         values.update(
-            value=value,
-            best_epoch=best_epoch,
-            metrics=best_metrics,
-            **_metric_columns(best_metrics),
+            value=best.value,
+            best_epoch=best.epoch,
+            metrics=best.metrics,
+            **_metric_columns(best.metrics),
         )
     session.execute(update(TrialRecord).where(TrialRecord.id == trial_id).values(**values))
     session.flush()
@@ -257,7 +257,7 @@ def refresh_study(
         ).where(TrialRecord.study_id == study.id)
     ).one()
     study.n_complete, study.n_pruned, study.n_failed, study.n_running = (int(c) for c in counts)
-    order = TrialRecord.value.desc() if study.direction == "maximize" else TrialRecord.value.asc()
+    order = TrialRecord.value.desc() if maximizes(study.direction) else TrialRecord.value.asc()
     best = session.execute(
         select(TrialRecord.number, TrialRecord.value)
         .where(

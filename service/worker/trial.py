@@ -184,10 +184,10 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
     # what the observer saw so far (pruned, cancelled and failed trials keep it)
     partial = repo.TrialResult(
         TrialState.fail,
-        value=best[1] if best else None,
-        best_epoch=best[0] if best else None,
+        value=best.value if best else None,
+        best_epoch=best.epoch if best else None,
         epochs_run=epochs,
-        metrics=best[2] if best else None,
+        metrics=best.metrics if best else None,
     )
     if frozen is not None and frozen.state == OptunaState.COMPLETE:
         outcome = run.outcome
