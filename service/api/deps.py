@@ -8,8 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
-from service.auth import TokenInfo
-from service.auth.dependencies import require_token
 from service.config import Settings
 from service.db import unit_of_work
 from service.errors import NotFoundError
@@ -18,12 +16,10 @@ from service.studies import service
 from service.studies.optuna_storage import LazyOptunaStorage
 
 __all__ = [
-    "CurrentToken",
     "OptunaStorageDep",
     "SessionDep",
     "SettingsDep",
     "StudyDep",
-    "current_token",
 ]
 
 
@@ -43,17 +39,11 @@ def get_optuna_storage(request: Request) -> LazyOptunaStorage:
     return storage
 
 
-# Every route already runs `require_token` (installed app-wide by `create_app`); a handler that
-# wants to know who called declares `CurrentToken` (FastAPI runs the dependency once).
-current_token = require_token
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # scope="function": the commit runs before the response is sent, so a failed commit is an error
 # response rather than a 201 for data that was never stored.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 OptunaStorageDep = Annotated[LazyOptunaStorage, Depends(get_optuna_storage)]
-CurrentToken = Annotated[TokenInfo | None, Depends(require_token)]
 
 
 def get_study(
