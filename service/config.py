@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     # Share of a GPU's memory one worker process (one trial) may allocate; set for you with
     # `--trials-per-device N` (1/N). Unset: no cap.
     gpu_memory_fraction: float | None = Field(None, gt=0, le=1)
+    # POST /api/v1/studies answers 429 once this many studies are queued or running.
+    max_queued_studies: int = Field(1000, ge=1)
     # A study whose trials fail this many times in a row ends `failed`.
     max_consecutive_failures: int = Field(5, ge=1)
 

@@ -32,6 +32,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RegtuneError",
     "ServiceUnavailableError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "install_error_handlers",
     "validation_details",
@@ -99,6 +100,13 @@ class ConflictError(RegtuneError):
 class PayloadTooLargeError(RegtuneError):
     status_code = 413
     type = "payload_too_large"
+
+
+class TooManyRequestsError(RegtuneError):
+    """A configured limit is reached (e.g. REGTUNE_MAX_QUEUED_STUDIES); retry later."""
+
+    status_code = 429
+    type = "too_many_requests"
 
 
 class ServiceUnavailableError(RegtuneError):

@@ -115,6 +115,8 @@ class TrialRecord(Base):
         UniqueConstraint("study_id", "number"),
         Index("ix_regtune_trials_study_state", "study_id", "state"),
         Index("ix_regtune_trials_study_value", "study_id", "value"),
+        # the stale-trial sweep finds running trials (and old claims) of every study at once
+        Index("ix_regtune_trials_state_claimed", "state", "claimed_at"),
         # trial pages sorted by value / -value (NULLs last): see migration 0002
         Index(
             "ix_regtune_trials_study_value_sort",

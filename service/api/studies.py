@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel
 
-from service.api.deps import OptunaStorageDep, SessionDep, StudyDep
+from service.api.deps import OptunaStorageDep, SessionDep, SettingsDep, StudyDep
 from service.errors import ErrorResponse
 from service.models import StudyStatus, TrialState
 from service.spec import StudySpec
@@ -46,11 +46,16 @@ def _json(model: BaseModel) -> Response:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=StudyDetail,
-    responses={409: {"model": ErrorResponse, "description": "A study with this name exists"}},
+    responses={
+        409: {"model": ErrorResponse, "description": "A study with this name exists"},
+        429: {"model": ErrorResponse, "description": "REGTUNE_MAX_QUEUED_STUDIES reached"},
+    },
 )
-def create_study(spec: StudySpec, session: SessionDep, storage: OptunaStorageDep) -> StudyDetail:
+def create_study(
+    spec: StudySpec, session: SessionDep, storage: OptunaStorageDep, settings: SettingsDep
+) -> StudyDetail:
     """Submit a study spec. The study starts `queued`; workers pick it up."""
-    return service.create_study(session, storage, spec)
+    return service.create_study(session, storage, spec, max_active=settings.max_queued_studies)
 
 
 @router.get("", response_model=Page[StudySummary])

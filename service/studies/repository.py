@@ -56,6 +56,7 @@ __all__ = [
     "add_study",
     "best_trial",
     "cancel_study",
+    "count_active_studies",
     "get_study",
     "get_study_by_name",
     "get_trial",
@@ -141,6 +142,12 @@ def get_study(session: Session, study_id: int) -> StudyRecord | None:
 
 def get_study_by_name(session: Session, name: str) -> StudyRecord | None:
     return session.scalars(select(StudyRecord).where(StudyRecord.name == name)).first()
+
+
+def count_active_studies(session: Session) -> int:
+    """Queued and running studies (index `ix_regtune_studies_status_created`)."""
+    query = select(func.count()).select_from(StudyRecord)
+    return int(session.scalar(query.where(StudyRecord.status.in_(ACTIVE_STATUSES))) or 0)
 
 
 def add_study(session: Session, study: StudyRecord) -> StudyRecord:

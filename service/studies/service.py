@@ -6,6 +6,8 @@ here commits: the request's unit of work does.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,11 +17,16 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import unit_of_work
-from service.errors import ConflictError, NotFoundError
+from service.errors import (
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
 from service.models import StudyRecord, StudyStatus, TrialState
 from service.spec import StudySpec
 from service.studies import repository
-from service.studies.optuna_storage import LazyOptunaStorage
+from service.studies.optuna_storage import LazyOptunaStorage, pending_name, rename_study
 from service.studies.schemas import (
     BestResult,
     Page,
@@ -30,6 +37,8 @@ from service.studies.schemas import (
     TrialSummary,
 )
 from trainers import PARAM_NAMES, available_trainers
+
+log = logging.getLogger(__name__)
 
 # ids and trial numbers are SQL INTEGERs (32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
@@ -133,33 +142,71 @@ def study_detail(session: Session, study: StudyRecord) -> StudyDetail:
 
 
 def create_study(
-    session: Session, optuna_storage: LazyOptunaStorage, spec: StudySpec
+    session: Session,
+    optuna_storage: LazyOptunaStorage,
+    spec: StudySpec,
+    *,
+    max_active: int | None = None,
 ) -> StudyDetail:
-    """Store a validated spec as a `queued` study and create its Optuna study (same name).
+    """Store a validated spec as a `queued` study with its Optuna study and warm-start trials.
+
+    Atomic as users see it: the Optuna study is built (created, `enqueue` points added) under a
+    pending name no study can have, then takes the study's name in the same transaction that
+    inserts regtune's row (the caller's unit of work commits both). A crash before that commit
+    leaves only a pending study, which blocks no name and which the sweep deletes; of concurrent
+    submissions of one name, the first to insert its row wins and every other one deletes its
+    own pending study and gets the 409, so a loser's trials never land in the winner's study.
+
+    Args:
+        max_active: refuse the study when this many studies are already queued or running
+            (`Settings.max_queued_studies`); None: no limit.
 
     Raises:
         ConflictError: a study (regtune's or Optuna's) with this name already exists.
+        TooManyRequestsError: `max_active` studies are queued or running already.
     """
     if repository.get_study_by_name(session, spec.name) is not None:
-        raise ConflictError(f"a study named {spec.name!r} already exists", loc=["body", "name"])
-    # The Optuna study is created first, in its own transaction: on SQLite a pending write of
-    # ours would hold the database lock and Optuna's insert would wait for it (so no Optuna
-    # write may follow our flush either). Its unique name also settles two concurrent
-    # submissions of the same name: the second gets the 409.
+        raise _name_taken(spec.name)
+    if max_active is not None:
+        active = repository.count_active_studies(session)
+        if active >= max_active:
+            raise TooManyRequestsError(
+                f"{active} studies are queued or running; the limit is {max_active} "
+                "(REGTUNE_MAX_QUEUED_STUDIES): wait for some to finish or cancel some"
+            )
+    # Every Optuna write happens before ours: on SQLite a pending write of this session would
+    # hold the database lock and Optuna's inserts would wait for it.
     storage = optuna_storage.get()
     direction = optuna.study.StudyDirection[spec.objective.direction.upper()]
+    _reclaim_orphan(session, storage, spec.name, direction)
+    pending = pending_name()
+    optuna_id = storage.create_new_study(directions=[direction], study_name=pending)
     try:
-        storage.create_new_study(directions=[direction], study_name=spec.name)
-    except optuna.exceptions.DuplicatedStudyError:
-        if not _reclaimable(storage, spec.name, direction):
-            raise ConflictError(
-                f"an Optuna study named {spec.name!r} already exists in this database",
-                loc=["body", "name"],
-            ) from None
-    if spec.enqueue:  # warm start: these run first, before any sampled trial
-        optuna_study = optuna.load_study(study_name=spec.name, storage=storage)
-        for params in spec.enqueue:
-            optuna_study.enqueue_trial(params)
+        if spec.enqueue:  # warm start: these run first, before any sampled trial
+            optuna_study = optuna.load_study(study_name=pending, storage=storage)
+            for params in spec.enqueue:
+                optuna_study.enqueue_trial(params)
+        study = _insert_named(session, spec, optuna_id, pending)
+    except BaseException:
+        # our failed write may hold SQLite's lock, which Optuna's delete needs
+        session.rollback()
+        _discard(storage, optuna_id)
+        raise
+    return study_detail(session, study)
+
+
+def _name_taken(name: str) -> ConflictError:
+    return ConflictError(f"a study named {name!r} already exists", loc=["body", "name"])
+
+
+def _optuna_name_taken(name: str) -> ConflictError:
+    return ConflictError(
+        f"an Optuna study named {name!r} already exists in this database", loc=["body", "name"]
+    )
+
+
+def _insert_named(session: Session, spec: StudySpec, optuna_id: int, pending: str) -> StudyRecord:
+    """Insert regtune's row and give the pending Optuna study its name (flushed, not committed)."""
     study = StudyRecord(
         name=spec.name,
         trainer=spec.trainer,
@@ -176,31 +223,57 @@ def create_study(
     )
     try:
         repository.add_study(session, study)
+        renamed = rename_study(session, optuna_id, pending, spec.name)
     except IntegrityError:
-        raise ConflictError(
-            f"a study named {spec.name!r} already exists", loc=["body", "name"]
-        ) from None
-    return study_detail(session, study)
+        session.rollback()
+        # the other submission's row and Optuna study committed together: which one collided?
+        if repository.get_study_by_name(session, spec.name) is not None:
+            raise _name_taken(spec.name) from None
+        raise _optuna_name_taken(spec.name) from None
+    if not renamed:
+        raise ServiceUnavailableError(
+            "the submission took so long that its unfinished Optuna study was cleaned up; "
+            "submit it again"
+        )
+    return study
 
 
-def _reclaimable(
-    storage: optuna.storages.BaseStorage, name: str, direction: optuna.study.StudyDirection
-) -> bool:
-    """Whether an Optuna study with no regtune row may become this submission's study.
+def _discard(storage: optuna.storages.BaseStorage, optuna_id: int) -> None:
+    """Delete a pending Optuna study (best effort: the sweep deletes what is left)."""
+    try:
+        storage.delete_study(optuna_id)
+    except Exception:
+        log.warning("cannot delete pending Optuna study %s; the sweep will", optuna_id)
 
-    A server killed between creating the Optuna study and committing the regtune row leaves
-    such an orphan; resubmitting the name must work. It is reused only when it has no trials
-    and the same direction: then it is indistinguishable from a freshly created one (also when
-    another submission of the same name is in flight: the unique name of the regtune row still
-    lets only one of them through). A study made by plain Optuna, with trials, stays a 409.
+
+def _reclaim_orphan(
+    session: Session,
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    direction: optuna.study.StudyDirection,
+) -> None:
+    """Make way for `name` when an Optuna study of that name has no regtune row; else 409.
+
+    Versions before atomic submission could leave such an orphan (a server killed between
+    creating the Optuna study and storing the row). It is deleted when it has no trials and the
+    same direction: then it is indistinguishable from a fresh one. A study made by plain Optuna,
+    with trials or another direction, stays a 409.
     """
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
-        return False  # deleted meanwhile; the 409 asks the client to retry
-    return storage.get_study_directions(study_id) == [direction] and not storage.get_all_trials(
+        return
+    # a submission commits its row and its Optuna study's name together: this study either has
+    # a row (another submission won) or is an orphan
+    if repository.get_study_by_name(session, name) is not None:
+        raise _name_taken(name)
+    if storage.get_study_directions(study_id) != [direction] or storage.get_all_trials(
         study_id, deepcopy=False
-    )
+    ):
+        raise _optuna_name_taken(name)
+    # KeyError: another submission reclaimed it first; the row's unique name settles the race
+    with contextlib.suppress(KeyError):
+        storage.delete_study(study_id)
 
 
 def list_studies(
