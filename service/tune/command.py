@@ -6,11 +6,10 @@ Exit codes are the CI contract (see `ExitCode` and docs/ci.md). Every failure is
 
 from __future__ import annotations
 
-import os
 import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -19,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from service.config import Settings
 from service.spec import ObjectiveConfig, SpecFileError, StudySpec, load_spec_file
 from service.tune.errors import ExitCode, TuneError
 from service.tune.gate import GateOptions, Verdict, evaluate
@@ -55,7 +55,15 @@ class TuneOptions:
     timeout: float | None = None
     poll_interval: float = 1.0
     tty: bool | None = None
-    notes: list[str] = field(default_factory=list)
+
+
+def _configured_server() -> str | None:
+    """``REGTUNE_SERVER_URL`` (or ``.env``) when it is set: then tune runs on that server."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise _usage(f"settings: {exc.errors()[0]['msg']}") from None
+    return settings.server_url if "server_url" in settings.model_fields_set else None
 
 
 def _echo_err(message: str) -> None:
@@ -179,7 +187,7 @@ def run_tune(opts: TuneOptions) -> ExitCode:
         baseline_path=baseline.path if baseline else None,
         max_regression=opts.max_regression or 0.0,
     )
-    server = opts.server or (None if opts.local else os.environ.get("REGTUNE_SERVER_URL"))
+    server = opts.server or (None if opts.local else _configured_server())
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if server:

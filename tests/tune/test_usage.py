@@ -63,3 +63,14 @@ def test_unreachable_server_exits_4(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.returncode == 4
     assert f"cannot reach the regtune server at {url}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_server_url_setting_selects_server_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec())
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    (tmp_path / ".env").write_text(f"REGTUNE_SERVER_URL={url}\n")  # read like every setting
+    result = tune_in_process(tmp_path, str(spec), monkeypatch=monkeypatch)
+    assert result.returncode == 4
+    assert f"cannot reach the regtune server at {url}" in result.stderr
