@@ -6,6 +6,7 @@ Every page records its console errors and uncaught exceptions; a test fails if a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,17 @@ class Page:
 
     page: Any
     errors: list[str] = field(default_factory=list)
+
+    def wait_for(self, expression: str, timeout: float = 30_000) -> None:
+        """Poll the JS `expression` until it is truthy (`timeout` in ms, like Playwright's).
+
+        Not `wait_for_function`: Playwright compiles that predicate with `eval` inside the page,
+        which the pages' Content-Security-Policy (no 'unsafe-eval') refuses.
+        """
+        deadline = time.monotonic() + timeout / 1000
+        while not self.page.evaluate(expression):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            self.page.wait_for_timeout(100)
 
     def shoot(self, name: str) -> None:
         """Full-page screenshots at both viewport sizes; checks nothing overflows sideways."""

@@ -64,7 +64,7 @@ def test_study_list_shows_progress_and_links_to_the_study(page: Page, server: Se
 def test_study_page_draws_every_plot_from_the_finished_study(page: Page, server: Server) -> None:
     p = page.page
     p.goto(f"{server.url}/studies/{server.study_id}")
-    p.wait_for_function("document.body.dataset.polling === 'off'")
+    page.wait_for("document.body.dataset.polling === 'off'")
     assert p.locator("#study-status").inner_text() == "completed"
     assert p.locator("#cancel-button").is_hidden()  # nothing to cancel once it ended
     best_params = p.locator("#best-params").inner_text()
@@ -86,7 +86,7 @@ def test_study_page_draws_every_plot_from_the_finished_study(page: Page, server:
     assert hidden and not any("pruned" in n for n in hidden)
     history_before = _points(p, "#plot-history")
     p.check("#show-pruned")
-    p.wait_for_function(
+    page.wait_for(
         "document.querySelector('#plot-learning_curves .js-plotly-plot')"
         ".data.some(t => t.name.includes('pruned'))"
     )
@@ -150,7 +150,7 @@ def test_submitted_study_appears_and_updates_live_until_it_ends(page: Page, serv
     worker = threading.Thread(target=run_to_completion, args=(server.database_url, study_id))
     worker.start()
     try:
-        p.wait_for_function(
+        page.wait_for(
             "document.querySelector('#study-status').textContent === 'completed'"
             " && document.body.dataset.polling === 'off'",
             timeout=60_000,
@@ -176,7 +176,7 @@ def test_cancel_button_stops_a_queued_study(page: Page, server: Server) -> None:
     page.shoot("study-queued")
     p.once("dialog", lambda dialog: dialog.accept())
     p.click("#cancel-button")
-    p.wait_for_function(
+    page.wait_for(
         "document.querySelector('#study-status').textContent === 'cancelled'"
         " && document.body.dataset.polling === 'off'"
     )
@@ -205,7 +205,7 @@ def test_with_api_auth_on_the_page_asks_for_a_token_and_sends_it(
         assert p.evaluate("localStorage.getItem('regtune.token')") == secret
         # the next page reuses the stored token: no prompt
         p.goto(f"{base}/studies/{server.study_id}")
-        p.wait_for_function("document.body.dataset.polling === 'off'")
+        page.wait_for("document.body.dataset.polling === 'off'")
         assert dialog.is_hidden()
         assert _points(p, "#plot-history") > 0
     # the browser reports the refused calls itself ("... status of 401"): expected
