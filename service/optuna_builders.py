@@ -62,7 +62,8 @@ def build_sampler(
     same constructor checks of the options, without enumerating up to `MAX_GRID_POINTS` points.
 
     Raises:
-        SpecError: Optuna refused the options (any exception of the constructor).
+        SpecError: Optuna refused the options (TypeError or ValueError of the constructor;
+            anything else propagates, and the worker fails the study with it).
     """
     options: dict[str, Any] = dict(config.options)
     try:
@@ -85,7 +86,7 @@ def build_sampler(
                 return optuna.samplers.QMCSampler(seed=seed, **options)
             case "nsga2":
                 return optuna.samplers.NSGAIISampler(seed=seed, **options)
-    except Exception as exc:  # hostile options may raise anything; the study must not
+    except (TypeError, ValueError) as exc:
         raise SpecError(f"sampler.options: {_describe(exc)}") from None
     raise SpecError(f"sampler.name: unknown sampler {config.name!r}")
 
@@ -109,7 +110,8 @@ def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePr
     """The spec's pruner; Hyperband's max resource defaults to the trainer's max_epochs.
 
     Raises:
-        SpecError: Optuna refused the options (any exception of the constructor).
+        SpecError: Optuna refused the options (TypeError or ValueError of the constructor;
+            anything else propagates, and the worker fails the study with it).
     """
     options: dict[str, Any] = dict(config.options)
     max_epochs = spec.trainer_config.get("max_epochs")
@@ -141,7 +143,7 @@ def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePr
                 return optuna.pruners.PatientPruner(None, **options)
             case "threshold":
                 return optuna.pruners.ThresholdPruner(**options)
-    except Exception as exc:  # hostile options may raise anything; the study must not
+    except (TypeError, ValueError) as exc:
         raise SpecError(f"pruner.options: {_describe(exc)}") from None
     raise SpecError(f"pruner.name: unknown pruner {config.name!r}")
 
@@ -160,8 +162,18 @@ def check_options(spec: StudySpec) -> None:
     with warnings.catch_warnings():
         # "experimental" warnings of some samplers are noise at submit; workers log them
         warnings.simplefilter("ignore")
-        build_sampler(spec.sampler, spec, spec.sampler.seed, full_grid=False)
-        build_pruner(spec.pruner, spec)
+        try:
+            build_sampler(spec.sampler, spec, spec.sampler.seed, full_grid=False)
+        except SpecError:
+            raise
+        except Exception as exc:  # hostile options may raise anything; submit must not
+            raise SpecError(f"sampler.options: {_describe(exc)}") from None
+        try:
+            build_pruner(spec.pruner, spec)
+        except SpecError:
+            raise
+        except Exception as exc:
+            raise SpecError(f"pruner.options: {_describe(exc)}") from None
 
 
 def _describe(exc: Exception) -> str:

@@ -126,11 +126,15 @@ def test_timeout_cancels_the_study_and_exits_3(tmp_path: Path) -> None:
 
 
 def test_failed_study_exits_3_with_the_reason(tmp_path: Path) -> None:
-    # Optuna refuses this sampler option when a worker builds the sampler: the study fails
-    bad = tiny_spec(sampler={"name": "tpe", "seed": 0, "options": {"no_such_option": 1}})
+    # TPE's `gamma` must be a function: the sampler builds (so the spec is accepted) but every
+    # trial fails when it suggests, and the failure streak (one, here) fails the study
+    bad = tiny_spec(
+        sampler={"name": "tpe", "seed": 0, "options": {"gamma": 5, "n_startup_trials": 0}}
+    )
     spec = write_spec(tmp_path / "spec.yaml", bad)
-    result = tune(tmp_path, str(spec), "--output", "out.json")
+    streak = {"REGTUNE_MAX_CONSECUTIVE_FAILURES": "1"}
+    result = tune(tmp_path, str(spec), "--output", "out.json", env=streak)
     assert result.returncode == 3, result.stderr
     assert "study did not finish (exit 3): the study ended failed" in result.stderr
-    assert "no_such_option" in result.stderr
+    assert "not callable" in result.stderr
     assert load_valid_output(tmp_path / "out.json")["status"] == "failed"
