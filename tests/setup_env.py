@@ -7,6 +7,8 @@ Idempotent and quiet when everything is already there:
 - Debian's chromium (for the Playwright browser tests; Playwright never downloads a browser here).
 - The test plugin distribution `tests/plugin_pkg` (editable).
 - A docker compose CLI (to validate docker/compose.yaml; no engine is needed for that).
+- Debian's docker.io and debootstrap (root only): the `docker` tests build and run the images on
+  an engine they start themselves.
 """
 
 from __future__ import annotations
@@ -115,6 +117,21 @@ def ensure_compose() -> bool:
     return not _in_ci()
 
 
+DOCKER_ENGINE_PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
+
+
+def ensure_docker_engine() -> bool:
+    """Debian's docker.io (dockerd and its CLI) and debootstrap, for the `docker` tests.
+
+    They start their own dockerd as root (tests/deploy/_engine.py); nothing runs until then.
+    """
+    lacking = [pkg for tool, pkg in DOCKER_ENGINE_PACKAGES.items() if not shutil.which(tool)]
+    if not lacking or (_apt_install(lacking) and all(map(shutil.which, DOCKER_ENGINE_PACKAGES))):
+        return True
+    _say(f"warning: {' '.join(lacking)} missing; the docker engine test fails under CI=true")
+    return not _in_ci()
+
+
 def ensure_test_plugin() -> bool:
     """The test plugin distribution (entry-point discovery is tested on a real install)."""
     from importlib.metadata import PackageNotFoundError, distribution
@@ -135,6 +152,7 @@ def main() -> int:
     ok = ensure_postgres() and ok
     ok = ensure_chromium() and ok
     ok = ensure_compose() and ok
+    ok = ensure_docker_engine() and ok
     return 0 if ok else 1
 
 

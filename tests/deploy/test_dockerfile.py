@@ -67,7 +67,10 @@ def test_variant_argument_selects_the_torch_build() -> None:
     s = stages()
     cpu = " ".join(rest for word, rest in s["torch-cpu"] if word == "RUN")
     cuda = " ".join(rest for word, rest in s["torch-cuda"] if word == "RUN")
-    assert "download.pytorch.org/whl/cpu" in cpu
+    assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in s["torch-cpu"]
+    assert 'PIP_INDEX_URL="${TORCH_INDEX_URL:-$PIP_INDEX_URL}"' in cpu
+    # whatever index serves it, the CPU stage can only resolve the CPU build
+    assert '"torch==${TORCH_VERSION}+cpu"' in cpu
     assert "torch==" in cuda and "index-url" not in cuda  # PyPI's CUDA build
     assert s["builder"][0] == ("FROM", "torch-${VARIANT} AS builder")
     assert any(
