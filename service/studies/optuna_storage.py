@@ -5,8 +5,9 @@ transaction: a submission builds its Optuna study under a *pending* name that no
 can have (``regtune:submit:<unix time>:<hex>``), then gives it its real name in the same
 transaction that inserts regtune's row (`rename_study`). Either both commit or neither does, so
 a crash or a lost race leaves at most a pending study that blocks no name and that the sweep
-deletes (`pending_submissions`). Optuna's schema (head ``v3.2.0.a``) has had these columns since
-Optuna 1.x.
+deletes (`pending_submissions`). The sweep also reads trial states and heartbeats here, to find
+the trials that need it in one query (`service.reliability.repository`). These tables and
+columns are unchanged since Optuna 2.x (schema head ``v3.2.0.a``).
 """
 
 from __future__ import annotations
