@@ -222,6 +222,15 @@ def worker(
     accelerator: Annotated[
         str, typer.Option("--accelerator", help="Lightning accelerator: cpu, gpu or auto")
     ] = "cpu",
+    devices_per_trial: Annotated[
+        int,
+        typer.Option(
+            "--devices-per-trial",
+            min=1,
+            max=64,
+            help="devices each trial trains on (Lightning DDP when > 1; rank 0 reports)",
+        ),
+    ] = 1,
     allow_cpu_fallback: Annotated[
         bool,
         typer.Option(
@@ -237,6 +246,7 @@ def worker(
         CPU,
         DeviceError,
         check_gpus,
+        group_devices,
         guard_gpu_memory,
         parse_devices,
         run_children,
@@ -246,11 +256,14 @@ def worker(
     settings = _settings(database_url=database_url)
     _configure_logging(settings)
     try:
-        device_list = check_gpus(parse_devices(devices), allow_cpu_fallback)
+        device_list = group_devices(
+            check_gpus(parse_devices(devices), allow_cpu_fallback), devices_per_trial
+        )
     except DeviceError as exc:
         _fail(str(exc))
     if devices is not None and (device_list != [CPU] or trials_per_device > 1):
         args = _worker_args(study, once, max_trials, exit_when_idle)
+        args += ["--devices-per-trial", str(devices_per_trial)]
         env = share_gpu_memory(_child_env(settings), trials_per_device)
         raise typer.Exit(run_children(device_list, trials_per_device, args, env))
     if devices is None and trials_per_device > 1:
@@ -262,6 +275,7 @@ def worker(
         max_trials=max_trials,
         exit_when_idle=exit_when_idle,
         accelerator=accelerator,
+        devices_per_trial=devices_per_trial,
     )
     guard_gpu_memory(settings.gpu_memory_fraction)
     try:

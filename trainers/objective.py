@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import optuna
 import torch
 
-from trainers import _lightning
+from trainers import _ddp, _lightning
 from trainers.best import BestEpoch, improved_best, maximizes
 from trainers.params import RegularizationParams
 from trainers.registry import get_trainer
@@ -55,6 +55,7 @@ class ObjectiveSpec:
         accelerator: Lightning accelerator, ``cpu``, ``gpu`` or ``auto`` (one device).
         torch_threads: torch intra-op threads for this process, or None to leave torch's.
         precision: the Lightning Trainer's ``precision`` (e.g. ``bf16-mixed``).
+        devices: devices per trial; more than 1 runs DDP (rank 0 alone reports to Optuna).
     """
 
     trainer: str
@@ -69,6 +70,8 @@ class ObjectiveSpec:
     torch_threads: int | None = None
     # Lightning's `precision` ("32-true", "bf16-mixed", "16-mixed", ...)
     precision: str = "32-true"
+    # devices per trial: > 1 trains each trial with Lightning DDP over that many devices
+    devices: int = 1
 
 
 @dataclass
@@ -177,6 +180,18 @@ class _EpochTracker:
         self.resumed_at: int | None = None  # first epoch trained after a resume
 
     def on_epoch(self, trainer: Any, module: Any) -> None:
+        if not _ddp.is_distributed(trainer):
+            self._on_epoch(trainer, module)
+            return
+        # DDP: every rank applies this rank's decision at this same epoch (none hangs)
+        try:
+            self._on_epoch(trainer, module)
+        except BaseException:
+            _ddp.broadcast(trainer, _ddp.END)
+            raise
+        _ddp.broadcast(trainer, _ddp.STOP if trainer.should_stop else _ddp.GO_ON)
+
+    def _on_epoch(self, trainer: Any, module: Any) -> None:
         epoch = int(trainer.current_epoch)
         metrics = {
             name: float(v)
@@ -287,17 +302,26 @@ def _record_attrs(trial: optuna.trial.BaseTrial, tracker: _EpochTracker) -> None
         trial.set_user_attr("resumed_at_epoch", tracker.resumed_at)
 
 
-def _fit_and_test(
-    pl_trainer: Any,
-    ns: Any,
-    module: Any,
-    datamodule: Any,
-    tracker: _EpochTracker,
-    resume_from: str | None,
+def _trainer_kwargs(spec: ObjectiveSpec, config: Any) -> dict[str, Any]:
+    """The Lightning Trainer options of a trial (every DDP rank gets the same)."""
+    return {
+        "accelerator": spec.accelerator,
+        "devices": 1,
+        "precision": spec.precision,
+        "max_epochs": int(getattr(config, "max_epochs", DEFAULT_MAX_EPOCHS)),
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+
+
+def _test(
+    pl_trainer: Any, ns: Any, module: Any, datamodule: Any, tracker: _EpochTracker
 ) -> dict[str, float] | None:
-    """Fit (from the checkpoint `resume_from` when given), then score the best epoch's weights
-    on the test split when the module and data module define one; returns the test metrics."""
-    pl_trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    """Score the best epoch's weights on the test split when the module and data module define
+    one; returns the test metrics."""
     if tracker.best is None or tracker.best_state is None:
         raise RuntimeError(f"trainer {tracker.spec.trainer!r} ran no validation epoch")
     if not (
@@ -354,24 +378,32 @@ def run_trial(
     module, datamodule = definition.build(params, config)
     ns = _lightning.namespace_of(module, datamodule)
     _lightning.quiet()
+    if spec.devices > 1:
+        checkpoint = None  # resuming a DDP trial is not supported: it starts over
     tracker = _EpochTracker(trial, spec, observer, params.patience, checkpoint)
     resume_from = None
     if checkpoint is not None and checkpoint.resume and checkpoint_exists(checkpoint.path):
         resume_from = checkpoint.path
-    pl_trainer = ns.Trainer(
-        accelerator=spec.accelerator,
-        devices=1,
-        precision=spec.precision,
-        max_epochs=int(getattr(config, "max_epochs", DEFAULT_MAX_EPOCHS)),
-        callbacks=[_lightning.epoch_callback(ns, tracker)],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    kwargs = _trainer_kwargs(spec, config)
+    callbacks = [_lightning.epoch_callback(ns, tracker)]
     try:
-        test_metrics = _fit_and_test(pl_trainer, ns, module, datamodule, tracker, resume_from)
+        if spec.devices > 1:
+            ddp_kwargs = {**kwargs, "devices": spec.devices, "strategy": "ddp"}
+            payload = {
+                "trainer": spec.trainer,
+                "trainer_config": spec.trainer_config,
+                "params": params.model_dump(),
+                "torch_threads": spec.torch_threads,
+                "trainer_kwargs": ddp_kwargs,
+            }
+            with _ddp.ranks(spec.devices, payload):
+                ddp_trainer = ns.Trainer(callbacks=callbacks, **ddp_kwargs)
+                ddp_trainer.fit(module, datamodule=datamodule)
+            test_trainer = ns.Trainer(**kwargs)  # the test split on rank 0's device alone
+        else:
+            test_trainer = ns.Trainer(callbacks=callbacks, **kwargs)
+            test_trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        test_metrics = _test(test_trainer, ns, module, datamodule, tracker)
     except TrialDiverged as exc:
         # Optuna keeps no message for a FAIL trial; the reason stays readable on the trial.
         trial.set_user_attr("fail_reason", str(exc))

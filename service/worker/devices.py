@@ -20,6 +20,7 @@ __all__ = [
     "DeviceError",
     "check_gpus",
     "child_env",
+    "group_devices",
     "guard_gpu_memory",
     "parse_devices",
     "run_children",
@@ -114,6 +115,23 @@ def share_cpu_threads(env: dict[str, str], n_processes: int) -> dict[str, str]:
     if n_processes > 1 and not env.get(TORCH_THREADS_ENV):
         env[TORCH_THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // n_processes))
     return env
+
+
+def group_devices(devices: list[str], per_trial: int) -> list[str]:
+    """`devices` cut into groups of `per_trial` (``["0,1", "2,3"]``): one worker process per
+    group, each trial a DDP run over its group. CPU stays one entry per group.
+
+    Raises:
+        DeviceError: the groups would not come out even.
+    """
+    if per_trial == 1 or devices == [CPU]:
+        return devices
+    if len(devices) % per_trial:
+        raise DeviceError(
+            f"--devices-per-trial {per_trial} must divide the {len(devices)} devices listed"
+        )
+    groups = [devices[i : i + per_trial] for i in range(0, len(devices), per_trial)]
+    return [CPU if CPU in group else ",".join(group) for group in groups]
 
 
 MEMORY_FRACTION_ENV = "REGTUNE_GPU_MEMORY_FRACTION"

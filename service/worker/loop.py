@@ -42,6 +42,7 @@ class WorkerOptions:
     exit_when_idle: bool = False
     accelerator: str = "cpu"
     name: str | None = None
+    devices_per_trial: int = 1  # > 1: each trial is a DDP run over that many devices
 
 
 class _Specs:
@@ -125,6 +126,7 @@ def make_context(settings: Settings, options: WorkerOptions) -> WorkerContext:
         storage=open_storage(settings.database_url, settings),
         name=options.name or _default_name(),
         accelerator=options.accelerator,
+        devices_per_trial=options.devices_per_trial,
     )
 
 

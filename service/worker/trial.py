@@ -46,6 +46,7 @@ class WorkerContext:
     storage: RDBStorage
     name: str
     accelerator: str = "cpu"
+    devices_per_trial: int = 1
     shutdown: threading.Event = field(default_factory=threading.Event)
     # Optuna's read cache over `storage` (what `optuna.create_study(storage=rdb)` wraps it in),
     # one per study, kept across that study's trials: a fresh one per trial re-read every trial
@@ -120,8 +121,9 @@ def _checkpoint(
 
 
 def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> Any:
-    objective_spec = spec.objective_spec(
-        accelerator=ctx.accelerator, torch_threads=ctx.settings.torch_threads
+    objective_spec = replace(
+        spec.objective_spec(accelerator=ctx.accelerator, torch_threads=ctx.settings.torch_threads),
+        devices=ctx.devices_per_trial,
     )
 
     def objective(trial: optuna.Trial) -> float:
