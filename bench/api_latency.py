@@ -61,7 +61,7 @@ import httpx
 from sqlalchemy import insert, text
 
 from service import migrations
-from service.api import create_app
+from service.app import create_app
 from service.config import Settings
 from service.db import make_engine
 from service.models import StudyRecord, TrialRecord

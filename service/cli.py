@@ -331,7 +331,7 @@ def serve(
     """Serve the REST API and dashboard, with N local worker processes (the one-command mode)."""
     import uvicorn
 
-    from service.api import create_app
+    from service.app import create_app
     from service.worker.devices import share_cpu_threads
 
     settings = _settings(database_url=database_url, host=host, port=port)

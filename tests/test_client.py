@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from service.api import create_app
+from service.app import create_app
 from service.client import ApiClient, ClientError
 from service.config import Settings
 from tests.support import free_port, serve_in_thread, tiny_spec

@@ -1,5 +1,8 @@
-"""The REST API (FastAPI). `create_app` builds the application."""
+"""The REST API (FastAPI routers): every JSON route, `/healthz`, and the API docs pages.
 
-from service.api.app import create_app
+The application is assembled in `service.app`; this package never imports `service.dashboard`.
+"""
 
-__all__ = ["create_app"]
+from service.api.routes import router
+
+__all__ = ["router"]

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.api import presets, studies, system
+from service.api import docs, plots, presets, studies, system
 from service.errors import ErrorResponse
 
 # 422 bodies use the same shape as every other error (see service.errors)
@@ -18,4 +18,6 @@ VALIDATION: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 router.include_router(system.router)
 router.include_router(studies.router, responses=VALIDATION)
+router.include_router(plots.router)
 router.include_router(presets.router)
+router.include_router(docs.router)

@@ -1,4 +1,4 @@
-"""Dashboard routes: the HTML pages, their static files, the plot-data JSON endpoint.
+"""Dashboard routes: the HTML pages, their static files, and the spec editor's YAML parsing.
 
 Pages are server-rendered shells (layout, the spec editor's example); every study number on them
 comes from the JSON API through one fetch function in `dashboard.js`, so the same code renders,
@@ -7,22 +7,19 @@ refreshes while a study runs, and sends the bearer token when API auth is on.
 
 from __future__ import annotations
 
-import contextlib
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
 import plotly
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from service import __version__
-from service.api.deps import OptunaStorageDep, SessionDep, StudyDep
 from service.auth.dependencies import public
 from service.dashboard import examples
-from service.dashboard.service import study_plots
-from service.errors import ErrorResponse, NotFoundError, RegtuneError
+from service.errors import NotFoundError, RegtuneError
 from service.spec import SpecTextError, parse_spec_text
 
 __all__ = ["router"]
@@ -100,38 +97,11 @@ class SpecSyntaxError(RegtuneError):
 
 
 @router.post("/dashboard-api/parse-spec", include_in_schema=False)
-def parse_spec(text: Annotated[str, Body(media_type="text/plain", max_length=200_000)]) -> Any:
+def parse_spec(
+    text: Annotated[str, Body(media_type="application/json", max_length=200_000)],
+) -> Any:
     """YAML (or JSON) text -> the JSON document the editor submits; 422 with the line on error."""
     try:
         return parse_spec_text(text)
     except SpecTextError as exc:
         raise SpecSyntaxError(str(exc), loc=["body"]) from None
-
-
-@router.get(
-    "/api/v1/studies/{study}/plots",
-    tags=["dashboard"],
-    responses={404: {"model": ErrorResponse, "description": "No such study"}},
-)
-def get_plots(
-    request: Request,
-    session: SessionDep,
-    study: StudyDep,
-    storage: OptunaStorageDep,
-    include_pruned: Annotated[
-        bool, Query(description="also plot pruned, cancelled and failed trials")
-    ] = False,
-) -> dict[str, Any]:
-    """Plot data of the study page (Plotly figures), read from SQL.
-
-    `plots` holds `history`, `importance`, `slices` (one per searched parameter), `parallel`,
-    `learning_curves`, `gap` and `calibration`; each is ``{"data": [...], "layout": {...}}``
-    with an optional `note` explaining why it is empty.
-    """
-    result = study_plots(session, study, include_pruned)
-    result["optuna_study_id"] = None
-    if getattr(request.app.state, "optuna_dashboard", None) is not None:
-        # an Optuna study deleted from optuna-dashboard itself: no link
-        with contextlib.suppress(KeyError):
-            result["optuna_study_id"] = storage.get().get_study_id_from_name(study.name)
-    return result

@@ -9,8 +9,8 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from service.api import create_app
 from service.api.deps import SessionDep
+from service.app import create_app
 from tests.support import settings_for, tiny_spec
 
 RENAME = text("UPDATE regtune_studies SET name = :new WHERE name = :old")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
+from service.app import create_app
 from service.auth import TokenScope, create_token, revoke_token
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from service.api import create_app
+from service.app import create_app
 from service.migrations import upgrade
 from tests.dashboard.studies import completed_study, settings_for
 from tests.support import serve_in_thread

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api import create_app
+from service.app import create_app
 from service.auth import TokenScope, create_token
 from service.db import make_engine, make_session_factory, unit_of_work
 from tests.browser.conftest import Page, Server

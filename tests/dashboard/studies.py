@@ -10,9 +10,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.api import create_app
+from service.app import create_app
 from service.worker import WorkerOptions, run_worker
-from tests.support import settings_for
+from tests.support import settings_for as settings_for  # re-exported for the dashboard tests
 
 # a few milliseconds per epoch on CPU
 TINY_CONFIG = {"max_epochs": 4, "n_samples": 160, "n_features": 6, "n_informative": 3}

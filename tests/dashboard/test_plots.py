@@ -12,10 +12,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
+from service.app import create_app
 from service.dashboard import optuna_dashboard
-from service.dashboard.plots import Axis, importance
-from service.dashboard.repository import PlotRow
+from service.plots.figures import Axis, importance
+from service.plots.repository import PlotRow
 from tests.dashboard.studies import run_to_completion, settings_for, submit, tiny_spec
 
 SEARCHED = ["weight_decay", "dropout", "label_smoothing", "batch_size", "patience"]

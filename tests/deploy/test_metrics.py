@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from service.api import create_app
+from service.app import create_app
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
 from service.models import StudyRecord, TrialRecord, utcnow

@@ -26,8 +26,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
 from service.api.security import SECURITY_HEADERS
+from service.app import create_app
 from service.migrations import upgrade
 from service.observability.metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from tests.reliability._processes import REPO, env_for, run_cli, server

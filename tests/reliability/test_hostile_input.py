@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.api import create_app
+from service.app import create_app
 from service.auth import TokenScope, create_token
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import create_app
+from service.app import create_app
 from service.config import Settings
 from service.db import normalize_url
 from service.migrations import upgrade

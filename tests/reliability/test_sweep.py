@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, insert
 
-from service.api import create_app
+from service.app import create_app
 from service.db import make_engine, make_session_factory, normalize_url
 from service.models import StudyRecord, StudyStatus, TrialState, utcnow
 from service.worker.optimization import open_storage

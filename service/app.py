@@ -1,4 +1,9 @@
-"""Application factory: lifespan (engine, sessions, optional auto-migrate), routes, errors."""
+"""The application, assembled above its two sibling parts: the JSON API (`service.api`) and the
+web dashboard (`service.dashboard`), which never import each other.
+
+`create_app` wires the lifespan (engine, sessions, optional auto-migrate, schema check), the
+middleware (HTTP guard, body limit, metrics), the error handlers and both routers.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service import __version__
+from service import __version__, api, dashboard
 from service.api.middleware import BodySizeLimitMiddleware
 from service.api.schema import SchemaCheck
 from service.api.security import SECURITY_HEADERS, HttpGuardMiddleware
@@ -89,11 +94,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install(app)  # GET /metrics + request latency (service.observability)
     # outermost: refusals are answered before anything else runs, every response gets headers
     app.add_middleware(HttpGuardMiddleware, allowed_hosts=settings.allowed_host_names())
-    from service import dashboard
-    from service.api import docs
-    from service.api.routes import router
-
-    app.include_router(router)
-    app.include_router(docs.router)
-    app.include_router(dashboard.router)  # web pages + plot data (service.dashboard)
+    app.include_router(api.router)  # every JSON route, /healthz and the API docs
+    app.include_router(dashboard.router)  # web pages, their static files, the editor's parser
     return app

@@ -1,4 +1,4 @@
-"""SQL behind the dashboard's plots: lean column reads of one study's trials and epochs.
+"""SQL behind a study's plots: lean column reads of one study's trials and epochs.
 
 Study lookups and trial pages reuse `service.studies.repository`; only the two reads the plots
 need (a few columns of many trials, the epochs of a handful of trials in one query) live here.

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.dashboard.repository import PlotRow
 from service.models import TrialState
+from service.plots.repository import PlotRow
 from trainers.best import is_better
 from trainers.params import PARAM_NAMES
 

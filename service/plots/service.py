@@ -1,4 +1,4 @@
-"""Assemble a study's plots from SQL (through `service.dashboard.repository`).
+"""Assemble a study's plots from SQL (through `service.plots.repository`).
 
 One request reads the newest `MAX_PLOT_TRIALS` trials' flat columns and the epochs of a handful
 of top trials: a few indexed queries, never an Optuna `Study`.
@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from service.dashboard import plots
-from service.dashboard.repository import epochs_by_trial, plot_rows
 from service.models import StudyRecord, TrialState
+from service.plots import figures
+from service.plots.repository import epochs_by_trial, plot_rows
 from trainers.best import maximizes
 
 __all__ = ["MAX_PLOT_TRIALS", "TOP_TRIALS", "study_plots"]
@@ -38,8 +38,8 @@ def study_plots(session: Session, study: StudyRecord, include_pruned: bool) -> d
     states = _SHOWN_ALL if include_pruned else _SHOWN
     rows, truncated = plot_rows(session, study.id, states, MAX_PLOT_TRIALS)
     maximize = maximizes(study.direction)
-    axes = plots.searched_axes(study.spec)
-    top = plots.top_trials(rows, maximize, TOP_TRIALS, include_pruned)
+    axes = figures.searched_axes(study.spec)
+    top = figures.top_trials(rows, maximize, TOP_TRIALS, include_pruned)
     epochs = epochs_by_trial(session, [r.id for r in top])
     searched = {a.name for a in axes}
     return {
@@ -49,20 +49,20 @@ def study_plots(session: Session, study: StudyRecord, include_pruned: bool) -> d
         "n_trials_plotted": len(rows),
         "truncated": truncated,
         "plots": {
-            "history": plots.history(rows, study.metric, maximize),
-            "importance": plots.importance(rows, axes),
-            "slices": plots.slices(rows, axes, study.metric),
-            "parallel": plots.parallel(rows, axes, study.metric),
-            "learning_curves": plots.curves(
+            "history": figures.history(rows, study.metric, maximize),
+            "importance": figures.importance(rows, axes),
+            "slices": figures.slices(rows, axes, study.metric),
+            "parallel": figures.parallel(rows, axes, study.metric),
+            "learning_curves": figures.curves(
                 top, epochs, "val_loss", "Learning curves of the top trials", "val_loss"
             ),
-            "gap": plots.curves(
+            "gap": figures.curves(
                 top,
                 epochs,
                 "gap",
                 "Generalization gap of the top trials",
                 "val_loss - train loss (eval mode)",
             ),
-            "calibration": plots.calibration(rows, "label_smoothing" in searched),
+            "calibration": figures.calibration(rows, "label_smoothing" in searched),
         },
     }
