@@ -75,7 +75,7 @@ TASKS: dict[str, dict[str, Any]] = {
         "trainer_config": {
             # 60, not 30: at 30 epochs 36 % of random configurations had their best epoch at the
             # last one (still improving: the task measured convergence speed as much as
-            # regularization); at 60, 6 % (docs/benchmarks.md, "Synthetic task: 60 epochs")
+            # regularization); at 60, 6 % (docs/benchmarks-history.md, "Synthetic task: 60 epochs")
             "max_epochs": 60,
             "hidden_sizes": [128, 128],
             "n_samples": 6000,

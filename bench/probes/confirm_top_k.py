@@ -1,4 +1,4 @@
-"""Probe behind docs/benchmarks.md, "Re-training the top configurations before choosing".
+"""Probe behind docs/benchmarks-history.md, "Re-training the top configurations before choosing".
 
 Does spending part of the budget on re-training the best few configurations (and choosing by
 the mean of their runs) return a better configuration than choosing by one run? Per seed:

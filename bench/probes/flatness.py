@@ -1,4 +1,4 @@
-"""Probe behind docs/benchmarks.md, "How flat the optimum is".
+"""Probe behind docs/benchmarks-history.md, "How flat the optimum is".
 
 Can a task separate tuners at all? Random configurations of the task's search space, each
 re-trained with ``R`` training seeds (1001..), give each config's mean best val_loss and the

@@ -1,4 +1,4 @@
-"""Probe behind docs/benchmarks.md, "Where a quarter of random search's samples goes".
+"""Probe behind docs/benchmarks-history.md, "Where a quarter of random search's samples goes".
 
 Per seed: how many trials regtune's default (c) finishes within 25 % of random search's samples,
 how many of those TPE proposed from its model (trial number >= TPE's start-up), and (c)'s reach
