@@ -8,7 +8,6 @@ over REST, waits for it to complete, restarts the API container and checks nothi
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -175,8 +174,8 @@ def stack(engine: _engine.Engine, tmp_path: Path) -> Iterator[Stack]:
     try:
         yield s
     finally:
-        if os.environ.get("REGTUNE_TEST_DOCKER_LOGS"):
-            print(s("logs", "--no-color", check=False).stdout[-20000:])
+        # pytest shows a test's captured output only when it fails
+        print(s("logs", "--no-color", "--tail", "150", check=False).stdout)
         s("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
 
 

@@ -186,6 +186,10 @@ def test_tune_job_runs_regtune_tune_against_the_api(rendered: dict[str, list[Doc
     script = " ".join(container(job)["command"])
     assert "regtune tune /spec/study.yaml --server http://regtune-api:8000" in script
     assert job["spec"]["backoffLimit"] == 0
+    # the API answers the Host name the Job uses (others get 400 invalid_host)
+    api = one(kustomize(K8S / "overlays" / "gpu"), "Deployment", "regtune-api")
+    env = {e["name"]: e.get("value") for e in container(api)["env"]}
+    assert "regtune-api" in env["REGTUNE_ALLOWED_HOSTS"].split(",")
     cm = one(docs, "ConfigMap", "regtune-tune-spec")
     assert pod_spec(job)["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
     from service.spec import StudySpec
