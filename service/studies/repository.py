@@ -46,6 +46,7 @@ from service.models import (
     TrialState,
     utcnow,
 )
+from service.studies.lifecycle import ACTIVE_STATUSES
 from trainers.best import maximizes
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "trial_epochs",
 ]
 
-ACTIVE_STATUSES = (StudyStatus.queued.value, StudyStatus.running.value)
 TrialSort = Literal["number", "-number", "value", "-value"]
 
 

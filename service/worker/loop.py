@@ -12,13 +12,15 @@ from types import FrameType
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
 from service.models import StudyRecord
 from service.observability import log_context
 from service.spec import StudySpec
+from service.studies import lifecycle
 from service.worker import repository as repo
 from service.worker.optimization import open_storage, quiet_optuna
 from service.worker.stale import sweep_with
@@ -30,6 +32,9 @@ __all__ = ["WorkerOptions", "run_worker"]
 log = logging.getLogger("regtune.worker")
 
 _CLAIM_ATTEMPTS = 5
+# a study this worker could not open is left alone this long, doubling up to the cap
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 60.0
 
 
 @dataclass
@@ -52,7 +57,12 @@ class _Specs:
         self.parsed: dict[int, StudySpec] = {}
         self.skipped: set[int] = set()
 
-    def get(self, ctx: WorkerContext, study: StudyRecord) -> StudySpec | None:
+    def get(self, session: Session, study: StudyRecord) -> StudySpec | None:
+        """The locked `study`'s spec; an unreadable one fails the study in `session`.
+
+        The caller's session already holds the study's row lock: failing the study in another
+        transaction would wait on that lock forever (PostgreSQL) or find SQLite locked.
+        """
         if study.id in self.parsed:
             return self.parsed[study.id]
         try:
@@ -65,19 +75,56 @@ class _Specs:
                 )
                 self.skipped.add(study.id)
                 return None
-            with unit_of_work(ctx.sessions) as session:
-                locked = repo.lock_study(session, study.id)
-                if locked is not None:
-                    repo.fail_study(session, locked, f"invalid spec: {exc.errors()[0]['msg']}")
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            reason = f"{where}: {error['msg']}" if where else error["msg"]
+            log.error("study %s cannot run: %s", study.id, reason)
+            repo.end_study(session, study, lifecycle.spec_failure(reason))
             return None
         self.parsed[study.id] = spec
         return spec
 
 
-def claim_next(ctx: WorkerContext, specs: _Specs, only: int | None) -> Claim | None:
+class Backoff:
+    """Studies whose last claim gave no trial: skipped for a while, twice as long each time.
+
+    A study whose Optuna study could not be opened (the database was away, or something this
+    worker cannot tell apart from that) would otherwise be the oldest candidate again at once,
+    and one bad study would hold every worker in a tight loop while newer studies wait.
+    """
+
+    def __init__(self, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_MAX_S) -> None:
+        self.first = first
+        self.cap = cap
+        self._misses: dict[int, int] = {}
+        self._until: dict[int, float] = {}
+
+    def delay(self, study_id: int) -> float:
+        """The wait after the study's latest miss (0 when it has none)."""
+        misses = self._misses.get(study_id, 0)
+        return min(self.cap, self.first * 2 ** (misses - 1)) if misses else 0.0
+
+    def miss(self, study_id: int) -> None:
+        self._misses[study_id] = self._misses.get(study_id, 0) + 1
+        self._until[study_id] = time.monotonic() + self.delay(study_id)
+
+    def ran(self, study_id: int) -> None:
+        self._misses.pop(study_id, None)
+        self._until.pop(study_id, None)
+
+    def waiting(self) -> list[int]:
+        """Studies to skip now."""
+        now = time.monotonic()
+        return sorted(s for s, until in self._until.items() if until > now)
+
+
+def claim_next(
+    ctx: WorkerContext, specs: _Specs, only: int | None, backoff: Backoff | None = None
+) -> Claim | None:
     """Claim a slot in the oldest study that has one; None when there is no work."""
+    exclude = sorted({*specs.skipped, *(backoff.waiting() if backoff else ())})
     with unit_of_work(ctx.sessions) as session:
-        candidates = repo.candidate_studies(session, only, exclude=sorted(specs.skipped))
+        candidates = repo.candidate_studies(session, only, exclude=exclude)
     for study_id in candidates:
         for _attempt in range(_CLAIM_ATTEMPTS):
             try:
@@ -85,7 +132,7 @@ def claim_next(ctx: WorkerContext, specs: _Specs, only: int | None) -> Claim | N
                     study = repo.lock_study(session, study_id)
                     if study is None:
                         break
-                    spec = specs.get(ctx, study)
+                    spec = specs.get(session, study)
                     if spec is None:
                         break
                     row = repo.claim_slot(session, study, ctx.name)
@@ -136,6 +183,7 @@ def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bo
     ctx = make_context(settings, options)
     previous = _install_signals(ctx) if handle_signals else {}
     specs = _Specs()
+    backoff = Backoff()
     ran = 0
     last_sweep = 0.0
     # Load the trainer plugins (and with them torch and Lightning) before the first claim: the
@@ -154,23 +202,32 @@ def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bo
                 last_sweep = time.monotonic()
                 try:
                     sweep_with(ctx.sessions, ctx.storage, settings)
-                except OperationalError:
+                except Exception:  # a sweep's trouble must never stop this worker's trials
                     log.warning("stale-trial sweep failed; will retry", exc_info=True)
             try:
-                claim = claim_next(ctx, specs, options.study_id)
+                claim = claim_next(ctx, specs, options.study_id, backoff)
             except SQLAlchemyError as exc:
                 # the database restarts or is briefly unreachable: keep polling
                 log.warning("cannot claim a trial (%s); retrying", exc.__class__.__name__)
                 ctx.shutdown.wait(settings.worker_poll_interval)
                 continue
             if claim is None:
-                if options.once or options.exit_when_idle:
+                # a study in back-off is work still to do, not idleness
+                if (options.once or options.exit_when_idle) and not backoff.waiting():
                     break
                 ctx.shutdown.wait(settings.worker_poll_interval)
                 continue
             with log_context(study_id=claim.study_id, trial_id=claim.trial_id):
                 state = run_claimed_trial(ctx, claim)
-            if state is not None:
+            if state is None:
+                backoff.miss(claim.study_id)
+                log.info(
+                    "no trial of study %s ran; not claiming it for %.0f s",
+                    claim.study_id,
+                    backoff.delay(claim.study_id),
+                )
+            else:
+                backoff.ran(claim.study_id)
                 ran += 1
                 log.info("trial of study %s ended %s", claim.study_id, state.value)
             if options.once or (options.max_trials is not None and ran >= options.max_trials):

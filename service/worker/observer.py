@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -55,6 +54,7 @@ class DbTrialObserver:
         self.epochs_run = 0
         self.best: BestEpoch | None = None
         self._flush_interval = flush_interval
+        # metrics as logged; the repository stores NaN/inf as null (`repo.clean_metrics`)
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._best_changed = False
         self._last_flush = -math.inf
@@ -71,7 +71,7 @@ class DbTrialObserver:
         if best is not None:
             self.best = best
         self.epochs_run = max(self.epochs_run, record.epoch + 1)
-        self._pending.append((record.epoch, _json_safe(metrics)))
+        self._pending.append((record.epoch, metrics))
         self._best_changed = self._best_changed or best is not None
         if time.monotonic() - self._last_flush >= self._flush_interval:
             self.flush()
@@ -85,7 +85,7 @@ class DbTrialObserver:
                 session,
                 self._trial_id,
                 self._pending,
-                _json_best(self.best) if self._best_changed else None,
+                self.best if self._best_changed else None,
             )
             status = repo.study_status(session, self._study_id)
         self._pending = []
@@ -100,12 +100,3 @@ class DbTrialObserver:
     def shutting_down(self) -> bool:
         """Stopped because the worker is shutting down (not because of the study)."""
         return self._shutdown.is_set() and not self.study_stopped
-
-
-def _json_safe(metrics: dict[str, float]) -> dict[str, Any]:
-    # JSON has no NaN/inf (PostgreSQL's json type refuses them): store null instead
-    return {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
-
-
-def _json_best(best: BestEpoch | None) -> BestEpoch | None:
-    return None if best is None else replace(best, metrics=_json_safe(best.metrics))

@@ -8,15 +8,18 @@ study never interleave (no lost update, no slot handed out twice).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from service.models import StudyRecord, StudyStatus, TrialEpoch, TrialRecord, TrialState, utcnow
+from service.studies import lifecycle
+from service.studies.lifecycle import ACTIVE_STATUSES, Counts, Ending
 from trainers.best import BestEpoch, maximizes
 from trainers.params import PARAM_NAMES
 
@@ -27,7 +30,9 @@ __all__ = [
     "bind_trial",
     "candidate_studies",
     "claim_slot",
+    "clean_metrics",
     "delete_claim",
+    "end_study",
     "fail_study",
     "finish_trial",
     "lock_study",
@@ -38,7 +43,6 @@ __all__ = [
     "study_status",
 ]
 
-ACTIVE = (StudyStatus.queued.value, StudyStatus.running.value)
 IN_PROGRESS = (TrialState.claimed.value, TrialState.running.value)
 FINAL_TRIAL_STATES = frozenset(
     {TrialState.complete, TrialState.pruned, TrialState.cancelled, TrialState.fail}
@@ -87,7 +91,7 @@ def candidate_studies(
     used = _slots_used(StudyRecord.id).scalar_subquery()
     query = (
         select(StudyRecord.id)
-        .where(StudyRecord.status.in_(ACTIVE), used < StudyRecord.n_trials)
+        .where(StudyRecord.status.in_(ACTIVE_STATUSES), used < StudyRecord.n_trials)
         .order_by(StudyRecord.created_at, StudyRecord.id)
         .limit(limit)
     )
@@ -104,11 +108,11 @@ def claim_slot(session: Session, study: StudyRecord, worker: str) -> TrialRecord
     Starts the study (queued -> running, deadline from ``budget.timeout_s``) on its first claim.
     After the deadline no slot is handed out, and the study completes once nothing runs.
     """
-    if study.status not in ACTIVE:
+    if not lifecycle.is_active(study.status):
         return None
     now = utcnow()
-    if study.deadline_at is not None and now >= study.deadline_at:
-        refresh_study(session, study)
+    if not lifecycle.accepts_claims(study.status, study.deadline_at, now):
+        refresh_study(session, study)  # past its deadline: completes once nothing runs
         return None
     used = set(
         session.scalars(
@@ -123,9 +127,7 @@ def claim_slot(session: Session, study: StudyRecord, worker: str) -> TrialRecord
     if study.status == StudyStatus.queued.value:
         study.status = StudyStatus.running.value
         study.started_at = now
-        timeout = (study.spec.get("budget") or {}).get("timeout_s")
-        if timeout:
-            study.deadline_at = now + timedelta(seconds=float(timeout))
+        study.deadline_at = lifecycle.deadline_for(study.spec, now)
     row = TrialRecord(
         study_id=study.id, slot=free, state=TrialState.claimed.value, worker=worker, claimed_at=now
     )
@@ -169,7 +171,24 @@ def set_params(session: Session, trial_id: int, params: dict[str, Any]) -> None:
     session.execute(update(TrialRecord).where(TrialRecord.id == trial_id).values(**values))
 
 
-def _metric_columns(metrics: dict[str, float] | None) -> dict[str, Any]:
+def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """Metrics as SQL can store them: NaN and +-inf become null.
+
+    JSON has no NaN/inf (PostgreSQL's json type refuses them, SQLite stores a token that reads
+    back as null), so every write of a metrics dict, per epoch or final, goes through this.
+    """
+    cleaned: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        number = None if value is None else float(value)
+        cleaned[str(name)] = number if number is not None and math.isfinite(number) else None
+    return cleaned
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _metric_columns(metrics: Mapping[str, float | None] | None) -> dict[str, Any]:
     if metrics is None:
         return {}
     return {name: metrics.get(name) for name in METRIC_COLUMNS}
@@ -182,15 +201,18 @@ def add_epochs(
     best: BestEpoch | None,
 ) -> None:
     """Store epochs' metrics and the best epoch so far (live progress for the API)."""
-    session.add_all(TrialEpoch(trial_id=trial_id, epoch=e, metrics=m) for e, m in epochs)
+    session.add_all(
+        TrialEpoch(trial_id=trial_id, epoch=e, metrics=clean_metrics(m)) for e, m in epochs
+    )
     last = max(e for e, _ in epochs)
     values: dict[str, Any] = {"epochs_run": last + 1, "heartbeat_at": utcnow()}
     if best is not None:
+        cleaned = clean_metrics(best.metrics)
         values.update(
-            value=best.value,
+            value=_finite(best.value),
             best_epoch=best.epoch,
-            metrics=best.metrics,
-            **_metric_columns(best.metrics),
+            metrics=cleaned,
+            **_metric_columns(cleaned),
         )
     session.execute(update(TrialRecord).where(TrialRecord.id == trial_id).values(**values))
     session.flush()
@@ -208,37 +230,41 @@ def finish_trial(session: Session, study: StudyRecord, trial_id: int, result: Tr
     row.state = result.state.value
     if result.state not in (TrialState.complete, TrialState.pruned):
         row.slot = None
-    if result.value is not None:
+    if _finite(result.value) is not None:
         row.value = result.value
     if result.best_epoch is not None:
         row.best_epoch = result.best_epoch
     if result.epochs_run is not None:
         row.epochs_run = result.epochs_run
     if result.metrics is not None:
-        row.metrics = result.metrics
-        for name, value in _metric_columns(result.metrics).items():
+        row.metrics = clean_metrics(result.metrics)
+        for name, value in _metric_columns(row.metrics).items():
             setattr(row, name, value)
     if result.test_metrics is not None:
-        row.test_metrics = result.test_metrics
+        row.test_metrics = clean_metrics(result.test_metrics)
     row.error = result.error
     row.finished_at = now
     if row.started_at is not None:
         row.duration_s = (now - row.started_at).total_seconds()
     session.flush()
 
-    if result.state == TrialState.fail and result.counts_as_failure:
-        study.consecutive_failures = (study.consecutive_failures or 0) + 1
-    elif result.state in (TrialState.complete, TrialState.pruned):
-        study.consecutive_failures = 0
+    study.consecutive_failures = lifecycle.failure_streak(
+        study.consecutive_failures or 0, result.state, result.counts_as_failure
+    )
+
+
+def end_study(session: Session, study: StudyRecord, ending: Ending) -> None:
+    """Write `ending` to an active, locked study (a final status is never overwritten)."""
+    if lifecycle.is_active(study.status):
+        study.status = ending.status.value
+        study.error = ending.error
+        study.finished_at = utcnow()
+        session.flush()
 
 
 def fail_study(session: Session, study: StudyRecord, reason: str) -> None:
-    """End an active study as `failed` with `reason` (a final status is never overwritten)."""
-    if study.status in ACTIVE:
-        study.status = StudyStatus.failed.value
-        study.error = reason
-        study.finished_at = utcnow()
-        session.flush()
+    """End an active study as `failed` with `reason`."""
+    end_study(session, study, Ending(StudyStatus.failed, reason))
 
 
 def refresh_study(
@@ -270,24 +296,18 @@ def refresh_study(
     ).first()
     study.best_trial_number, study.best_value = (best[0], best[1]) if best else (None, None)
 
-    if study.status not in ACTIVE:
-        session.flush()
-        return
-    now = utcnow()
-    finished = study.n_complete + study.n_pruned
-    if finished >= study.n_trials:
-        study.status = StudyStatus.completed.value
-        study.finished_at = now
-    elif study.deadline_at is not None and now >= study.deadline_at and study.n_running == 0:
-        study.status = StudyStatus.completed.value
-        study.finished_at = now
-        study.error = f"budget.timeout_s reached after {finished} of {study.n_trials} trials"
-    elif (
-        max_consecutive_failures is not None
-        and study.consecutive_failures >= max_consecutive_failures
-    ):
-        reason = f"{study.consecutive_failures} trials failed in a row"
-        fail_study(session, study, f"{reason}; last error: {last_error}" if last_error else reason)
+    ending = lifecycle.ending_after_trials(
+        status=study.status,
+        n_trials=study.n_trials,
+        counts=Counts(study.n_complete, study.n_pruned, study.n_failed, study.n_running),
+        deadline_at=study.deadline_at,
+        now=utcnow(),
+        consecutive_failures=study.consecutive_failures or 0,
+        max_consecutive_failures=max_consecutive_failures,
+        last_error=last_error,
+    )
+    if ending is not None:
+        end_study(session, study, ending)
     session.flush()
 
 
@@ -311,4 +331,4 @@ def stale_claims(session: Session, older_than: datetime) -> list[TrialRecord]:
 
 
 def active_studies(session: Session) -> list[StudyRecord]:
-    return list(session.scalars(select(StudyRecord).where(StudyRecord.status.in_(ACTIVE))))
+    return list(session.scalars(select(StudyRecord).where(StudyRecord.status.in_(ACTIVE_STATUSES))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -11,26 +12,41 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState as OptunaState
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import unit_of_work
 from service.models import TrialState
 from service.spec import StudySpec
+from service.studies import lifecycle
 from service.worker import repository as repo
 from service.worker.observer import DbTrialObserver
 from service.worker.optimization import SpecError, open_study
 from trainers.objective import TrialCancelled, TrialCheckpoint, run_trial
 
-__all__ = ["Claim", "WorkerContext", "WorkerShutdown", "run_claimed_trial", "short_error"]
+__all__ = [
+    "Claim",
+    "WorkerContext",
+    "WorkerShutdown",
+    "record_result",
+    "run_claimed_trial",
+    "short_error",
+]
 
 log = logging.getLogger("regtune.worker")
 
 ERROR_MAX_CHARS = 500
+# seconds between tries of a trial's final write (a transient database error is retried)
+RECORD_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 
 class WorkerShutdown(RuntimeError):
     """The worker was asked to stop: the trial is abandoned (FAIL, slot released)."""
+
+
+class _Unreachable(RuntimeError):
+    """The database failed in a way a retry may cure (the claim is given back)."""
 
 
 class SlotLost(RuntimeError):
@@ -220,43 +236,50 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
     )
 
 
-def run_claimed_trial(ctx: WorkerContext, claim: Claim) -> TrialState | None:
-    """Run the Optuna trial for `claim` and record its outcome; returns the row's final state.
+def _is_transient(exc: BaseException) -> bool:
+    """A database error that a retry may cure (connection lost, server restarting, locked)."""
+    if isinstance(exc, optuna.exceptions.StorageInternalError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # Optuna wraps the SQLAlchemy error of a failed commit
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
-    Never raises for a trial's own failure. Returns None when no Optuna trial was created (the
-    claim is given back, or the study is failed when its spec cannot be built).
+
+def _open(ctx: WorkerContext, claim: Claim) -> optuna.Study:
+    """The claim's Optuna study; SpecError for anything but a database error.
+
+    Building the sampler, the pruner or the study can fail in ways Optuna does not document
+    (a grid too large to list, an option of the wrong type deep inside a sampler): every such
+    error means no worker can ever run the study, so it fails the study instead of crashing
+    the worker or handing the same study to the next claim.
     """
-    run = _Run()
     try:
-        study = open_study(ctx.study_storage(claim.study_id), claim.spec, claim.trial_id)
-        study.optimize(_objective(ctx, claim, claim.spec, run), n_trials=1, catch=(Exception,))
-    except SpecError as exc:
-        reason = str(exc)
-        log.error("study %s cannot run: %s", claim.study_id, reason)
-        with unit_of_work(ctx.sessions) as session:
-            study_row = repo.lock_study(session, claim.study_id)
-            repo.delete_claim(session, claim.trial_id)
-            if study_row is not None:
-                repo.fail_study(session, study_row, f"invalid spec: {reason}")
-                repo.refresh_study(session, study_row)
-        return None
+        return open_study(ctx.study_storage(claim.study_id), claim.spec, claim.trial_id)
+    except SpecError:
+        raise
     except Exception as exc:
-        # storage trouble or an Optuna internal error: record what we know, keep the worker up
-        log.exception("trial of study %s crashed outside the objective", claim.study_id)
-        run.error = run.error or exc
-    if run.optuna_trial_id is None:
+        if _is_transient(exc):
+            raise _Unreachable(short_error(exc)) from exc
+        log.error("cannot open study %s", claim.study_id, exc_info=exc)
+        raise SpecError(short_error(exc)) from exc
+
+
+def _give_back(ctx: WorkerContext, claim: Claim, ending: lifecycle.Ending | None = None) -> None:
+    """Release the claim's slot (no Optuna trial was created); end the study with `ending`."""
+    try:
         with unit_of_work(ctx.sessions) as session:
             study_row = repo.lock_study(session, claim.study_id)
             repo.delete_claim(session, claim.trial_id)
             if study_row is not None:
+                if ending is not None:
+                    repo.end_study(session, study_row, ending)
                 repo.refresh_study(session, study_row)
-        return None
-    if run.observer is not None:  # epochs still buffered (the observer batches its writes)
-        try:
-            run.observer.flush()
-        except Exception:
-            log.exception("cannot store the last epochs of a trial of study %s", claim.study_id)
-    result = _result(ctx, run)
+    except Exception:
+        # the sweep deletes a claim left behind once its grace period is over
+        log.warning("cannot give back the claim of study %s", claim.study_id, exc_info=True)
+
+
+def _write_result(ctx: WorkerContext, claim: Claim, result: repo.TrialResult) -> None:
     with unit_of_work(ctx.sessions) as session:
         study_row = repo.lock_study(session, claim.study_id)
         if study_row is not None:
@@ -264,4 +287,86 @@ def run_claimed_trial(ctx: WorkerContext, claim: Claim) -> TrialState | None:
             repo.refresh_study(
                 session, study_row, ctx.settings.max_consecutive_failures, result.error
             )
-    return result.state
+
+
+def _try_write(ctx: WorkerContext, claim: Claim, result: repo.TrialResult) -> Exception | None:
+    """Write `result`, retrying transient database errors; the last error, None when stored."""
+    for delay in (*RECORD_RETRY_DELAYS, None):
+        try:
+            _write_result(ctx, claim, result)
+            return None
+        except Exception as exc:
+            if delay is None or not _is_transient(exc):
+                return exc
+            log.warning(
+                "cannot record a trial of study %s (%s); retrying in %.1f s",
+                claim.study_id,
+                exc.__class__.__name__,
+                delay,
+            )
+            time.sleep(delay)
+    return None  # pragma: no cover - the loop always returns
+
+
+def record_result(ctx: WorkerContext, claim: Claim, result: repo.TrialResult) -> TrialState:
+    """Store a finished trial's outcome; never raises.
+
+    A write that keeps failing (a value the database refuses, or a database that stays away
+    through every retry) records the trial `fail` with the reason instead; if even that cannot
+    be written, the stale-trial sweep reconciles the row from Optuna later.
+    """
+    error = _try_write(ctx, claim, result)
+    if error is None:
+        return result.state
+    log.error("cannot record a trial of study %s", claim.study_id, exc_info=error)
+    failed = repo.TrialResult(
+        TrialState.fail,
+        epochs_run=result.epochs_run,
+        error=f"cannot record the trial's result: {short_error(error)}",
+        # a database that stays away is not the trial's fault; a value it refuses is
+        counts_as_failure=not _is_transient(error),
+    )
+    second = _try_write(ctx, claim, failed)
+    if second is not None:
+        log.error("cannot record trial failure of study %s", claim.study_id, exc_info=second)
+    return TrialState.fail
+
+
+def run_claimed_trial(ctx: WorkerContext, claim: Claim) -> TrialState | None:
+    """Run the Optuna trial for `claim` and record its outcome; returns the row's final state.
+
+    Never raises for a trial's own failure. Returns None when no Optuna trial was created: the
+    claim is given back (the caller backs off from the study), or the study is failed when its
+    spec cannot be opened.
+    """
+    run = _Run()
+    try:
+        study = _open(ctx, claim)
+    except SpecError as exc:
+        log.error("study %s cannot run: %s", claim.study_id, exc)
+        _give_back(ctx, claim, lifecycle.spec_failure(str(exc)))
+        return None
+    except _Unreachable as exc:
+        log.warning("cannot open study %s (%s)", claim.study_id, exc)
+        _give_back(ctx, claim)
+        return None
+    try:
+        study.optimize(_objective(ctx, claim, claim.spec, run), n_trials=1, catch=(Exception,))
+    except Exception as exc:
+        # storage trouble or an Optuna internal error: record what we know, keep the worker up
+        log.exception("trial of study %s crashed outside the objective", claim.study_id)
+        run.error = run.error or exc
+    if run.optuna_trial_id is None:
+        _give_back(ctx, claim)
+        return None
+    if run.observer is not None:  # epochs still buffered (the observer batches its writes)
+        try:
+            run.observer.flush()
+        except Exception:
+            log.exception("cannot store the last epochs of a trial of study %s", claim.study_id)
+    try:
+        result = _result(ctx, run)
+    except Exception as exc:  # Optuna's storage is away: record what the worker saw
+        run.error = run.error or exc
+        result = repo.TrialResult(TrialState.fail, error=short_error(exc), counts_as_failure=False)
+    return record_result(ctx, claim, result)

@@ -51,6 +51,19 @@ def _nan(params: Any, config: _Config) -> tuple[Any, Any]:
     return module, data
 
 
+def _nan_metric(params: Any, config: _Config) -> tuple[Any, Any]:
+    """Trains normally but also logs `val_auc=NaN` every epoch (a plugin's undefined metric)."""
+    module, data = _base(params, config)
+    end = module.on_validation_epoch_end
+
+    def nan_end() -> None:
+        end()
+        module.epoch_metrics["val_auc"] = float("nan")
+
+    module.on_validation_epoch_end = nan_end
+    return module, data
+
+
 def _oom(params: Any, config: _Config) -> tuple[Any, Any]:
     module, data = _base(params, config)
     if params.batch_size is not None and params.batch_size >= config.oom_at:
@@ -89,6 +102,7 @@ TEST_TRAINERS = {
     for t in (
         _trainer("slow-mlp", _slow, "synthetic-mlp sleeping epoch_s per epoch"),
         _trainer("nan-mlp", _nan, "synthetic-mlp whose outputs (and losses) are NaN"),
+        _trainer("nan-metric-mlp", _nan_metric, "synthetic-mlp also logging val_auc=NaN"),
         _trainer("oom-mlp", _oom, "synthetic-mlp raising torch.OutOfMemoryError at oom_at"),
         _trainer("memory-error-mlp", _memory_error, "synthetic-mlp raising MemoryError"),
     )
