@@ -7,8 +7,8 @@ Idempotent and quiet when everything is already there:
 - Debian's chromium (for the Playwright browser tests; Playwright never downloads a browser here).
 - The test plugin distribution `tests/plugin_pkg` (editable).
 - A docker compose CLI (to validate docker/compose.yaml; no engine is needed for that).
-- Debian's docker.io and debootstrap (root only): the `docker` tests build and run the images on
-  an engine they start themselves.
+- kubectl (renders deploy/k8s); Debian's docker.io and debootstrap (root only): the `docker`
+  tests build and run the images on an engine they start themselves.
 """
 
 from __future__ import annotations
@@ -120,6 +120,17 @@ def ensure_compose() -> bool:
 DOCKER_ENGINE_PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap"}
 
 
+def ensure_kubectl() -> bool:
+    """kubectl renders deploy/k8s (`kubectl kustomize`; no cluster needed).
+
+    Not in Debian's own archive: this machine's apt has it from the Google Cloud SDK repository.
+    """
+    if shutil.which("kubectl") or (_apt_install(["kubectl"]) and shutil.which("kubectl")):
+        return True
+    _say("warning: kubectl missing; the Kubernetes manifest tests fail under CI=true")
+    return not _in_ci()
+
+
 def ensure_docker_engine() -> bool:
     """Debian's docker.io (dockerd and its CLI) and debootstrap, for the `docker` tests.
 
@@ -153,6 +164,7 @@ def main() -> int:
     ok = ensure_chromium() and ok
     ok = ensure_compose() and ok
     ok = ensure_docker_engine() and ok
+    ok = ensure_kubectl() and ok
     return 0 if ok else 1
 
 
