@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
-from service.api import create_app
+from service.app import create_app
 from service.cli import app
 from service.config import Settings
 from service.presets import list_presets
