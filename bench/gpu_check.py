@@ -1,0 +1,283 @@
+"""GPU check: the GPU paths of regtune, end to end, in a few minutes on a CUDA host.
+
+Every check runs real `regtune worker` processes on a scratch SQLite database (one study each,
+stored through the service layer as ``POST /api/v1/studies`` stores it):
+
+1. packing: one study on one GPU with 1, then 4 trials packed per device (``--devices 0
+   --trials-per-device N``); trials/minute of each and the ratio line ``ratio: 4/1 = x``;
+2. precision: one ``execution.precision: bf16-mixed`` trial;
+3. DDP: one trial over every visible GPU (``--devices 0,1,.. --devices-per-trial N``; skipped
+   with one GPU);
+4. resume: a worker SIGKILLed mid-trial with ``REGTUNE_CHECKPOINT_DIR`` set; the retry must
+   resume from a later epoch than 0;
+5. memory: peak GPU memory of one trial (``torch.cuda.max_memory_allocated``) against the
+   model's own size (parameters only): the best epoch's weights must not add a second copy.
+
+    python bench/gpu_check.py             # on a CUDA host (under 8 minutes on one GPU)
+    python bench/gpu_check.py --dry-run   # same code path on CPU devices (CI: no GPU needed)
+
+``--dry-run`` swaps the device flags (``--devices cpu``), runs the DDP check over 2 CPU ranks
+(gloo), measures peak RSS instead of GPU memory, and shrinks the studies. Exit status 1 when a
+check fails; the last line is the packing ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from service import migrations  # noqa: E402
+from service.db import make_engine, make_session_factory, unit_of_work  # noqa: E402
+from service.models import TrialRecord, TrialState  # noqa: E402
+from service.spec import StudySpec  # noqa: E402
+from service.studies.optuna_storage import LazyOptunaStorage  # noqa: E402
+from service.studies.service import create_study  # noqa: E402
+
+# a model big enough to keep a GPU busy for a moment per epoch, small enough for 8 minutes
+GPU_CONFIG = {"n_samples": 20_000, "n_features": 64, "hidden_sizes": [1024, 1024]}
+CPU_CONFIG = {"n_samples": 400, "n_features": 8, "n_informative": 4, "hidden_sizes": [32]}
+
+
+@dataclass
+class Plan:
+    dry_run: bool
+    gpus: int  # visible CUDA devices (0 on a dry run)
+    epochs: int
+    trials: int  # per packing arm
+
+    @property
+    def config(self) -> dict[str, Any]:
+        base = CPU_CONFIG if self.dry_run else GPU_CONFIG
+        return {**base, "max_epochs": self.epochs}
+
+    def devices(self, n: int = 1) -> list[str]:
+        if self.dry_run:
+            return ["--devices", "cpu"]
+        return ["--devices", ",".join(str(i) for i in range(n))]
+
+
+def _spec(name: str, plan: Plan, n_trials: int, **fields: Any) -> StudySpec:
+    return StudySpec.model_validate(
+        {
+            "name": name,
+            "trainer": "synthetic-mlp",
+            "trainer_config": plan.config,
+            "search_space": {
+                "dropout": {"low": 0.0, "high": 0.5},
+                "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+                "batch_size": {"fixed": 256},
+                "patience": {"fixed": 1000},
+            },
+            "sampler": {"name": "random", "seed": 0},
+            "pruner": {"name": "none"},
+            "budget": {"n_trials": n_trials},
+            **fields,
+        }
+    )
+
+
+def _submit(url: str, spec: StudySpec) -> int:
+    engine, storage = make_engine(url), LazyOptunaStorage(url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            return create_study(session, storage, spec).id
+    finally:
+        storage.dispose()
+        engine.dispose()
+
+
+def _trials(url: str, study_id: int) -> list[TrialRecord]:
+    engine = make_engine(url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            rows = session.query(TrialRecord).filter(TrialRecord.study_id == study_id)
+            return list(rows.order_by(TrialRecord.id))
+    finally:
+        engine.dispose()
+
+
+def _worker(url: str, study_id: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    full_env = {
+        **os.environ,
+        "REGTUNE_DATABASE_URL": url,
+        "TZ": "UTC",
+        "REGTUNE_WORKER_POLL_INTERVAL": "0.2",
+        "REGTUNE_EPOCH_FLUSH_INTERVAL": "0",
+        "PYTHONPATH": str(REPO),
+        **env,
+    }
+    cmd = [sys.executable, "-m", "service.cli", "worker", "--study", str(study_id), *args]
+    return subprocess.Popen(
+        [*cmd, "--exit-when-idle"], env=full_env, cwd=REPO, stderr=subprocess.PIPE
+    )
+
+
+def _finish(proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
+    _, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker exited {proc.returncode}: {err.decode()[-2000:]}")
+
+
+def _complete(url: str, study_id: int) -> list[TrialRecord]:
+    rows = _trials(url, study_id)
+    bad = [f"{t.number}: {t.state} {t.error or ''}" for t in rows if t.state != TrialState.complete]
+    if bad or not rows:
+        raise RuntimeError(f"study {study_id}: trials not complete: {bad or 'none ran'}")
+    return rows
+
+
+def check_packing(url: str, plan: Plan) -> float:
+    rates: dict[int, float] = {}
+    for packed in (1, 4):
+        study_id = _submit(url, _spec(f"packing-{packed}", plan, plan.trials))
+        start = time.perf_counter()
+        _finish(_worker(url, study_id, *plan.devices(), "--trials-per-device", str(packed)))
+        rows = _complete(url, study_id)
+        rates[packed] = len(rows) / ((time.perf_counter() - start) / 60)
+        print(f"packing: {packed} trial(s) per device: {rates[packed]:.1f} trials/minute")
+    return rates[4] / rates[1]
+
+
+def check_bf16(url: str, plan: Plan) -> None:
+    spec = _spec("bf16", plan, 1, execution={"precision": "bf16-mixed"})
+    study_id = _submit(url, spec)
+    _finish(_worker(url, study_id, *plan.devices()))
+    (row,) = _complete(url, study_id)
+    print(f"bf16-mixed: 1 trial complete, best val_loss {row.value:.4f}")
+
+
+def check_ddp(url: str, plan: Plan) -> None:
+    ranks = 2 if plan.dry_run else plan.gpus
+    if ranks < 2:
+        print("ddp: skipped (one GPU visible)")
+        return
+    study_id = _submit(url, _spec("ddp", plan, 1))
+    args = [*plan.devices(ranks), "--devices-per-trial", str(ranks)]
+    _finish(_worker(url, study_id, *args, REGTUNE_TORCH_THREADS="1"))
+    (row,) = _complete(url, study_id)
+    print(f"ddp: 1 trial over {ranks} ranks complete, {row.epochs_run} epochs")
+
+
+def check_resume(url: str, plan: Plan, checkpoints: Path) -> None:
+    study_id = _submit(url, _spec("resume", plan, 1))
+    env = {
+        "REGTUNE_CHECKPOINT_DIR": str(checkpoints),
+        "REGTUNE_CHECKPOINT_INTERVAL": "0",
+        # the killed worker's trial is declared lost (and retried) after 5 s, not 2 minutes
+        "REGTUNE_HEARTBEAT_INTERVAL": "1",
+        "REGTUNE_HEARTBEAT_GRACE_PERIOD": "5",
+    }
+    kill_at = max(2, plan.epochs // 2)
+    first = _worker(url, study_id, *plan.devices(), **env)
+    deadline = time.monotonic() + 300
+    while not any(t.epochs_run >= kill_at for t in _trials(url, study_id)):
+        if first.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("resume: the trial ended before it could be killed")
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    _finish(_worker(url, study_id, *plan.devices(), **env))
+    retry = next((t for t in _trials(url, study_id) if t.retry_of is not None), None)
+    if retry is None or retry.state != TrialState.complete:
+        raise RuntimeError("resume: the killed trial was not retried to completion")
+    import optuna
+
+    frozen = optuna.load_study(study_name="resume", storage=url).trials[retry.number or 0]
+    resumed_at = frozen.user_attrs.get("resumed_at_epoch")
+    if not resumed_at:
+        raise RuntimeError("resume: the retry started over from epoch 0")
+    print(f"resume: killed after {kill_at} epochs, the retry resumed at epoch {resumed_at}")
+
+
+def check_memory(plan: Plan) -> None:
+    import optuna
+    import torch
+
+    from trainers import ObjectiveSpec, SearchSpace, get_trainer, run_trial
+
+    spec = ObjectiveSpec(
+        trainer="synthetic-mlp",
+        trainer_config=plan.config,
+        search_space=SearchSpace.model_validate({"patience": {"fixed": 1000}}),
+        accelerator="cpu" if plan.dry_run else "gpu",
+    )
+    definition = get_trainer("synthetic-mlp")
+    params = spec.search_space.sample(optuna.create_study().ask())
+    probe, _ = definition.build(params, definition.validate_config(plan.config))
+    model_mib = sum(p.numel() * p.element_size() for p in probe.parameters()) / 2**20
+    if not plan.dry_run:
+        torch.cuda.reset_peak_memory_stats()
+    run_trial(optuna.create_study().ask(), spec)
+    if plan.dry_run:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"memory: model {model_mib:.3f} MiB; peak RSS {peak:.0f} MiB (CPU: no GPU memory)")
+    else:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        print(
+            f"memory: model {model_mib:.1f} MiB; peak GPU memory per trial {peak:.1f} MiB "
+            f"({peak / model_mib:.1f}x the model)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="CPU devices (CI)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--trials", type=int, default=None, help="trials per packing arm")
+    args = parser.parse_args(argv)
+    import optuna
+    import torch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not args.dry_run and gpus == 0:
+        print("error: no CUDA device visible (use --dry-run to check the code path on CPU)")
+        return 2
+    plan = Plan(
+        dry_run=args.dry_run,
+        gpus=0 if args.dry_run else gpus,
+        epochs=args.epochs or (4 if args.dry_run else 10),
+        trials=args.trials or (2 if args.dry_run else 16),
+    )
+    print(f"gpu_check: {'dry run on CPU' if plan.dry_run else f'{gpus} CUDA device(s)'}")
+    with tempfile.TemporaryDirectory(prefix="regtune-gpu-check-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'regtune.db'}"
+        migrations.upgrade(url)
+        checks: list[Callable[[], None]] = [
+            lambda: check_bf16(url, plan),
+            lambda: check_ddp(url, plan),
+            lambda: check_resume(url, plan, Path(tmp) / "checkpoints"),
+            lambda: check_memory(plan),
+        ]
+        failed = 0
+        for check in checks:
+            try:
+                check()
+            except Exception as exc:
+                failed += 1
+                print(f"FAILED: {type(exc).__name__}: {exc}")
+        try:
+            ratio = check_packing(url, plan)
+        except Exception as exc:
+            print(f"FAILED: {type(exc).__name__}: {exc}")
+            return 1
+    print(f"ratio: 4/1 packed trials per device = {ratio:.2f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
