@@ -118,3 +118,17 @@ def test_worker_once_exits_when_there_is_no_work(sqlite_url: str) -> None:
     assert runner.invoke(app, ["db", "upgrade", "--database-url", sqlite_url]).exit_code == 0
     result = runner.invoke(app, ["worker", "--once", "--database-url", sqlite_url])
     assert result.exit_code == 0, result.output
+
+
+def test_token_commands_take_format_json_like_every_other_command(sqlite_url: str) -> None:
+    assert runner.invoke(app, ["db", "upgrade", "--database-url", sqlite_url]).exit_code == 0
+    db = ["--database-url", sqlite_url]
+    created = runner.invoke(app, ["token", "create", "--name", "ci", "--format", "json", *db])
+    assert created.exit_code == 0, created.output
+    token = json.loads(created.stdout)
+    assert token["name"] == "ci" and token["token"]
+    listed = runner.invoke(app, ["token", "list", "--format", "json", *db])
+    alias = runner.invoke(app, ["token", "list", "--json", *db])  # the former spelling
+    assert json.loads(listed.stdout) == json.loads(alias.stdout)
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["ci"]
+    assert "--json" not in runner.invoke(app, ["token", "list", "--help"]).stdout

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from service.auth import service
 from service.auth.service import TokenInfo, TokenScope
+from service.cli._common import DbUrlOpt, FormatOpt, JsonAliasOpt, OutputFormat, output_format
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
 from service.errors import RegtuneError
@@ -28,12 +29,6 @@ __all__ = ["token_app"]
 token_app = typer.Typer(
     help="API tokens (stored hashed; the secret is shown once).", no_args_is_help=True
 )
-
-DbUrlOpt = Annotated[
-    str | None,
-    typer.Option("--database-url", help="database URL [env: REGTUNE_DATABASE_URL]"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -88,7 +83,8 @@ def create(
         TokenScope, typer.Option("--scope", help="read: GET endpoints; write: everything")
     ] = TokenScope.read,
     database_url: DbUrlOpt = None,
-    as_json: JsonOpt = False,
+    format: FormatOpt = OutputFormat.text,
+    as_json: JsonAliasOpt = False,
 ) -> None:
     """Create a token and print its secret (once: only its hash is stored)."""
     with _session(database_url) as session:
@@ -96,7 +92,7 @@ def create(
             info, secret = service.create_token(session, name, scope)
         except ValueError as exc:
             _fail(f"--name: {exc}")
-    if as_json:
+    if output_format(format, as_json) == OutputFormat.json:
         typer.echo(json.dumps({**_as_dict(info), "token": secret}))
         return
     typer.echo(
@@ -108,11 +104,15 @@ def create(
 
 
 @token_app.command("list")
-def list_(database_url: DbUrlOpt = None, as_json: JsonOpt = False) -> None:
+def list_(
+    database_url: DbUrlOpt = None,
+    format: FormatOpt = OutputFormat.text,
+    as_json: JsonAliasOpt = False,
+) -> None:
     """List tokens: name, scope, created, last used, revoked (never secrets)."""
     with _session(database_url) as session:
         tokens = service.list_tokens(session)
-    if as_json:
+    if output_format(format, as_json) == OutputFormat.json:
         typer.echo(json.dumps([_as_dict(t) for t in tokens], indent=2))
         return
     if not tokens:

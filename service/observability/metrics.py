@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,7 +34,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.models import StudyStatus, TrialState, utcnow
 from service.observability.repository import MetricsSnapshot, load_snapshot
 
-__all__ = ["TRIAL_DURATION_BUCKETS", "RequestLatencyMiddleware", "SqlCollector", "install"]
+__all__ = [
+    "TRIAL_DURATION_BUCKETS",
+    "RequestLatencyMiddleware",
+    "SqlCollector",
+    "install",
+    "worker_restarts_counter",
+]
 
 log = logging.getLogger(__name__)
 
@@ -216,3 +228,13 @@ def install(app: FastAPI) -> None:
     def metrics(_request: Request) -> Response:
         # a sync route: the SQL collector blocks, so it runs in the threadpool
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def worker_restarts_counter(app: FastAPI) -> Counter:
+    """`regtune_worker_restarts_total` on `app`'s /metrics: local worker processes restarted
+    after a crash (`regtune serve --workers N` supervises them in the API's own process)."""
+    return Counter(
+        "regtune_worker_restarts",
+        "Local worker processes restarted after dying abnormally",
+        registry=app.state.metrics_registry,
+    )

@@ -7,8 +7,6 @@ The study is created by the same service function the REST API calls, and the tr
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from service.models import TrialState
 from service.spec import StudySpec
 from service.studies import service as studies
 from service.studies.optuna_storage import LazyOptunaStorage
+from service.supervise import ChildSpec, Supervisor, worker_command
 from service.tune.errors import ExitCode, TuneError
 from service.worker.devices import share_cpu_threads
 
@@ -51,7 +50,7 @@ class LocalStudy:
         self.sessions: sessionmaker[Session] | None = None
         self.optuna = LazyOptunaStorage(url)
         self.study_id: int | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.supervisor: Supervisor | None = None
         self.logs: list[Path] = []
 
     # --- setup ----------------------------------------------------------------------------
@@ -94,14 +93,13 @@ class LocalStudy:
         env = share_cpu_threads(dict(os.environ, REGTUNE_DATABASE_URL=self.url), n)
         env.setdefault("TZ", "UTC")
         env.setdefault("REGTUNE_WORKER_POLL_INTERVAL", WORKER_POLL_INTERVAL_S)
-        cmd = [sys.executable, "-m", "service.cli", "worker", "--study", str(self.study_id)]
-        for i in range(n):
-            log = self.workdir / f"worker-{i}.log"
-            self.logs.append(log)
-            with log.open("wb") as out:
-                self.workers.append(
-                    subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-                )
+        cmd = worker_command("--study", str(self.study_id))
+        self.logs = [self.workdir / f"worker-{i}.log" for i in range(n)]
+        # no restarts: a CI run reports workers that die (`problem()`) instead of hiding them
+        self.supervisor = Supervisor(
+            [ChildSpec(cmd, env, f"worker {i}", log) for i, log in enumerate(self.logs)],
+            restart=False,
+        ).start()
 
     # --- StudySource ----------------------------------------------------------------------
 
@@ -137,9 +135,10 @@ class LocalStudy:
             pass  # it ended meanwhile
 
     def problem(self) -> str | None:
-        if self.workers and all(w.poll() is not None for w in self.workers):
-            codes = ", ".join(str(w.returncode) for w in self.workers)
-            return f"every worker process exited (exit codes {codes}) before the study ended"
+        codes = self.supervisor.returncodes() if self.supervisor else []
+        if codes and all(c is not None for c in codes):
+            listed = ", ".join(str(c) for c in codes)
+            return f"every worker process exited (exit codes {listed}) before the study ended"
         return None
 
     # --- teardown -------------------------------------------------------------------------
@@ -159,15 +158,8 @@ class LocalStudy:
 
     def close(self, timeout: float = 60.0) -> None:
         """SIGTERM the workers (a running trial is abandoned cleanly), wait, SIGKILL stragglers."""
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.terminate()
-        for worker in self.workers:
-            try:
-                worker.wait(timeout)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        if self.supervisor is not None:
+            self.supervisor.stop(timeout)
         self.optuna.dispose()
         if self.engine is not None:
             self.engine.dispose()

@@ -1,19 +1,18 @@
 """Device placement: one worker process per device (and `per_device` processes per device).
 
 Each child is an ordinary `regtune worker` process with ``CUDA_VISIBLE_DEVICES`` set to its one
-device, so a trainer only ever sees "GPU 0". The parent forwards SIGTERM/SIGINT to its children
-and waits for them: each abandons its trial cleanly.
+device, so a trainer only ever sees "GPU 0". The parent (a `service.supervise.Supervisor`)
+forwards SIGTERM/SIGINT to its children and waits for them: each abandons its trial cleanly. A
+child that crashes (an OOM kill, a non-zero exit) is restarted on the same device with back-off.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Sequence
-from types import FrameType
+
+from service.supervise import ChildSpec, Supervisor, forwarding_signals, worker_command
 
 __all__ = [
     "CPU",
@@ -177,35 +176,31 @@ def accelerator_for(device: str) -> str:
     return "cpu" if device == CPU else "gpu"
 
 
+def device_children(
+    devices: Sequence[str], per_device: int, worker_args: Sequence[str], env: dict[str, str]
+) -> list[ChildSpec]:
+    """One `regtune worker` per device and slot, each seeing only its device."""
+    env = share_cpu_threads(env, len(devices) * per_device)
+    return [
+        ChildSpec(
+            worker_command(*worker_args, "--accelerator", accelerator_for(device)),
+            child_env(device, env),
+            label=f"worker on device {device}",
+        )
+        for device in devices
+        for _ in range(per_device)
+    ]
+
+
 def run_children(
     devices: Sequence[str], per_device: int, worker_args: Sequence[str], env: dict[str, str]
 ) -> int:
-    """Start ``len(devices) * per_device`` workers and wait; returns the worst exit code."""
-    children: list[subprocess.Popen[bytes]] = []
-    env = share_cpu_threads(env, len(devices) * per_device)
-    for device in devices:
-        for _ in range(per_device):
-            cmd = [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "worker",
-                *worker_args,
-                "--accelerator",
-                accelerator_for(device),
-            ]
-            children.append(subprocess.Popen(cmd, env=child_env(device, env)))
-            log.info("started worker pid %d on device %s", children[-1].pid, device)
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        codes = [child.wait() for child in children]
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return max((abs(c) for c in codes), default=0)
+    """Run ``len(devices) * per_device`` workers until each exits cleanly (crashed ones are
+    restarted) or this process is told to stop; returns the worst last exit code."""
+    supervisor = Supervisor(device_children(devices, per_device, worker_args, env))
+    with forwarding_signals(supervisor):
+        supervisor.start()
+        try:
+            return supervisor.wait()
+        finally:
+            supervisor.stop()

@@ -1,0 +1,151 @@
+"""Client commands: submit, status, best, cancel (HTTP to the API), and presets.
+
+They talk to ``--server`` (default ``REGTUNE_SERVER_URL``) with ``--token`` (``REGTUNE_TOKEN``)
+as a Bearer token. Human output by default, ``--format json`` for scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from service.cli._common import (
+    FormatOpt,
+    OutputFormat,
+    ServerOpt,
+    TokenOpt,
+    app,
+    fail,
+    print_json,
+    settings_from,
+)
+from service.client import ApiClient, ClientError
+from service.presets.cli import print_presets
+from service.spec import SpecFileError, load_spec_file
+
+__all__ = ["best", "cancel", "presets", "status", "submit"]
+
+
+def _client(server: str | None, token: str | None) -> ApiClient:
+    settings = settings_from()
+    secret = token or (settings.token.get_secret_value() if settings.token else None)
+    return ApiClient(server or settings.server_url, secret)
+
+
+def _call(server: str | None, token: str | None, method: str, *args: Any) -> dict[str, Any]:
+    try:
+        with _client(server, token) as client:
+            result: dict[str, Any] = getattr(client, method)(*args)
+            return result
+    except ClientError as exc:
+        fail(str(exc))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
+
+
+def _progress_line(study: dict[str, Any]) -> str:
+    p = study.get("progress") or {}
+    return (
+        f"{p.get('finished', 0)}/{p.get('n_trials', '?')} finished "
+        f"({p.get('complete', 0)} complete, {p.get('pruned', 0)} pruned), "
+        f"{p.get('failed', 0)} failed, {p.get('running', 0)} running"
+    )
+
+
+def _print_study(study: dict[str, Any]) -> None:
+    typer.echo(f"study {study['id']} {study['name']!r} ({study.get('trainer')}): {study['status']}")
+    typer.echo(f"  progress: {_progress_line(study)}")
+    if study.get("best_value") is not None:
+        typer.echo(
+            f"  best:     {study.get('metric')} = {_fmt(study['best_value'])} "
+            f"(trial {study.get('best_trial_number')}, {study.get('direction')})"
+        )
+    if study.get("error"):
+        typer.echo(f"  note:     {study['error']}")
+
+
+@app.command()
+def submit(
+    spec: Annotated[str, typer.Argument(help="study spec file (YAML or JSON)")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Submit a study spec; prints the new study's id."""
+    try:
+        body = load_spec_file(spec)
+    except SpecFileError as exc:
+        fail(str(exc))
+    study = _call(server, token, "submit", body)
+    if format == OutputFormat.json:
+        print_json(study)
+    else:
+        typer.echo(f"submitted study {study['id']} {study['name']!r}: {study['status']}")
+
+
+@app.command()
+def status(
+    study_id: Annotated[int, typer.Argument(metavar="ID", help="study id")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Show a study's status, progress and best value."""
+    study = _call(server, token, "study", study_id)
+    if format == OutputFormat.json:
+        print_json(study)
+    else:
+        _print_study(study)
+
+
+@app.command()
+def best(
+    study_id: Annotated[int, typer.Argument(metavar="ID", help="study id")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Show the best trial: its regularization parameters and metrics."""
+    result = _call(server, token, "best", study_id)
+    if format == OutputFormat.json:
+        print_json(result)
+        return
+    final = "final" if result.get("final") else "may still improve"
+    typer.echo(
+        f"study {result['study_id']} {result['study']!r} ({result['status']}, {final}): "
+        f"best {result['metric']} = {_fmt(result['value'])} at trial {result['trial_number']}"
+    )
+    typer.echo("  params:")
+    for name, value in (result.get("params") or {}).items():
+        typer.echo(f"    {name:<16}{_fmt(value)}")
+    typer.echo(f"  best epoch: {_fmt(result.get('best_epoch'))} of {result.get('epochs_run')}")
+    for title, key in (("metrics", "metrics"), ("test metrics", "test_metrics")):
+        metrics = result.get(key)
+        if metrics:
+            typer.echo(f"  {title}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+
+
+@app.command()
+def cancel(
+    study_id: Annotated[int, typer.Argument(metavar="ID", help="study id")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    format: FormatOpt = OutputFormat.text,
+) -> None:
+    """Cancel a study: no new trials; running ones stop at their next epoch."""
+    study = _call(server, token, "cancel", study_id)
+    if format == OutputFormat.json:
+        print_json(study)
+    else:
+        typer.echo(f"study {study['id']} {study['name']!r}: {study['status']}")
+
+
+@app.command()
+def presets(format: FormatOpt = OutputFormat.text) -> None:
+    """List the named search-space presets a spec can use (search_space: {preset: NAME})."""
+    print_presets(as_json=format == OutputFormat.json)
