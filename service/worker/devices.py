@@ -81,8 +81,8 @@ def check_gpus(devices: list[str], allow_cpu_fallback: bool = False) -> list[str
     """`devices` after checking that every listed GPU index is a usable CUDA device.
 
     A GPU that cannot be used fails the worker at start (a silent fall back to the CPU would
-    show up only as a study running 100x slower); with `allow_cpu_fallback` the worker runs on
-    the CPU instead (one CPU process per listed device), with a warning.
+    show up only as a study running 100x slower); with `allow_cpu_fallback` the devices are kept
+    (one process each, as placed) and such a process trains on the CPU, with a warning.
 
     Raises:
         DeviceError: a listed GPU is unusable and `allow_cpu_fallback` is false.
@@ -97,7 +97,7 @@ def check_gpus(devices: list[str], allow_cpu_fallback: bool = False) -> list[str
             "or --allow-cpu-fallback to train on the CPU anyway"
         )
     log.warning("--devices %s: %s; running on the CPU (--allow-cpu-fallback)", gpus, reason)
-    return [CPU] * len(devices)
+    return devices
 
 
 TORCH_THREADS_ENV = "REGTUNE_TORCH_THREADS"
@@ -172,8 +172,14 @@ def child_env(device: str, base: dict[str, str] | None = None) -> dict[str, str]
 
 
 def accelerator_for(device: str) -> str:
-    # a listed GPU was checked (`check_gpus`): "gpu" makes Lightning fail rather than fall back
-    return "cpu" if device == CPU else "gpu"
+    """Lightning accelerator of the worker bound to `device` (a GPU index or a group "0,1").
+
+    A usable GPU gets "gpu" (Lightning then fails rather than falls back); an unusable one only
+    gets here under --allow-cpu-fallback (`check_gpus`), and "auto" trains on the CPU.
+    """
+    if device == CPU:
+        return "cpu"
+    return "gpu" if _unusable_reason(device.split(",")) is None else "auto"
 
 
 def device_children(

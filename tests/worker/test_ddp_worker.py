@@ -37,7 +37,7 @@ def test_group_devices() -> None:
     assert group_devices(["0", "1", "2", "3"], 2) == ["0,1", "2,3"]
     assert group_devices(["0", "1"], 1) == ["0", "1"]
     assert group_devices([CPU], 2) == [CPU]
-    assert group_devices([CPU, CPU], 2) == [CPU]  # --allow-cpu-fallback on two listed GPUs
+    assert group_devices([CPU, CPU], 2) == [CPU]
     with pytest.raises(DeviceError, match="--devices-per-trial 3 must divide the 4 devices"):
         group_devices(["0", "1", "2", "3"], 3)
 

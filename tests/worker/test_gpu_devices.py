@@ -65,7 +65,8 @@ def test_auto_and_cpu_are_unchanged() -> None:
     assert accelerator_for(CPU) == "cpu"
     with pytest.raises(DeviceError, match="--devices 3"):
         check_gpus(["3"])
-    assert check_gpus(["3", "4"], allow_cpu_fallback=True) == [CPU, CPU]
+    assert check_gpus(["3", "4"], allow_cpu_fallback=True) == ["3", "4"]
+    assert accelerator_for("3") == accelerator_for("3,4") == "auto"  # Lightning: the CPU here
 
 
 def test_packed_trials_each_get_their_share_of_gpu_memory(

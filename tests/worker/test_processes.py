@@ -68,11 +68,11 @@ def test_two_workers_finish_exactly_n_trials_on_postgresql(pg_url: str) -> None:
 
 
 def test_devices_run_one_worker_process_per_device(migrated_db_url: str) -> None:
-    """On CPU: each child sees its own CUDA_VISIBLE_DEVICES (recorded in the worker name)."""
+    """On CPU (--allow-cpu-fallback): each child sees its own CUDA_VISIBLE_DEVICES (recorded in
+    the worker name)."""
     study_id = insert_study(migrated_db_url, tiny_spec(name="devices", n_trials=4))
-    proc = worker_process(
-        migrated_db_url, "--devices", "0,1", "--study", str(study_id), "--exit-when-idle"
-    )
+    args = ["--devices", "0,1", "--allow-cpu-fallback", "--study", str(study_id)]
+    proc = worker_process(migrated_db_url, *args, "--exit-when-idle")
     try:
         assert proc.wait(120) == 0
     finally:
