@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -312,3 +313,42 @@ def test_a_bug_answers_a_logged_500_in_the_json_error_shape(
     (record,) = [rec for rec in caplog.records if rec.getMessage().startswith("unhandled")]
     assert record.getMessage() == "unhandled RuntimeError on GET /api/v1/boom"
     assert record.exc_info is not None and str(record.exc_info[1]) == "a bug"
+
+
+def _json_error(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code < 500, (response.request.url, response.text[:300])
+    assert response.headers["content-type"].startswith("application/json"), response.text[:300]
+    (detail,) = response.json()["detail"]
+    assert {"loc", "msg", "type"} <= set(detail)
+    return dict(detail)
+
+
+def test_every_operation_refuses_hostile_http_with_a_json_error(sqlite_url: str) -> None:
+    """Each operation of /openapi.json, sent with an odd method, a foreign Host, and (writes) a
+    cross-site Origin or a non-JSON body: a 4xx in the JSON error shape, never a 5xx."""
+    with server(sqlite_url, REGTUNE_ALLOWED_HOSTS=DEFAULT_HOSTS) as base:
+        created = httpx.post(f"{base}/api/v1/studies", json=tiny_spec("target"))
+        assert created.status_code == 201
+        paths = httpx.get(f"{base}/openapi.json").json()["paths"]
+        sent = 0
+        for template, methods in paths.items():
+            url = base + template.replace("{study}", "target").replace("{number}", "0")
+            for method in methods:
+                r = httpx.request(method, url, headers={"Host": "evil.test"})
+                if template in ("/healthz", "/metrics"):
+                    assert r.status_code == 200
+                else:
+                    assert _json_error(r)["type"] == "invalid_host"
+                odd = "PROPFIND-" + "X" * 3000
+                assert _raw_request(base, odd, template) in (400, 404, 405)
+                if method.upper() in ("POST", "PUT", "PATCH", "DELETE"):
+                    r = httpx.request(method, url, json={}, headers={"Origin": "http://evil.test"})
+                    assert _json_error(r)["type"] == "forbidden"
+                    r = httpx.request(
+                        method, url, content=b"a=1", headers={"Content-Type": "text/plain"}
+                    )
+                    assert _json_error(r)["type"] == "unsupported_media_type"
+                sent += 1
+        assert sent >= 10
+        after = httpx.get(f"{base}/api/v1/studies/target").json()["status"]
+        assert after == "queued"  # no refused write got through
