@@ -129,10 +129,20 @@ class _Finish:
     reason: str | None = None
 
 
-def _follow(source: StudySource, created: dict[str, Any], opts: TuneOptions, mode: str) -> _Finish:
+@dataclass
+class _Run:
+    """What running (or submitting) the study gave, for the verdict and the output file."""
+
+    finish: _Finish
+    best: dict[str, Any] | None
+    enqueued: dict[str, Any] | None  # the warm-start parameters evaluated first
+    mode: str  # "local" or "server"
+    server: str | None = None  # the server's URL in server mode
+
+
+def _follow(source: StudySource, created: dict[str, Any], opts: TuneOptions, where: str) -> _Finish:
     reporter: Reporter = make_reporter(opts.tty)
     n = created["progress"]["n_trials"]
-    where = f"local, {opts.workers} worker(s)" if mode == "local" else opts.server
     reporter.start(
         created,
         f"study {created['id']} {created['name']!r} ({where}): {n} trials of "
@@ -190,19 +200,13 @@ def run_tune(opts: TuneOptions) -> ExitCode:
     server = opts.server or (None if opts.local else _configured_server())
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        if server:
-            opts.server = server
-            finish, best, enqueued, mode = _run_server(opts, body, warm)
-        else:
-            finish, best, enqueued, mode = _run_local(opts, body, warm)
+        run = _run_server(opts, server, body, warm) if server else _run_local(opts, body, warm)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-    return _conclude(opts, finish, best, enqueued, mode, started, gate, baseline)
+    return _conclude(opts, run, started, gate, baseline)
 
 
-def _run_local(
-    opts: TuneOptions, body: dict[str, Any], warm: Previous | None
-) -> tuple[_Finish, dict[str, Any] | None, dict[str, Any] | None, str]:
+def _run_local(opts: TuneOptions, body: dict[str, Any], warm: Previous | None) -> _Run:
     try:
         spec = StudySpec.model_validate(body)
     except ValidationError as exc:
@@ -217,7 +221,7 @@ def _run_local(
             created = local.create(spec)
             local.start_workers(opts.workers)
             try:
-                finish = _follow(local, created, opts, "local")
+                finish = _follow(local, created, opts, f"local, {opts.workers} worker(s)")
             except TuneError as exc:
                 local.cancel()
                 finish = _Finish(local.study(), exc.code, exc.message)
@@ -235,7 +239,7 @@ def _run_local(
             finish, best = _Finish(local.study(), ExitCode.STUDY_FAILED, "interrupted"), None
         finally:
             local.close()
-    return finish, best, enqueued, "local"
+    return _Run(finish, best, enqueued, "local")
 
 
 def _warm_params(warm: Previous | None, space: SearchSpace) -> dict[str, Any] | None:
@@ -249,9 +253,8 @@ def _warm_params(warm: Previous | None, space: SearchSpace) -> dict[str, Any] | 
 
 
 def _run_server(
-    opts: TuneOptions, body: dict[str, Any], warm: Previous | None
-) -> tuple[_Finish, dict[str, Any] | None, dict[str, Any] | None, str]:
-    assert opts.server is not None
+    opts: TuneOptions, server: str, body: dict[str, Any], warm: Previous | None
+) -> _Run:
     enqueued: dict[str, Any] | None = None
     if warm is not None:
         try:
@@ -261,30 +264,24 @@ def _run_server(
         enqueued = _warm_params(warm, space)
         if enqueued:  # the server evaluates these first (spec field `enqueue`)
             body = {**body, "enqueue": [enqueued, *(body.get("enqueue") or [])]}
-    remote = RemoteStudy(opts.server, opts.token)
+    remote = RemoteStudy(server, opts.token)
     try:
         created = remote.submit(body)
         try:
-            finish = _follow(remote, created, opts, "server")
+            finish = _follow(remote, created, opts, server)
         except KeyboardInterrupt:
             remote.cancel()
             finish = _Finish(remote.study(), ExitCode.STUDY_FAILED, "interrupted")
         best = remote.best()
     finally:
         remote.close()
-    return finish, best, enqueued, "server"
+    return _Run(finish, best, enqueued, "server", server)
 
 
 def _conclude(
-    opts: TuneOptions,
-    finish: _Finish,
-    best: dict[str, Any] | None,
-    enqueued: dict[str, Any] | None,
-    mode: str,
-    started: datetime,
-    gate: GateOptions,
-    baseline: Previous | None,
+    opts: TuneOptions, run: _Run, started: datetime, gate: GateOptions, baseline: Previous | None
 ) -> ExitCode:
+    finish, best = run.finish, run.best
     study = finish.study
     value = best["value"] if best else None
     verdict = evaluate(value, study["metric"], study["direction"], gate)
@@ -296,15 +293,15 @@ def _conclude(
     if code != ExitCode.PASSED:
         verdict = Verdict(passed=False, checks=verdict.checks)
     doc = build_output(
-        mode=mode,
-        server=opts.server if mode == "server" else None,
+        mode=run.mode,
+        server=run.server,
         study=study,
         best=best,
         started=started,
         finished=datetime.now(UTC),
         verdict=verdict,
         exit_code=code,
-        warm_start=enqueued,
+        warm_start=run.enqueued,
         baseline=baseline,
     )
     if opts.output:
