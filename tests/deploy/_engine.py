@@ -241,7 +241,9 @@ class Engine:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        # the data root is a cache: keep it bounded (old images, then the oldest build cache)
         self.run("image", "prune", "--force", check=False)
+        self.run("builder", "prune", "--force", "--keep-storage", "4GB", check=False)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)
