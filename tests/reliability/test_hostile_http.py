@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 
 from service.api.security import SECURITY_HEADERS
 from service.app import create_app
-from service.migrations import upgrade
+from service.migrations import downgrade, upgrade
 from service.observability.metrics import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from tests.reliability._processes import REPO, env_for, run_cli, server
 from tests.support import free_port, settings_for, stop_process, tiny_spec
@@ -352,3 +352,15 @@ def test_every_operation_refuses_hostile_http_with_a_json_error(sqlite_url: str)
         assert sent >= 10
         after = httpx.get(f"{base}/api/v1/studies/target").json()["status"]
         assert after == "queued"  # no refused write got through
+
+
+def test_a_database_behind_this_release_is_reported_outdated(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    downgrade(sqlite_url, "-1")  # as left by the previous release
+    with TestClient(create_app(settings_for(sqlite_url))) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["database"].startswith("schema outdated (revision ")
+        assert "regtune db upgrade" in health.json()["database"]
+        upgrade(sqlite_url)
+        assert client.get("/healthz").status_code == 200
