@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test test-fast lint typecheck check bench browsers clean
+.PHONY: help venv run test test-fast lint typecheck imports check bench browsers clean
 
 help: ## List the tasks
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -47,7 +47,10 @@ lint: venv ## ruff lint + format check
 typecheck: venv ## mypy (strict)
 	$(BIN)/mypy
 
-check: lint typecheck ## Lint and type-check
+imports: venv ## Import contracts (lint-imports; pyproject [tool.importlinter])
+	$(BIN)/lint-imports
+
+check: lint typecheck imports ## Lint, type-check, import contracts
 
 bench: venv ## Short versions of the benchmarks (< 10 min; each prints `ratio: X.XX` last)
 	$(BIN)/python -m tests.setup_env

@@ -24,6 +24,9 @@ import httpx
 import uvicorn
 
 from service.config import Settings
+from service.db import make_engine, make_session_factory
+from service.worker.optimization import open_storage
+from service.worker.stale import sweep_with
 
 # a few milliseconds per epoch on CPU
 TINY_CONFIG = {"max_epochs": 3, "n_samples": 120, "n_features": 6, "n_informative": 3}
@@ -189,3 +192,16 @@ def serve_in_thread(app: Any, timeout: float = 30) -> Iterator[str]:
     finally:
         uv.should_exit = True
         thread.join(timeout=10)
+
+
+def sweep_once(url: str, settings: Settings) -> int:
+    """One stale-trial sweep of the database at `url` (what the API's sweeper and every worker
+    run), on engines opened and closed here; returns how many trials were reconciled."""
+    engine = make_engine(url)
+    storage = open_storage(url, settings)
+    try:
+        return sweep_with(make_session_factory(engine), storage, settings)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+        engine.dispose()

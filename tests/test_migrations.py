@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from setuptools import find_namespace_packages
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, text
 
 import service
 from service import migrations
@@ -73,7 +73,7 @@ def test_script_location_prefers_the_packaged_copy_over_the_alembic_library(
     (site / "alembic" / "templates" / "generic").mkdir(parents=True)
     (site / "alembic" / "__init__.py").write_text("")
     (site / "alembic" / "templates" / "generic" / "env.py").write_text("")
-    monkeypatch.setattr(migrations.resources, "files", lambda package: site / package)
+    monkeypatch.setattr("service.migrations.resources.files", lambda package: site / package)
     with pytest.raises(MigrationsNotFoundError, match="reinstall regtune"):
         script_location()
     packaged = site / "service" / "_migrations"
@@ -148,7 +148,7 @@ def test_trial_results_view_returns_one_row_per_trial(migrated_db_url: str) -> N
     try:
         with engine.begin() as conn:
             study_id = conn.execute(
-                StudyRecord.__table__.insert()
+                insert(StudyRecord)
                 .values(
                     name="v",
                     trainer="digits-mlp",
@@ -169,7 +169,7 @@ def test_trial_results_view_returns_one_row_per_trial(migrated_db_url: str) -> N
             ).scalar_one()
             for number, (dropout, value) in enumerate([(0.1, 0.5), (0.3, 0.4)]):
                 conn.execute(
-                    TrialRecord.__table__.insert().values(
+                    insert(TrialRecord).values(
                         study_id=study_id,
                         number=number,
                         state="complete",

@@ -1,6 +1,5 @@
 """Workers: claim a trial slot, run one Optuna trial, record it; plus the stale-trial sweep."""
 
 from service.worker.loop import WorkerOptions, run_worker
-from service.worker.stale import sweep
 
-__all__ = ["WorkerOptions", "run_worker", "sweep"]
+__all__ = ["WorkerOptions", "run_worker"]

@@ -1,6 +1,6 @@
 """The stale-trial sweep: fail trials whose worker died, give their slots back, fix counters.
 
-Optuna reaps stale trials only when some worker starts a trial; `sweep(url)` does it for the
+Optuna reaps stale trials only when some worker starts a trial; `sweep_with` does it for the
 whole database, so it can also run from the API process when no worker is alive. It never
 visits studies one by one: a few indexed queries (`service.reliability.repository`) find what
 needs attention, so a sweep costs the same however many studies are queued.
@@ -29,15 +29,16 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import Settings, get_settings
-from service.db import make_engine, make_session_factory, unit_of_work
+from service.config import Settings
+from service.db import unit_of_work
 from service.models import TrialState, utcnow
 from service.reliability import repository as sweep_repo
 from service.studies.optuna_storage import pending_submissions
 from service.studies.repository import trial_epochs
 from service.worker import repository as repo
+from trainers.best import is_better, maximizes
 
-__all__ = ["LOST_WORKER", "PENDING_SUBMISSION_TTL_S", "sweep", "sweep_with"]
+__all__ = ["LOST_WORKER", "PENDING_SUBMISSION_TTL_S", "sweep_with"]
 
 log = logging.getLogger("regtune.worker")
 
@@ -46,22 +47,6 @@ LOST_WORKER = "worker lost: no heartbeat within the grace period"
 SETTLE_S = 2.0
 # a submission's pending Optuna study older than this belongs to a submission that died
 PENDING_SUBMISSION_TTL_S = 3600.0
-
-
-def sweep(url: str | None = None, settings: Settings | None = None) -> int:
-    """Sweep the database at `url` once; returns how many trials were reconciled."""
-    settings = settings or get_settings()
-    url = url or settings.database_url
-    from service.worker.optimization import open_storage
-
-    engine = make_engine(url)
-    storage = open_storage(url, settings)
-    try:
-        return sweep_with(make_session_factory(engine), storage, settings)
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
-        engine.dispose()
 
 
 def _fail_stale_optuna_trials(storage: RDBStorage, study_name: str) -> None:
@@ -76,10 +61,11 @@ def _fail_stale_optuna_trials(storage: RDBStorage, study_name: str) -> None:
 
 def _best_step(steps: dict[int, float], maximize: bool) -> int | None:
     """The epoch with the best finite value (ties: the earliest)."""
-    finite = {s: v for s, v in steps.items() if math.isfinite(v)}
-    if not finite:
-        return None
-    return min(finite, key=lambda s: (-finite[s] if maximize else finite[s], s))
+    best_epoch, best_value = None, None
+    for epoch, value in sorted(steps.items()):
+        if is_better(value, best_value, maximize=maximize):
+            best_epoch, best_value = epoch, value
+    return best_epoch
 
 
 def _from_optuna(
@@ -107,7 +93,7 @@ def _from_optuna(
         repo.add_epochs(session, candidate.trial_id, missing, None)
     best_epoch = attrs.get("best_epoch")
     if not isinstance(best_epoch, int):
-        best_epoch = _best_step(steps, candidate.direction == "maximize")
+        best_epoch = _best_step(steps, maximizes(candidate.direction))
     epochs_run = attrs.get("epochs_run")
     if not isinstance(epochs_run, int):
         epochs_run = max(steps) + 1 if steps else None

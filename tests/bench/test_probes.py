@@ -15,6 +15,11 @@ from trainers import run_trial
 TINY_EPOCHS = 2
 
 
+def _value(trial: optuna.trial.FrozenTrial) -> float:
+    assert trial.value is not None
+    return trial.value
+
+
 def test_finished_within_keeps_complete_trials_finished_inside_the_budget() -> None:
     def trial(epochs: int, state: optuna.trial.TrialState) -> Any:
         return optuna.trial.create_trial(
@@ -66,10 +71,10 @@ def test_confirm_retrains_the_k_best_with_other_seeds_and_picks_the_lowest_mean(
     monkeypatch.setattr(se, "run_trial", spy)  # what the probe's Retrainer calls
     picked, spent = probe.confirm(spec, rows, trials, k=2, r=2)
 
-    best_two = sorted(trials, key=lambda t: t.value)[:2]
+    best_two = sorted(trials, key=_value)[:2]
     assert [params for params, _, _ in calls] == [t.params for t in best_two for _ in range(2)]
     # training seeds other than the scoring seeds (Retrainer: 1001..)
     assert {seed for _, seed, _ in calls} == {2001, 2002}
     assert spent == 4 * TINY_EPOCHS * rows  # patience >= 2: no early stop in 2 epochs
-    means = [(t.value + sum(v for p, _, v in calls if p == t.params)) / 3 for t in best_two]
+    means = [(_value(t) + sum(v for p, _, v in calls if p == t.params)) / 3 for t in best_two]
     assert picked == best_two[means.index(min(means))].params

@@ -20,7 +20,7 @@ from service.migrations import upgrade
 from service.studies.optuna_storage import OPTUNA_STUDIES, OPTUNA_TRIALS, PENDING_PREFIX
 from service.worker import stale
 from tests.reliability._processes import regtune, server, stop
-from tests.support import free_port, settings_for, tiny_spec, wait_healthy
+from tests.support import free_port, settings_for, sweep_once, tiny_spec, wait_healthy
 from tests.worker.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_sigkill_mid_submission_leaves_nothing_and_the_name_free(
 
     # the sweep deletes the dead submission's pending study (here: without waiting its hour)
     monkeypatch.setattr(stale, "PENDING_SUBMISSION_TTL_S", 0.0)
-    stale.sweep(db_url, settings_for(db_url))
+    sweep_once(db_url, settings_for(db_url))
     after = _optuna_studies(db_url)
     assert list(after) == ["warm"] and len(after["warm"]) == 3
 
@@ -179,7 +179,7 @@ def test_pending_studies_are_swept_only_once_old(migrated_db_url: str) -> None:
         storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], old)
     finally:
         storage.engine.dispose()
-    stale.sweep(migrated_db_url, settings_for(migrated_db_url))
+    sweep_once(migrated_db_url, settings_for(migrated_db_url))
     engine = make_engine(migrated_db_url)
     try:
         with engine.connect() as conn:

@@ -18,10 +18,10 @@ from service.app import create_app
 from service.db import make_engine, make_session_factory, normalize_url
 from service.models import StudyRecord, StudyStatus, TrialState, utcnow
 from service.worker.optimization import open_storage
-from service.worker.stale import sweep, sweep_with
+from service.worker.stale import sweep_with
 from tests.reliability import _die_after_tell
 from tests.reliability._processes import REPO, env_for
-from tests.support import settings_for, tiny_spec
+from tests.support import settings_for, sweep_once, tiny_spec
 from tests.worker.conftest import Db, insert_study, wait_for
 from trainers import registry
 
@@ -144,7 +144,7 @@ def test_a_worker_killed_after_optunas_tell_is_rebuilt_from_optuna(
     assert len(db.epochs(row.id)) < attrs["epochs_run"] == len(frozen.intermediate_values)
 
     settings = settings_for(url)
-    wait_for(lambda: sweep(url, settings) > 0, 30, "the sweep to reconcile the trial")
+    wait_for(lambda: sweep_once(url, settings) > 0, 30, "the sweep to reconcile the trial")
     (row,) = db.trials(study_id)
     assert row.state == TrialState.complete
     assert row.value == _approx(frozen.value)

@@ -63,6 +63,7 @@ def _assert_agrees_with_optuna(db: Db, url: str, study_id: int, name: str) -> No
     rows = [t for t in db.trials(study_id) if t.number is not None]
     assert {t.number for t in rows} == {n for n, t in frozen.items() if t.state.is_finished()}
     for row in rows:
+        assert row.number is not None
         assert frozen[row.number].state == OPTUNA_OF[TrialState(row.state)], row.number
         if row.state == TrialState.complete:
             assert frozen[row.number].value == pytest.approx(row.value)
@@ -72,7 +73,7 @@ def test_a_killed_workers_trial_is_failed_by_the_api_and_retried(pg_url: str) ->
     upgrade(pg_url)
     study_id = insert_study(pg_url, spec("killed", "slow-mlp", 3, epoch_s=0.5, max_epochs=4))
     db = Db(pg_url)
-    with server(pg_url, **FAST) as base:
+    with server(pg_url, workers=0, test_trainers=False, **FAST) as base:
         first = _worker(pg_url, study_id)
         try:
             wait_for(lambda: bool(_running(db, study_id)), 120, "a trial mid-training")
@@ -88,6 +89,7 @@ def test_a_killed_workers_trial_is_failed_by_the_api_and_retried(pg_url: str) ->
         dead = next(t for t in db.trials(study_id) if t.id == victim.id)
         assert dead.error == LOST_WORKER and dead.slot is None
         frozen = optuna.load_study(study_name="killed", storage=pg_url).trials
+        assert dead.number is not None
         assert frozen[dead.number].state == OptunaState.FAIL
         waiting = [t for t in frozen if t.state == OptunaState.WAITING]
         assert [t.params["dropout"] for t in waiting] == [pytest.approx(dead.dropout)]
@@ -117,7 +119,8 @@ def test_kill_storm(pg_url: str) -> None:
     env = {"REGTUNE_MAX_RETRIES": str(MAX_RETRIES)}
     killed: list[int] = []  # regtune_trials.id of each trial a kill interrupted
     storage = optuna.storages.RDBStorage(normalize_url(pg_url))
-    with server(pg_url, **FAST, **env):  # the API's sweeper creates retries too
+    # the API's sweeper creates retries too
+    with server(pg_url, workers=0, test_trainers=False, **FAST, **env):
         workers = [_worker(pg_url, study_id, **env) for _ in range(3)]
         try:
             while len(killed) < kills:
@@ -159,6 +162,7 @@ def test_kill_storm(pg_url: str) -> None:
     for trial_id in killed:  # every interrupted trial: FAIL with the reason, and retried
         dead = by_id[trial_id]
         assert dead.state == TrialState.fail and dead.error == LOST_WORKER, dead.number
+        assert dead.number is not None
         # ... unless its lineage has used up the retries (REGTUNE_MAX_RETRIES, bounded)
         assert dead.number in retried or retries_before[dead.number] == MAX_RETRIES, dead.number
     assert len(killed) >= kills
