@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 import optuna
 import pytest
 from optuna.trial import TrialState as OptunaState
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 
 from service.models import StudyRecord, StudyStatus, TrialState, utcnow
 from service.worker import WorkerOptions, run_worker
 from service.worker import stale as sweep_module
 from service.worker.optimization import open_storage
+from service.worker.trial import WorkerContext
 from tests.support import sweep_once
 from tests.worker.conftest import (
     Db,
@@ -231,28 +234,41 @@ def test_trainer_plugins_load_before_the_first_claim(
     assert loaded_at_claim and all(loaded_at_claim)
 
 
-def test_a_worker_reads_each_finished_trial_from_the_database_once(
+def _count_finished_trial_loads(ctx: WorkerContext, loads: Counter[tuple[int, int]]) -> None:
+    """Count every finished Optuna trial row the worker's storage loads from the database, by
+    (Optuna study id, trial number): SQLAlchemy's session event, no Optuna internals."""
+
+    def on_load(_session: object, row: Any) -> None:
+        if getattr(row, "__tablename__", None) == "trials" and row.state.is_finished():
+            loads[(row.study_id, row.number)] += 1
+
+    event.listen(ctx.storage.scoped_session, "loaded_as_persistent", on_load)
+
+
+def test_a_worker_reads_each_finished_trial_into_its_cache_once(
     migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker keeps Optuna's read cache for its whole life: before each trial Optuna reads
     only trials that are new or still running, not the whole study again (which made every
-    trial of a long study slower than the last)."""
-    from service.worker.rdb import WorkerRDBStorage
+    trial of a long study slower than the last). A finished trial is loaded twice at most: when
+    its worker records its final state, and once into the cache."""
+    from service.worker import loop
 
-    n_trials = 4
+    n_trials = 5
     insert_study(migrated_db_url, tiny_spec(n_trials=n_trials))
-    reads: list[int] = []
-    real_get_trials = WorkerRDBStorage._get_trials
+    loads: Counter[tuple[int, int]] = Counter()
+    real_make_context = loop.make_context
 
-    def spy(self: WorkerRDBStorage, *args: object, **kwargs: object) -> list[object]:
-        trials = real_get_trials(self, *args, **kwargs)  # type: ignore[arg-type]
-        reads.extend(t.number for t in trials if t.state.is_finished())
-        return trials  # type: ignore[return-value]
+    def make_context(*args: Any, **kwargs: Any) -> WorkerContext:
+        ctx = real_make_context(*args, **kwargs)
+        _count_finished_trial_loads(ctx, loads)
+        return ctx
 
-    monkeypatch.setattr(WorkerRDBStorage, "_get_trials", spy)
+    monkeypatch.setattr(loop, "make_context", make_context)
     assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == n_trials
-    # the TPE sampler and the waiting-trial check read the study before every trial
-    assert sorted(reads) == list(range(n_trials - 1))
+    # re-reading the whole study before every trial loaded trial 0 n_trials times
+    assert sorted(number for _, number in loads) == list(range(n_trials))
+    assert max(loads.values()) <= 2
 
 
 def test_a_long_lived_worker_keeps_only_its_most_recent_studies_in_memory(
@@ -260,34 +276,26 @@ def test_a_long_lived_worker_keeps_only_its_most_recent_studies_in_memory(
 ) -> None:
     """Optuna's read cache holds every trial of a study; a worker that serves study after study
     keeps it only for the studies it used last, and still reads each finished trial of a study
-    once while it works on that study."""
+    into the cache once while it works on that study."""
     from service.worker import loop
-    from service.worker.rdb import WorkerRDBStorage
-    from service.worker.trial import WorkerContext
 
     ids = [insert_study(migrated_db_url, tiny_spec(f"s{k}", n_trials=3)) for k in range(3)]
     contexts: list[WorkerContext] = []
+    loads: Counter[tuple[int, int]] = Counter()
     real_make_context = loop.make_context
 
-    def make_context(*args: object, **kwargs: object) -> WorkerContext:
-        ctx = real_make_context(*args, **kwargs)  # type: ignore[arg-type]
+    def make_context(*args: Any, **kwargs: Any) -> WorkerContext:
+        ctx = real_make_context(*args, **kwargs)
         ctx.max_study_caches = 2
+        _count_finished_trial_loads(ctx, loads)
         contexts.append(ctx)
         return ctx
 
-    reads: list[tuple[int, int]] = []
-    real_get_trials = WorkerRDBStorage._get_trials
-
-    def spy(self: WorkerRDBStorage, study_id: int, *args: object, **kwargs: object) -> object:
-        trials = real_get_trials(self, study_id, *args, **kwargs)  # type: ignore[arg-type]
-        reads.extend((study_id, t.number) for t in trials if t.state.is_finished())
-        return trials
-
     monkeypatch.setattr(loop, "make_context", make_context)
-    monkeypatch.setattr(WorkerRDBStorage, "_get_trials", spy)
     assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == 9
     storage = open_storage(migrated_db_url, settings_for(migrated_db_url))
     optuna_ids = [storage.get_study_id_from_name(f"s{k}") for k in range(3)]
     assert contexts[0].cached_studies() == ids[1:]
     for optuna_id in optuna_ids:
-        assert sorted(n for s, n in reads if s == optuna_id) == [0, 1]
+        assert sorted(n for s, n in loads if s == optuna_id) == [0, 1, 2]
+    assert max(loads.values()) <= 2
