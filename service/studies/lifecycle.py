@@ -20,6 +20,7 @@ from service.models import StudyStatus, TrialState
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "STOPPING_STATUSES",
     "Counts",
     "Ending",
     "accepts_claims",
@@ -28,10 +29,13 @@ __all__ = [
     "failure_streak",
     "is_active",
     "spec_failure",
+    "stops_running_trials",
 ]
 
 # statuses whose studies still hand out trials (and can be cancelled or failed)
 ACTIVE_STATUSES: tuple[str, ...] = (StudyStatus.queued.value, StudyStatus.running.value)
+# a study that reaches one of these stops its running trials at their next epoch
+STOPPING_STATUSES: tuple[str, ...] = (StudyStatus.cancelled.value, StudyStatus.failed.value)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class Ending:
 
 def is_active(status: str) -> bool:
     return status in ACTIVE_STATUSES
+
+
+def stops_running_trials(status: str | None) -> bool:
+    """Whether a study's running trials should stop (cancelled, failed, or deleted: None)."""
+    return status is None or status in STOPPING_STATUSES
 
 
 def deadline_for(spec: Mapping[str, Any], started_at: datetime) -> datetime | None:

@@ -11,16 +11,13 @@ import optuna
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import unit_of_work
-from service.models import StudyStatus
+from service.studies import lifecycle
 from service.worker import repository as repo
 from trainers.best import BestEpoch, improved_best, maximizes
 from trainers.objective import EpochRecord
 from trainers.params import RegularizationParams
 
 __all__ = ["DbTrialObserver"]
-
-# a study in one of these states stops its running trials at their next epoch
-_STOPPING = (StudyStatus.cancelled.value, StudyStatus.failed.value)
 
 
 class DbTrialObserver:
@@ -91,7 +88,7 @@ class DbTrialObserver:
         self._pending = []
         self._best_changed = False
         self._last_flush = time.monotonic()
-        self.study_stopped = status is None or status in _STOPPING
+        self.study_stopped = lifecycle.stops_running_trials(status)
 
     def should_stop(self) -> bool:
         return self.study_stopped or self._shutdown.is_set()
