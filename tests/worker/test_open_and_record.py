@@ -6,10 +6,16 @@ bypassed on purpose (`model_copy` does not validate): these are the worker's own
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from service.db import make_session_factory, normalize_url
+from service.migrations import upgrade
 from service.models import StudyStatus, TrialState
 from service.studies import lifecycle
 from service.worker import repository as repo
@@ -120,3 +126,42 @@ def test_a_study_ends_by_budget_deadline_or_failure_streak() -> None:
     assert _ending(lifecycle.Counts(complete=4), status="cancelled") is None
     assert lifecycle.deadline_for({"budget": {"timeout_s": 60}}, NOW) == NOW + timedelta(seconds=60)
     assert lifecycle.deadline_for({"budget": {}}, NOW) is None
+
+
+@pytest.mark.postgres
+def test_a_transient_database_error_in_the_final_write_is_retried(pg_url: str) -> None:
+    """The study row is locked by another transaction for a while and the worker's connection
+    gives up after 200 ms (`lock_timeout`, an OperationalError): the write is retried and the
+    trial ends recorded `complete`, not lost or failed."""
+    upgrade(pg_url)
+    ctx, claim = _claim(pg_url, "locked")
+    impatient = create_engine(
+        normalize_url(pg_url), connect_args={"options": "-c lock_timeout=200"}
+    )
+    ctx = dataclasses.replace(ctx, sessions=make_session_factory(impatient))
+    holder = create_engine(normalize_url(pg_url))
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        with holder.begin() as conn:
+            conn.execute(
+                text("SELECT id FROM regtune_studies WHERE id = :id FOR UPDATE"),
+                {"id": claim.study_id},
+            )
+            locked.set()
+            time.sleep(1.5)
+
+    thread = threading.Thread(target=hold_lock)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        result = repo.TrialResult(TrialState.complete, value=0.5, epochs_run=1)
+        assert record_result(ctx, claim, result) == TrialState.complete
+    finally:
+        thread.join()
+        impatient.dispose()
+        holder.dispose()
+    (row,) = Db(pg_url).trials(claim.study_id)
+    assert row.state == TrialState.complete
+    assert row.value == 0.5
+    assert row.error is None
