@@ -114,19 +114,19 @@ class ServiceUnavailableError(RegtuneError):
     type = "unavailable"
 
 
+class InternalError(RegtuneError):
+    """A bug: never raised on purpose; the answer to an exception nothing else handled."""
+
+    status_code = 500
+    type = "internal_error"
+
+
 def error_response(
     status_code: int, body: ErrorResponse, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
         status_code=status_code, content=body.model_dump(mode="json"), headers=headers
     )
-
-
-class InternalError(RegtuneError):
-    """A bug: never raised on purpose; the answer to an exception nothing else handled."""
-
-    status_code = 500
-    type = "internal_error"
 
 
 async def _regtune_error_handler(_request: Request, exc: Exception) -> JSONResponse:
