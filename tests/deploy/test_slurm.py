@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -181,3 +182,23 @@ def test_time_limit_warning_stops_workers_then_requeues_the_array_task(stubs: Pa
     assert proc.returncode == 0, err
     assert all(log[1:] == ["TERM"] for log in worker_logs(stubs))
     assert (stubs / "scontrol.log").read_text().splitlines() == ["requeue 4242_3"]
+
+
+@pytest.mark.postgres
+def test_the_real_worker_accepts_the_scripts_command_line(pg_url: str, tmp_path: Path) -> None:
+    """The real `regtune worker` behind the script: migrated PostgreSQL, no work, exits 0."""
+    from service.migrations import upgrade
+
+    upgrade(pg_url)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(SBATCH_STUB)
+    (bin_dir / "sbatch").chmod(0o755)
+    regtune = Path(sys.executable).parent / "regtune"
+    env = {
+        **job_env(tmp_path, CUDA_VISIBLE_DEVICES="0", REGTUNE_BIN=str(regtune)),
+        "REGTUNE_DATABASE_URL": pg_url,
+    }
+    done = submit(env, "--max-trials", "1")
+    assert done.returncode == 0, done.stderr
+    assert "started 1 workers on GPUs 0" in done.stderr
