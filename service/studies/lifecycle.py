@@ -23,12 +23,14 @@ __all__ = [
     "STOPPING_STATUSES",
     "Counts",
     "Ending",
+    "Start",
     "accepts_claims",
     "deadline_for",
     "ending_after_trials",
     "failure_streak",
     "is_active",
     "spec_failure",
+    "start_on_claim",
     "stops_running_trials",
 ]
 
@@ -54,6 +56,15 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class Start:
+    """What a queued study becomes on its first claim."""
+
+    status: StudyStatus
+    started_at: datetime
+    deadline_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Ending:
     """A study's final status and the reason shown with it (None: no note)."""
 
@@ -74,6 +85,13 @@ def deadline_for(spec: Mapping[str, Any], started_at: datetime) -> datetime | No
     """When a study started at `started_at` stops handing out trials (`budget.timeout_s`)."""
     timeout = (spec.get("budget") or {}).get("timeout_s")
     return started_at + timedelta(seconds=float(timeout)) if timeout else None
+
+
+def start_on_claim(status: str, spec: Mapping[str, Any], now: datetime) -> Start | None:
+    """A queued study starts (running, its deadline set) when a worker first claims a slot."""
+    if status != StudyStatus.queued.value:
+        return None
+    return Start(StudyStatus.running, now, deadline_for(spec, now))
 
 
 def accepts_claims(status: str, deadline_at: datetime | None, now: datetime) -> bool:

@@ -124,10 +124,11 @@ def claim_slot(session: Session, study: StudyRecord, worker: str) -> TrialRecord
     free = next((s for s in range(study.n_trials) if s not in used), None)
     if free is None:
         return None
-    if study.status == StudyStatus.queued.value:
-        study.status = StudyStatus.running.value
-        study.started_at = now
-        study.deadline_at = lifecycle.deadline_for(study.spec, now)
+    start = lifecycle.start_on_claim(study.status, study.spec, now)
+    if start is not None:
+        study.status = start.status.value
+        study.started_at = start.started_at
+        study.deadline_at = start.deadline_at
     row = TrialRecord(
         study_id=study.id, slot=free, state=TrialState.claimed.value, worker=worker, claimed_at=now
     )

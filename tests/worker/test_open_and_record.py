@@ -19,7 +19,14 @@ from service.migrations import upgrade
 from service.models import StudyStatus, TrialState
 from service.studies import lifecycle
 from service.worker import repository as repo
-from service.worker.loop import Backoff, WorkerOptions, _Specs, claim_next, make_context
+from service.worker.loop import (
+    Backoff,
+    WorkerOptions,
+    _Specs,
+    claim_next,
+    make_context,
+    run_worker,
+)
 from service.worker.trial import Claim, WorkerContext, record_result, run_claimed_trial
 from tests.worker.conftest import Db, insert_study, settings_for, tiny_spec
 
@@ -165,3 +172,17 @@ def test_a_transient_database_error_in_the_final_write_is_retried(pg_url: str) -
     assert row.state == TrialState.complete
     assert row.value == 0.5
     assert row.error is None
+
+
+def test_a_study_past_its_deadline_completes_with_a_note(migrated_db_url: str) -> None:
+    spec = tiny_spec("deadline", 50)
+    spec["budget"] = {**spec["budget"], "timeout_s": 1}
+    study_id = insert_study(migrated_db_url, spec)
+    run_worker(settings_for(migrated_db_url), WorkerOptions(exit_when_idle=True))
+    study = Db(migrated_db_url).study(study_id)
+    assert study.status == StudyStatus.completed
+    assert study.started_at is not None and study.deadline_at is not None
+    assert study.deadline_at - study.started_at == timedelta(seconds=1)
+    finished = study.n_complete + study.n_pruned
+    assert 0 < finished < 50
+    assert study.error == f"budget.timeout_s reached after {finished} of 50 trials"
