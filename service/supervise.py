@@ -133,10 +133,15 @@ class Supervisor:
                 if child.restart_at is None:
                     self._schedule(child, code, now)
                 elif now >= child.restart_at:
+                    try:
+                        self._launch(child)
+                    except OSError:  # cannot fork now (memory, pids): try again later
+                        log.exception("cannot restart %s", child.spec.label)
+                        self._schedule(child, code, now)
+                        continue
                     self.restarts += 1
                     if self.on_restart is not None:
                         self.on_restart(child.spec.label, code)
-                    self._launch(child)
         return alive
 
     def _schedule(self, child: _Child, code: int, now: float) -> None:
