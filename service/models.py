@@ -57,6 +57,14 @@ class StudyStatus(enum.StrEnum):
         return self in (StudyStatus.completed, StudyStatus.failed, StudyStatus.cancelled)
 
 
+class TrialRole(enum.StrEnum):
+    """Why a trial ran: the search (the n_trials budget) or an extra run beside it."""
+
+    search = "search"
+    reference = "reference"  # regularization off: what regularization bought
+    confirm = "confirm"  # a search trial's config re-trained with a new seed (repeat_of)
+
+
 class TrialState(enum.StrEnum):
     claimed = "claimed"  # a worker holds a slot; the Optuna trial is being created
     running = "running"
@@ -114,6 +122,7 @@ class TrialRecord(Base):
         UniqueConstraint("study_id", "slot"),
         UniqueConstraint("study_id", "number"),
         Index("ix_regtune_trials_study_state", "study_id", "state"),
+        Index("ix_regtune_trials_study_role", "study_id", "role"),
         Index("ix_regtune_trials_study_value", "study_id", "value"),
         # the stale-trial sweep finds running trials (and old claims) of every study at once
         Index("ix_regtune_trials_state_claimed", "state", "claimed_at"),
@@ -142,6 +151,12 @@ class TrialRecord(Base):
     state: Mapped[str] = mapped_column(String(_STATUS_LEN), default=TrialState.claimed.value)
     worker: Mapped[str | None] = mapped_column(String(128))
     retry_of: Mapped[int | None] = mapped_column(Integer)  # number of the trial this retries
+    # search | reference | confirm (TrialRole); only search trials use slots of n_trials
+    role: Mapped[str] = mapped_column(
+        String(_STATUS_LEN), default=TrialRole.search.value, server_default="search"
+    )
+    train_seed: Mapped[int | None] = mapped_column(Integer)
+    repeat_of: Mapped[int | None] = mapped_column(Integer)  # confirm: the repeated trial's number
     # sampled parameters
     weight_decay: Mapped[float | None] = mapped_column(Float)
     l1: Mapped[float | None] = mapped_column(Float)
@@ -158,6 +173,9 @@ class TrialRecord(Base):
     val_acc: Mapped[float | None] = mapped_column(Float)
     val_ece: Mapped[float | None] = mapped_column(Float)
     gap: Mapped[float | None] = mapped_column(Float)
+    val_nll: Mapped[float | None] = mapped_column(Float)
+    near_zero_frac: Mapped[float | None] = mapped_column(Float)
+    weight_l2: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # all best-epoch metrics
     test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)

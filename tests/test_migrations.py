@@ -194,3 +194,78 @@ def test_trial_results_view_returns_one_row_per_trial(migrated_db_url: str) -> N
         ("v", "digits-mlp", 1, "complete", 0.3, 32, 0.4, 3),
         ("v", "digits-mlp", 0, "complete", 0.1, 32, 0.5, 3),
     ]
+
+
+def test_trial_results_view_shows_role_seed_and_regularization_metrics(
+    migrated_db_url: str,
+) -> None:
+    """Migration 0004: a confirm repeat names the search trial it repeats, with its own seed."""
+    engine = make_engine(migrated_db_url)
+    try:
+        with engine.begin() as conn:
+            study_id = conn.execute(
+                insert(StudyRecord)
+                .values(
+                    name="r",
+                    trainer="digits-mlp",
+                    spec={},
+                    status="running",
+                    metric="val_loss",
+                    direction="minimize",
+                    n_trials=1,
+                    n_complete=0,
+                    n_pruned=0,
+                    n_failed=0,
+                    n_running=0,
+                    consecutive_failures=0,
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+                .returning(StudyRecord.id)
+            ).scalar_one()
+            rows = [
+                {"number": 0, "train_seed": 7},  # role defaults to search
+                {"number": 1, "role": "confirm", "repeat_of": 0, "train_seed": 8},
+                {"number": 2, "role": "reference", "train_seed": 7},
+            ]
+            for row in rows:
+                conn.execute(
+                    insert(TrialRecord).values(
+                        study_id=study_id,
+                        state="complete",
+                        epochs_run=1,
+                        val_nll=0.5,
+                        near_zero_frac=0.25,
+                        weight_l2=3.0,
+                        claimed_at=utcnow(),
+                        **row,
+                    )
+                )
+        with engine.connect() as conn:
+            got = conn.execute(
+                text(
+                    "SELECT trial, role, repeat_of, train_seed, val_nll, near_zero_frac, "
+                    "weight_l2 FROM regtune_trial_results WHERE study = 'r' ORDER BY trial"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in got] == [
+        (0, "search", None, 7, 0.5, 0.25, 3.0),
+        (1, "confirm", 0, 8, 0.5, 0.25, 3.0),
+        (2, "reference", None, 7, 0.5, 0.25, 3.0),
+    ]
+
+
+def test_downgrade_from_0004_restores_the_old_view(db_url: str) -> None:
+    upgrade(db_url)
+    downgrade(db_url, "0003")
+    engine = make_engine(db_url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("regtune_trials")}
+        with engine.connect() as conn:
+            conn.execute(text("SELECT trial, val_ece FROM regtune_trial_results")).all()
+    finally:
+        engine.dispose()
+    assert not columns & {"role", "train_seed", "repeat_of", "val_nll"}
+    upgrade(db_url)

@@ -48,7 +48,16 @@ FINAL_TRIAL_STATES = frozenset(
     {TrialState.complete, TrialState.pruned, TrialState.cancelled, TrialState.fail}
 )
 # best-epoch metrics that also get their own indexed column
-METRIC_COLUMNS = ("train_loss", "val_loss", "val_acc", "val_ece", "gap")
+METRIC_COLUMNS = (
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "val_ece",
+    "gap",
+    "val_nll",
+    "near_zero_frac",
+    "weight_l2",
+)
 
 
 @dataclass
