@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -223,7 +224,7 @@ def test_trial_results_view_shows_role_seed_and_regularization_metrics(
                 )
                 .returning(StudyRecord.id)
             ).scalar_one()
-            rows = [
+            rows: list[dict[str, Any]] = [
                 {"number": 0, "train_seed": 7},  # role defaults to search
                 {"number": 1, "role": "confirm", "repeat_of": 0, "train_seed": 8},
                 {"number": 2, "role": "reference", "train_seed": 7},
