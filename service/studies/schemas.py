@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Optional, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, create_model
 
 from service.models import StudyStatus, TrialState
-from trainers.params import PARAM_NAMES
+from trainers.params import RegularizationParams
 
 T = TypeVar("T")
 
@@ -41,20 +41,20 @@ class Progress(BaseModel):
     running: int
 
 
-class Params(BaseModel):
+def _all_optional(model: type[BaseModel]) -> type[BaseModel]:
+    """`model`'s fields (names, order, types, descriptions), each optional with default None."""
+    fields: dict[str, Any] = {
+        # Optional[...]: mypy refuses `annotation | None` (the annotation is typed as optional)
+        name: (Optional[info.annotation], Field(None, description=info.description))  # noqa: UP045
+        for name, info in model.model_fields.items()
+    }
+    return create_model(f"_Optional{model.__name__}", **fields)
+
+
+# Built from RegularizationParams, so the six parameters are defined once (trainers/params.py)
+# and the OpenAPI schema still lists each with its type.
+class Params(_all_optional(RegularizationParams)):  # type: ignore[misc]  # a dynamic base
     """The regularization settings of one trial (None while not yet sampled)."""
-
-    weight_decay: float | None = None
-    l1: float | None = None
-    dropout: float | None = None
-    label_smoothing: float | None = None
-    batch_size: int | None = None
-    patience: int | None = None
-
-
-# Spelled out above for the typed OpenAPI schema; the names and their order are PARAM_NAMES'.
-if tuple(Params.model_fields) != PARAM_NAMES:  # a developer error: fail at import, not in a read
-    raise RuntimeError(f"Params fields {tuple(Params.model_fields)} != PARAM_NAMES {PARAM_NAMES}")
 
 
 class TrialSummary(BaseModel):
