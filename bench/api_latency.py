@@ -265,9 +265,18 @@ def request_path(kind: str, study_id: int, rng: random.Random) -> str:
     raise ValueError(kind)
 
 
-async def asgi_get(app: Any, path: str) -> int:
-    """Send `GET path` straight to the ASGI `app` (no client, no socket); the status code."""
+# what httpx sends to a local `regtune serve` (the API answers only its allowed Host names)
+ASGI_HOST = "127.0.0.1:8000"
+
+
+async def asgi_get(app: Any, path: str) -> tuple[int, bytes]:
+    """Send `GET path` straight to the ASGI `app` (no client, no socket): status code and body.
+
+    The request carries what a local HTTP client sends (``Host: 127.0.0.1:8000``), so the
+    app's Host check passes as it does for the load phase's real requests.
+    """
     route, _, query = path.partition("?")
+    host, _, port = ASGI_HOST.partition(":")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -278,11 +287,12 @@ async def asgi_get(app: Any, path: str) -> int:
         "raw_path": route.encode(),
         "query_string": query.encode(),
         "root_path": "",
-        "headers": [(b"host", b"bench")],
+        "headers": [(b"host", ASGI_HOST.encode()), (b"accept", b"*/*")],
         "client": ("127.0.0.1", 1),
-        "server": ("bench", 80),
+        "server": (host, int(port)),
     }
     status = 0
+    body: list[bytes] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -291,9 +301,11 @@ async def asgi_get(app: Any, path: str) -> int:
         nonlocal status
         if message["type"] == "http.response.start":
             status = int(message["status"])
+        elif message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
 
     await app(scope, receive, send)
-    return status
+    return status, b"".join(body)
 
 
 def cpu_per_request(url: str, study_id: int, requests: int, rounds: int = 3) -> dict[str, float]:
@@ -309,7 +321,10 @@ def cpu_per_request(url: str, study_id: int, requests: int, rounds: int = 3) -> 
         async with app.router.lifespan_context(app):
             rng = random.Random(1)
             for kind in KINDS * 10:
-                assert await asgi_get(app, request_path(kind, study_id, rng)) == 200
+                path = request_path(kind, study_id, rng)
+                status, body = await asgi_get(app, path)
+                if status != 200:
+                    raise RuntimeError(f"GET {path}: {status} {body[:500]!r}")
             for _ in range(rounds):
                 for kind in KINDS:
                     paths = [request_path(kind, study_id, rng) for _ in range(requests)]
