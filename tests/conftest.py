@@ -1,8 +1,9 @@
 """Shared fixtures: real databases, isolated per test.
 
 - `sqlite_url`: a fresh SQLite file in the test's tmp dir.
-- `pg_url`: a fresh, uniquely named PostgreSQL database, dropped afterwards. When the server is
-  unreachable the test is skipped locally but FAILS under CI=true.
+- `pg_url`: a fresh, uniquely named PostgreSQL database, dropped afterwards (`postgres_database`,
+  also for module-scoped databases). When the server is unreachable the test is skipped locally
+  but FAILS under CI=true.
 - `db_url`: parametrized over both backends (the postgres case carries the `postgres` marker).
 - `migrated_db_url`: `db_url` with Optuna's schema and regtune's migrations applied.
 """
@@ -12,10 +13,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 os.environ.setdefault("TZ", "UTC")
 # Starlette's TestClient sends `Host: testserver`; a real deployment's names are configured the
@@ -36,9 +39,15 @@ def sqlite_url(tmp_path: os.PathLike[str]) -> str:
     return f"sqlite:///{tmp_path}/regtune.db"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database; dropped on exit (its connections with it).
+
+    ``DROP DATABASE ... WITH (FORCE)`` also ends the connections a test left open on it, so a
+    pool the test forgot to dispose never outlives its test on the server (max_connections is
+    100 for the whole suite). Unreachable server: skipped locally, a failure under CI=true.
+    """
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -49,15 +58,22 @@ def pg_url() -> Iterator[str]:
             pytest.fail(message)
         pytest.skip(message)
     name = f"regtune_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
-    finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
         admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

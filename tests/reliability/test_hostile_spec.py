@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 import optuna
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from service.db import normalize_url
 from service.migrations import upgrade
 from service.spec import (
     MAX_ENQUEUE,
@@ -29,7 +28,7 @@ from service.spec import (
     SpecFileError,
     load_spec_file,
 )
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import postgres_database
 from tests.reliability._processes import server
 from tests.support import tiny_spec
 from trainers.space import MAX_CHOICES
@@ -46,24 +45,9 @@ def _database(kind: str, tmp: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc}")
-    name = f"regtune_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with postgres_database() as url:
         upgrade(url)
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 class Api:
@@ -73,6 +57,15 @@ class Api:
         self.base = base
         self.url = url
         self.client = httpx.Client(base_url=base, timeout=60)
+        # one storage (one pool) for the module: a storage per call, as `get_all_study_names(url)`
+        # makes, holds its connections until the garbage collector finds it, and a module of
+        # checks on PostgreSQL ran the server out of connections
+        self.storage = optuna.storages.RDBStorage(normalize_url(url), skip_table_creation=True)
+
+    def close(self) -> None:
+        self.client.close()
+        self.storage.remove_session()
+        self.storage.engine.dispose()
 
     def submit_raw(self, body: str) -> httpx.Response:
         return self.client.post(
@@ -80,7 +73,7 @@ class Api:
         )
 
     def optuna_names(self) -> set[str]:
-        return set(optuna.study.get_all_study_names(self.url))
+        return set(optuna.study.get_all_study_names(self.storage))
 
     def refused(self, body: str, name: str) -> list[dict[str, Any]]:
         """Submit `body`; assert a 422 with JSON details and nothing stored; the details."""
@@ -103,7 +96,11 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         _database(request.param, tmp_path_factory.mktemp("hostile")) as url,
         server(url) as base,
     ):
-        yield Api(base, url)
+        api = Api(base, url)
+        try:
+            yield api
+        finally:
+            api.close()
 
 
 def _name() -> str:
