@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -104,6 +105,10 @@ class StudyRecord(Base):
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     n_running: Mapped[int] = mapped_column(Integer, default=0)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # extra runs beyond n_trials (reference + confirmation): planned at submit, lowered to what
+    # the finished search allows (confirm repeats at most its completed trials); and finished
+    n_extra: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    n_extra_finished: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     best_value: Mapped[float | None] = mapped_column(Float)
     best_trial_number: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
@@ -178,6 +183,10 @@ class TrialRecord(Base):
     weight_l2: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # all best-epoch metrics
     test_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # every objective's best-epoch value, in the spec's order (the first is `value`)
+    values: Mapped[list[float] | None] = mapped_column(JSON)
+    # all constraints hold at the best epoch; NULL when the study has none
+    feasible: Mapped[bool | None] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)

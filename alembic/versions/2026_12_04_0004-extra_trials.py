@@ -9,8 +9,10 @@ Written by hand. ``role`` tells the search trials (the ``n_trials`` budget) from
 run (regularization off) and the confirmation repeats (a search trial's config re-trained with a
 new seed, ``repeat_of`` = that trial's number); existing rows are search trials. ``train_seed`` is
 the seed the trainer ran with. ``near_zero_frac``, ``weight_l2`` and ``val_nll`` are copied from
-the best epoch's metrics like ``val_ece``. The view is dropped and recreated with them (a view's
-column list is fixed when it is created, on SQLite and PostgreSQL alike).
+the best epoch's metrics like ``val_ece``. On regtune_studies, ``n_extra`` is the number of extra
+runs planned beyond ``n_trials`` (reference + confirmation; 0 for studies from before) and
+``n_extra_finished`` how many of them finished. The view is dropped and recreated with them
+(a view's column list is fixed when it is created, on SQLite and PostgreSQL alike).
 """
 
 from collections.abc import Sequence
@@ -70,6 +72,7 @@ TRIAL_RESULTS_VIEW = _VIEW_HEAD + _ROLE + _VIEW_PARAMS + _METRICS + _VIEW_TAIL
 TRIAL_RESULTS_VIEW_0001 = _VIEW_HEAD + _VIEW_PARAMS + _VIEW_TAIL
 
 NEW_FLOAT_COLUMNS = ("val_nll", "near_zero_frac", "weight_l2")
+STUDY_COLUMNS = ("n_extra", "n_extra_finished")
 
 
 def upgrade() -> None:
@@ -82,6 +85,11 @@ def upgrade() -> None:
     op.add_column("regtune_trials", sa.Column("repeat_of", sa.Integer(), nullable=True))
     for name in NEW_FLOAT_COLUMNS:
         op.add_column("regtune_trials", sa.Column(name, sa.Float(), nullable=True))
+    for name in STUDY_COLUMNS:
+        op.add_column(
+            "regtune_studies",
+            sa.Column(name, sa.Integer(), server_default="0", nullable=False),
+        )
     op.create_index("ix_regtune_trials_study_role", "regtune_trials", ["study_id", "role"])
     op.execute(TRIAL_RESULTS_VIEW)
 
@@ -89,6 +97,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS regtune_trial_results")
     op.drop_index("ix_regtune_trials_study_role", table_name="regtune_trials")
+    for name in reversed(STUDY_COLUMNS):
+        op.drop_column("regtune_studies", name)
     for name in (*reversed(NEW_FLOAT_COLUMNS), "repeat_of", "train_seed", "role"):
         op.drop_column("regtune_trials", name)
     op.execute(TRIAL_RESULTS_VIEW_0001)
