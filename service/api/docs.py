@@ -45,34 +45,37 @@ SWAGGER_INIT = """window.addEventListener("load", () => {
 });
 """
 _V = f"?v={__version__}-{version('fastapi-offline')}"
-SWAGGER_PAGE = f"""<!doctype html>
+
+
+def _page(head: str, body: str, body_attrs: str = "") -> str:
+    """An HTML page titled "regtune API" with the favicon, plus `head` and `body` lines."""
+    return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>regtune API</title>
 <link rel="icon" href="{STATIC_PREFIX}/favicon.png{_V}">
-<link rel="stylesheet" href="{STATIC_PREFIX}/swagger-ui.css{_V}">
-</head>
-<body data-openapi-url="/openapi.json">
-<div id="swagger-ui"></div>
+{head}</head>
+<body{body_attrs}>
+{body}</body>
+</html>
+"""
+
+
+SWAGGER_PAGE = _page(
+    head=f'<link rel="stylesheet" href="{STATIC_PREFIX}/swagger-ui.css{_V}">\n',
+    body=f"""<div id="swagger-ui"></div>
 <script src="{STATIC_PREFIX}/swagger-ui-bundle.js{_V}"></script>
 <script src="{STATIC_PREFIX}/swagger-init.js{_V}"></script>
-</body>
-</html>
-"""
-REDOC_PAGE = f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>regtune API</title>
-<link rel="icon" href="{STATIC_PREFIX}/favicon.png{_V}">
-</head>
-<body>
-<redoc spec-url="/openapi.json"></redoc>
+""",
+    body_attrs=' data-openapi-url="/openapi.json"',
+)
+REDOC_PAGE = _page(
+    head="",
+    body=f"""<redoc spec-url="/openapi.json"></redoc>
 <script src="{STATIC_PREFIX}/redoc.standalone.js{_V}"></script>
-</body>
-</html>
-"""
+""",
+)
 CACHE = {"Cache-Control": "max-age=86400"}
 
 router = APIRouter(include_in_schema=False)
