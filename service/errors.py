@@ -142,8 +142,9 @@ def _clean_msg(msg: str) -> str:
     return msg
 
 
-# Discriminator tags pydantic inserts in locations of the search-space union: not field names.
-_TAGS = frozenset({"range", "choices", "fixed"})
+# Discriminator tags pydantic inserts in locations of the search-space union and of the spec's
+# `objective` (one or several): not field names.
+_TAGS = frozenset({"range", "choices", "fixed", "one", "several"})
 # A rule message from our validators starts with the field it is about: "dropout.high must ..."
 _LEADING_PATH = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?=[: ])")
 

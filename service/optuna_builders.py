@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # spec.py imports this module to validate a spec
 
 __all__ = [
     "OPTION_LIMITS",
+    "SINGLE_OBJECTIVE_SAMPLERS",
     "SpecError",
     "auto_warmup_steps",
     "build_pruner",
@@ -47,6 +48,11 @@ OPTION_LIMITS: dict[str, int] = {
     "reduction_factor": 1_000,  # successive halving, hyperband [3]
     "patience": 1_000_000,  # patient pruner
 }
+
+
+# Samplers that refuse a study with several objectives (Optuna's CmaEsSampler raises). TPE
+# (MOTPE), NSGA-II, GP (log EHVI), random, QMC and grid serve several.
+SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 
 
 class SpecError(ValueError):
@@ -109,12 +115,18 @@ def auto_warmup_steps(spec: StudySpec) -> int:
 def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePruner:
     """The spec's pruner; Hyperband's max resource defaults to the trainer's max_epochs.
 
+    A study with several objectives gets no pruner (`NopPruner`): Optuna does not prune them.
+
     Raises:
         SpecError: Optuna refused the options (TypeError or ValueError of the constructor;
             anything else propagates, and the worker fails the study with it).
     """
     options: dict[str, Any] = dict(config.options)
     max_epochs = spec.trainer_config.get("max_epochs")
+    if spec.multi_objective:
+        # Optuna cannot report or prune a trial of a multi-objective study; the spec refuses
+        # any pruner but "auto" and "none" there, and both mean no pruning (docs/api.md)
+        return optuna.pruners.NopPruner()
     try:
         match config.name:
             case "auto":

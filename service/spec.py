@@ -8,6 +8,7 @@ worker can run.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,14 +17,16 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     StringConstraints,
+    Tag,
     ValidationError,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from service.optuna_builders import SpecError, check_options
+from service.optuna_builders import SINGLE_OBJECTIVE_SAMPLERS, SpecError, check_options
 from trainers import PARAM_NAMES, Range, SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
 from trainers.space import MAX_ABS_INT, Number, in_distribution
@@ -93,6 +96,43 @@ class ObjectiveConfig(BaseModel):
     direction: Literal["minimize", "maximize"] = "minimize"
 
 
+MAX_OBJECTIVES = 4
+MAX_CONSTRAINTS = 8
+
+
+def _objective_kind(value: Any) -> str:
+    return "several" if isinstance(value, list) else "one"
+
+
+# `objective` is one {metric, direction} or a list of 1-4 of them (a multi-objective study).
+# A callable discriminator validates only the branch the input's shape picks, so a bad entry
+# gets one error at its own field (the tags are dropped from `loc` by service.errors).
+Objectives = Annotated[
+    Annotated[ObjectiveConfig, Tag("one")]
+    | Annotated[
+        list[ObjectiveConfig], Tag("several"), Field(min_length=1, max_length=MAX_OBJECTIVES)
+    ],
+    Discriminator(_objective_kind),
+]
+
+
+class ConstraintConfig(BaseModel):
+    """A bound on a best-epoch metric; a trial breaking any bound is infeasible."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str = Field(min_length=1, max_length=64)
+    op: Literal["<=", ">="]
+    value: float = Field(allow_inf_nan=False)
+
+    def violation(self, metrics: dict[str, float]) -> float:
+        """Optuna's constraint value: <= 0 when the bound holds (inf when the metric is absent
+        or not finite)."""
+        measured = metrics.get(self.metric)
+        if measured is None or not math.isfinite(measured):
+            return math.inf
+        return measured - self.value if self.op == "<=" else self.value - measured
+
+
 class SamplerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
@@ -144,7 +184,17 @@ class StudySpec(BaseModel):
     trainer: str = Field(min_length=1, max_length=128, description="a registered trainer name")
     trainer_config: FreeForm = Field(default_factory=dict)
     search_space: SearchSpace = Field(default_factory=SearchSpace)
-    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    objective: Objectives = Field(
+        default_factory=ObjectiveConfig,
+        description="the metric to optimize, or a list of 2-4 (a multi-objective study: "
+        "/best returns the Pareto set; no pruning)",
+    )
+    constraints: list[ConstraintConfig] = Field(
+        default_factory=list,
+        max_length=MAX_CONSTRAINTS,
+        description="bounds on best-epoch metrics (e.g. val_ece <= 0.05); trials breaking one "
+        "are infeasible, never the best",
+    )
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     budget: Budget = Field(default_factory=Budget)
@@ -174,11 +224,7 @@ class StudySpec(BaseModel):
             raise ValueError(problems) from None
         # store the normalized config (defaults filled in) so workers see exactly what was checked
         self.trainer_config = config.model_dump(mode="json")
-        if self.objective.metric not in trainer.metrics:
-            raise ValueError(
-                f"objective.metric {self.objective.metric!r} is not logged by trainer "
-                f"{self.trainer!r}; choose one of: {', '.join(trainer.metrics)}"
-            )
+        self._check_objectives(trainer.metrics)
         self._check_enqueue()
         ranges = [
             n
@@ -198,6 +244,62 @@ class StudySpec(BaseModel):
         except SpecError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    @property
+    def objectives(self) -> list[ObjectiveConfig]:
+        """The objectives in order (one for a single-objective study)."""
+        return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def first_objective(self) -> ObjectiveConfig:
+        """The objective that picks each trial's best epoch, early-stops it and ranks `value`."""
+        return self.objectives[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def _check_objectives(self, logged: Sequence[str]) -> None:
+        """Objective and constraint metrics the trainer logs, no metric twice; samplers and
+        pruners that cannot serve several objectives are refused."""
+        errors: list[str] = []
+        several = isinstance(self.objective, list)
+        seen: set[str] = set()
+        for i, objective in enumerate(self.objectives):
+            field = f"objective.{i}.metric" if several else "objective.metric"
+            if objective.metric not in logged:
+                errors.append(
+                    f"{field} {objective.metric!r} is not logged by trainer {self.trainer!r} "
+                    f"(it logs: {', '.join(logged)})"
+                )
+            elif objective.metric in seen:
+                errors.append(f"{field} {objective.metric!r} is already an objective")
+            seen.add(objective.metric)
+        bounds: set[tuple[str, str]] = set()
+        for i, constraint in enumerate(self.constraints):
+            if constraint.metric not in logged:
+                errors.append(
+                    f"constraints.{i}.metric {constraint.metric!r} is not logged by trainer "
+                    f"{self.trainer!r} (it logs: {', '.join(logged)})"
+                )
+            elif (constraint.metric, constraint.op) in bounds:
+                errors.append(
+                    f"constraints.{i}.op: {constraint.metric} {constraint.op} is given twice"
+                )
+            bounds.add((constraint.metric, constraint.op))
+        if self.multi_objective:
+            if self.sampler.name in SINGLE_OBJECTIVE_SAMPLERS:
+                errors.append(
+                    f"sampler.name {self.sampler.name} cannot optimize several objectives "
+                    "(use tpe, nsga2, gp, random, qmc or grid)"
+                )
+            if self.pruner.name not in ("auto", "none"):
+                errors.append(
+                    f"pruner.name {self.pruner.name}: Optuna does not prune studies with several "
+                    "objectives (leave the pruner out, or give one objective)"
+                )
+        if errors:
+            raise ValueError("; ".join(errors))
 
     def _check_grid_size(self) -> None:
         points = math.prod(
@@ -232,8 +334,8 @@ class StudySpec(BaseModel):
             trainer=self.trainer,
             trainer_config=self.trainer_config,
             search_space=self.search_space,
-            metric=self.objective.metric,
-            direction=self.objective.direction,
+            metric=self.first_objective.metric,
+            direction=self.first_objective.direction,
             accelerator=accelerator,
             torch_threads=torch_threads,
             precision=self.execution.precision,

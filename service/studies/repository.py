@@ -43,6 +43,7 @@ from service.models import (
     StudyStatus,
     TrialEpoch,
     TrialRecord,
+    TrialRole,
     TrialState,
     utcnow,
 )
@@ -63,8 +64,10 @@ __all__ = [
     "get_trial",
     "list_studies",
     "list_trials",
+    "pareto_candidates",
     "ping",
     "trial_epochs",
+    "trials_by_number",
 ]
 
 TrialSort = Literal["number", "-number", "value", "-value"]
@@ -128,6 +131,9 @@ TRIAL_SUMMARY_COLUMNS: tuple[InstrumentedAttribute[Any] | ColumnElement[Any], ..
     TrialRecord.finished_at,
     TrialRecord.error,
     TrialRecord.retry_of,
+    _json_read(TrialRecord.values),
+    TrialRecord.feasible,
+    TrialRecord.role,
 )
 
 
@@ -233,6 +239,27 @@ def best_trial(session: Session, study_id: int, direction: str) -> RowMapping | 
     return _core(session).execute(query, {"study_id": study_id}).mappings().first()
 
 
+def pareto_candidates(session: Session, study_id: int) -> Sequence[RowMapping]:
+    """`number`, `values`, `feasible` of every complete search trial with values."""
+    query = select(TrialRecord.number, _json_read(TrialRecord.values), TrialRecord.feasible).where(
+        TrialRecord.study_id == study_id,
+        TrialRecord.state == TrialState.complete.value,
+        TrialRecord.values.is_not(None),
+        TrialRecord.role == TrialRole.search.value,
+    )
+    return _core(session).execute(query).mappings().all()
+
+
+def trials_by_number(session: Session, study_id: int, numbers: Sequence[int]) -> list[RowMapping]:
+    """`TRIAL_SUMMARY_COLUMNS` of the given trials (in no particular order)."""
+    if not numbers:
+        return []
+    query = select(*TRIAL_SUMMARY_COLUMNS).where(
+        TrialRecord.study_id == study_id, TrialRecord.number.in_(list(numbers))
+    )
+    return list(_core(session).execute(query).mappings().all())
+
+
 def _core(session: Session) -> Connection:
     """The session's connection (its transaction), after the autoflush `session.execute` does.
 
@@ -298,6 +325,7 @@ def _best_trial(maximize: bool) -> Select[Any]:
             TrialRecord.state == TrialState.complete.value,
             TrialRecord.value.is_not(None),
         )
-        .order_by(value, TrialRecord.number)
+        # feasible trials (and those of studies without constraints) before infeasible ones
+        .order_by(TrialRecord.feasible.is_(False), value, TrialRecord.number)
         .limit(1)
     )

@@ -79,6 +79,13 @@ class TrialSummary(BaseModel):
     retry_of: int | None = Field(
         None, description="number of the trial this one retries (its worker died mid-trial)"
     )
+    values: list[float] | None = Field(
+        None, description="every objective's value at the best epoch, in the spec's order"
+    )
+    feasible: bool | None = Field(
+        None, description="the spec's constraints hold at the best epoch (null: no constraints)"
+    )
+    role: str = Field("search", description="search, reference or confirm")
 
 
 class EpochMetrics(BaseModel):
@@ -120,11 +127,32 @@ class StudyDetail(StudySummary):
     best_trial: TrialSummary | None
 
 
+class Objective(BaseModel):
+    """One objective of a study."""
+
+    metric: str
+    direction: str
+
+
+class ParetoTrial(BaseModel):
+    """A trial of the Pareto set: no other (feasible) trial is as good on every objective and
+    better on one."""
+
+    number: int
+    params: Params
+    values: list[float] = Field(description="each objective's best-epoch value, in order")
+    metrics: dict[str, Any] | None
+    feasible: bool | None
+
+
 class BestResult(BaseModel):
     """The best trial so far: what a CI job consumes.
 
     `final` is true once the study ended (completed, failed or cancelled); before that the
-    result may still improve.
+    result may still improve. `value`, `trial_number` and the rest are the best trial on the
+    first objective among the feasible ones (an infeasible one, `feasible` false, only when no
+    trial satisfies the constraints); a study with several objectives also lists its Pareto
+    set in `pareto`.
     """
 
     study_id: int
@@ -141,6 +169,17 @@ class BestResult(BaseModel):
     metrics: dict[str, Any] | None
     test_metrics: dict[str, Any] | None
     progress: Progress
+    objectives: list[Objective] = Field(
+        default_factory=list, description="the study's objectives; the first ranks `value`"
+    )
+    feasible: bool | None = Field(
+        None, description="the constraints hold for this trial (null: the study has none)"
+    )
+    pareto: list[ParetoTrial] | None = Field(
+        None,
+        description="several objectives: the non-dominated trials (feasible ones when any "
+        "trial is feasible), by the first objective, at most 1,000",
+    )
 
 
 class TrainerInfo(BaseModel):

@@ -27,6 +27,7 @@ from service.models import StudyRecord, StudyStatus, TrialState
 from service.spec import StudySpec
 from service.studies import repository
 from service.studies.optuna_storage import LazyOptunaStorage, pending_name, rename_study
+from service.studies.pareto import pareto_indices
 from service.studies.schemas import (
     BestResult,
     Page,
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # ids and trial numbers are SQL INTEGERs (32-bit on PostgreSQL)
 MAX_ID = 2**31 - 1
+# members of the Pareto set /best lists (by the first objective); a bound on the response
+MAX_PARETO = 1_000
 
 # The read paths build plain dicts from the repository's rows and validate each response once,
 # in one pydantic call (e.g. `Page[TrialSummary].model_validate`), rather than one model per row
@@ -52,6 +55,7 @@ _Columns = RowMapping | Mapping[str, Any]
 
 __all__ = [
     "MAX_ID",
+    "MAX_PARETO",
     "best_result",
     "cancel_study",
     "create_study",
@@ -61,6 +65,7 @@ __all__ = [
     "list_trials",
     "resolve_study",
     "study_detail",
+    "study_objectives",
     "trial_detail",
 ]
 
@@ -177,10 +182,10 @@ def create_study(
     # Every Optuna write happens before ours: on SQLite a pending write of this session would
     # hold the database lock and Optuna's inserts would wait for it.
     storage = optuna_storage.get()
-    direction = optuna.study.StudyDirection[spec.objective.direction.upper()]
-    _reclaim_orphan(session, storage, spec.name, direction)
+    directions = [optuna.study.StudyDirection[o.direction.upper()] for o in spec.objectives]
+    _reclaim_orphan(session, storage, spec.name, directions)
     pending = pending_name()
-    optuna_id = storage.create_new_study(directions=[direction], study_name=pending)
+    optuna_id = storage.create_new_study(directions=directions, study_name=pending)
     try:
         if spec.enqueue:  # warm start: these run first, before any sampled trial
             optuna_study = optuna.load_study(study_name=pending, storage=storage)
@@ -212,8 +217,8 @@ def _insert_named(session: Session, spec: StudySpec, optuna_id: int, pending: st
         trainer=spec.trainer,
         spec=spec.model_dump(mode="json"),
         status=StudyStatus.queued.value,
-        metric=spec.objective.metric,
-        direction=spec.objective.direction,
+        metric=spec.first_objective.metric,
+        direction=spec.first_objective.direction,
         n_trials=spec.budget.n_trials,
         n_complete=0,
         n_pruned=0,
@@ -250,13 +255,13 @@ def _reclaim_orphan(
     session: Session,
     storage: optuna.storages.BaseStorage,
     name: str,
-    direction: optuna.study.StudyDirection,
+    directions: list[optuna.study.StudyDirection],
 ) -> None:
     """Make way for `name` when an Optuna study of that name has no regtune row; else 409.
 
     Versions before atomic submission could leave such an orphan (a server killed between
     creating the Optuna study and storing the row). It is deleted when it has no trials and the
-    same direction: then it is indistinguishable from a fresh one. A study made by plain Optuna,
+    same directions: then it is indistinguishable from a fresh one. A study made by plain Optuna,
     with trials or another direction, stays a 409.
     """
     try:
@@ -267,7 +272,7 @@ def _reclaim_orphan(
     # a row (another submission won) or is an orphan
     if repository.get_study_by_name(session, name) is not None:
         raise _name_taken(name)
-    if storage.get_study_directions(study_id) != [direction] or storage.get_all_trials(
+    if storage.get_study_directions(study_id) != directions or storage.get_all_trials(
         study_id, deepcopy=False
     ):
         raise _optuna_name_taken(name)
@@ -338,6 +343,7 @@ def best_result(session: Session, study: StudyRecord) -> BestResult:
     best = repository.best_trial(session, study.id, study.direction)
     status = StudyStatus(study.status)
     progress = _progress(_study_columns(study))
+    objectives = study_objectives(study)
     if best is None or best["value"] is None or best["number"] is None:
         raise ConflictError(
             f"study {study.name!r} has no completed trial yet (status {status.value}, "
@@ -360,8 +366,58 @@ def best_result(session: Session, study: StudyRecord) -> BestResult:
             "metrics": best["metrics"],
             "test_metrics": best["test_metrics"],
             "progress": progress,
+            "objectives": objectives,
+            "feasible": best["feasible"],
+            "pareto": _pareto(session, study.id, objectives) if len(objectives) > 1 else None,
         }
     )
+
+
+def study_objectives(study: StudyRecord) -> list[dict[str, str]]:
+    """The stored spec's objectives as {metric, direction}, in order (one for older specs)."""
+    stored = study.spec.get("objective") if isinstance(study.spec, dict) else None
+    entries = stored if isinstance(stored, list) else [stored or {}]
+    return [
+        {
+            "metric": str(entry.get("metric", study.metric)),
+            "direction": str(entry.get("direction", study.direction)),
+        }
+        for entry in entries
+        if isinstance(entry, dict)
+    ] or [{"metric": study.metric, "direction": study.direction}]
+
+
+def _pareto(
+    session: Session, study_id: int, objectives: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """The non-dominated complete search trials, by the first objective (at most MAX_PARETO).
+
+    Among the feasible trials when one is; otherwise among all (each marked infeasible).
+    """
+    rows = [
+        r
+        for r in repository.pareto_candidates(session, study_id)
+        if isinstance(r["values"], list) and len(r["values"]) == len(objectives)
+    ]
+    if any(r["feasible"] is True for r in rows):
+        rows = [r for r in rows if r["feasible"] is not False]
+    maximize = [o["direction"] == "maximize" for o in objectives]
+    front = pareto_indices([r["values"] for r in rows], maximize)[:MAX_PARETO]
+    by_number = {
+        t["number"]: t
+        for t in repository.trials_by_number(session, study_id, [rows[i]["number"] for i in front])
+    }
+    members = [by_number[rows[i]["number"]] for i in front if rows[i]["number"] in by_number]
+    return [
+        {
+            "number": t["number"],
+            "params": _params(t),
+            "values": t["values"],
+            "metrics": t["metrics"],
+            "feasible": t["feasible"],
+        }
+        for t in members
+    ]
 
 
 def cancel_study(session: Session, study: StudyRecord) -> StudyDetail:

@@ -93,6 +93,6 @@ def open_study(storage: BaseStorage, spec: StudySpec, claim_id: int) -> optuna.S
         storage=storage,
         sampler=sampler,
         pruner=pruner,
-        direction=spec.objective.direction,
+        directions=[objective.direction for objective in spec.objectives],
         load_if_exists=True,
     )

@@ -71,6 +71,9 @@ class TrialResult:
     metrics: dict[str, float] | None = None
     test_metrics: dict[str, float] | None = None
     error: str | None = None
+    # every objective's best-epoch value; whether the spec's constraints hold (None: none)
+    values: list[float] | None = None
+    feasible: bool | None = None
     # False for trials abandoned by a worker shutdown: not the trial's fault
     counts_as_failure: bool = True
 
@@ -252,6 +255,10 @@ def finish_trial(session: Session, study: StudyRecord, trial_id: int, result: Tr
             setattr(row, name, value)
     if result.test_metrics is not None:
         row.test_metrics = clean_metrics(result.test_metrics)
+    if result.values is not None:
+        row.values = [float(v) for v in result.values]
+    if result.feasible is not None:
+        row.feasible = result.feasible
     row.error = result.error
     row.finished_at = now
     if row.started_at is not None:
@@ -301,7 +308,8 @@ def refresh_study(
             TrialRecord.state == TrialState.complete.value,
             TrialRecord.value.is_not(None),
         )
-        .order_by(order, TrialRecord.number)
+        # a feasible trial (or one of a study without constraints) before an infeasible one
+        .order_by(TrialRecord.feasible.is_(False), order, TrialRecord.number)
         .limit(1)
     ).first()
     study.best_trial_number, study.best_value = (best[0], best[1]) if best else (None, None)

@@ -103,6 +103,8 @@ class _Run:
     error: BaseException | None = None
     cancelled: bool = False
     observer: DbTrialObserver | None = None
+    values: list[float] | None = None  # every objective's best-epoch value
+    feasible: bool | None = None  # the constraints' verdict (None: the study has none)
 
 
 def short_error(exc: BaseException) -> str:
@@ -136,13 +138,60 @@ def _checkpoint(
     )
 
 
+class _UnprunedTrial(optuna.Trial):
+    """A trial of a multi-objective study: Optuna refuses `report` and `should_prune` there
+    (NotImplementedError), so regtune reports nothing and never prunes (docs/api.md)."""
+
+    def report(self, value: float, step: int) -> None:
+        return None
+
+    def should_prune(self) -> bool:
+        return False
+
+
+def _unpruned(trial: optuna.Trial) -> optuna.Trial:
+    """`trial` (same Optuna trial, same state) with `report`/`should_prune` as no-ops."""
+    view = _UnprunedTrial.__new__(_UnprunedTrial)
+    view.__dict__.update(trial.__dict__)  # shares the cached frozen trial and relative params
+    return view
+
+
+def objective_values(spec: StudySpec, metrics: dict[str, float]) -> list[float]:
+    """Each objective's value in `metrics` (the best epoch's), in the spec's order.
+
+    Raises:
+        RuntimeError: an objective's metric is missing (the trial fails, saying which).
+    """
+    missing = [o.metric for o in spec.objectives if o.metric not in metrics]
+    if missing:
+        raise RuntimeError(
+            f"the best epoch has no {', '.join(missing)} (logged: {', '.join(sorted(metrics))})"
+        )
+    return [float(metrics[o.metric]) for o in spec.objectives]
+
+
+def set_constraints(trial: optuna.Trial, spec: StudySpec, metrics: dict[str, float]) -> bool | None:
+    """Give Optuna each constraint's value (<= 0: holds) measured on the best epoch's `metrics`;
+    returns whether all hold (None without constraints). Optuna 5's TPE, NSGA-II and GP
+    samplers read them (`Trial.set_constraint`, which replaces the deprecated
+    `constraints_func`); the others sample without them."""
+    if not spec.constraints:
+        return None
+    feasible = True
+    for constraint in spec.constraints:
+        violation = constraint.violation(metrics)
+        trial.set_constraint(f"{constraint.metric}{constraint.op}", violation)
+        feasible = feasible and violation <= 0
+    return feasible
+
+
 def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> Any:
     objective_spec = replace(
         spec.objective_spec(accelerator=ctx.accelerator, torch_threads=ctx.settings.torch_threads),
         devices=ctx.devices_per_trial,
     )
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial) -> float | list[float]:
         run.optuna_trial_id = trial._trial_id
         system_attrs = ctx.storage.get_trial_system_attrs(trial._trial_id)
         retry_of = _retried_number(system_attrs)
@@ -161,15 +210,18 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
             ctx.sessions,
             claim.study_id,
             claim.trial_id,
-            spec.objective.metric,
-            spec.objective.direction,
+            spec.first_objective.metric,
+            spec.first_objective.direction,
             ctx.shutdown,
             ctx.settings.epoch_flush_interval,
         )
         run.observer = observer
         try:
             checkpoint = _checkpoint(ctx.settings, claim.study_id, trial.number, system_attrs)
-            outcome = run_trial(trial, objective_spec, observer, checkpoint)
+            ran = _unpruned(trial) if spec.multi_objective else trial
+            outcome = run_trial(ran, objective_spec, observer, checkpoint)
+            values = objective_values(spec, outcome.best_metrics)
+            run.feasible = set_constraints(trial, spec, outcome.best_metrics)
         except TrialCancelled:
             if observer.shutting_down:
                 run.error = WorkerShutdown("abandoned: the worker was asked to shut down")
@@ -177,6 +229,8 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
             run.cancelled = True
             raise
         except optuna.TrialPruned:
+            if observer.best is not None:  # the sampler sees a pruned trial's feasibility
+                run.feasible = set_constraints(trial, spec, observer.best.metrics)
             raise
         except SystemExit as exc:
             # Lightning turns SIGTERM/Ctrl-C into SystemExit, which would escape Optuna and
@@ -188,7 +242,8 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
             log.error("trial %s of study %s failed", trial.number, claim.study_id, exc_info=exc)
             raise
         run.outcome = outcome
-        return float(outcome.value)
+        run.values = values
+        return values if spec.multi_objective else float(outcome.value)
 
     return objective
 
@@ -206,11 +261,13 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
         best_epoch=best.epoch if best else None,
         epochs_run=epochs,
         metrics=best.metrics if best else None,
+        feasible=run.feasible,
     )
     if frozen is not None and frozen.state == OptunaState.COMPLETE:
         outcome = run.outcome
         if outcome is None:  # should not happen; keep what Optuna has
-            return replace(partial, state=TrialState.complete, value=frozen.value)
+            first = frozen.values[0] if frozen.values else None
+            return replace(partial, state=TrialState.complete, value=first, values=frozen.values)
         return repo.TrialResult(
             TrialState.complete,
             value=float(outcome.value),
@@ -218,6 +275,8 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
             epochs_run=outcome.epochs_run,
             metrics=outcome.best_metrics,
             test_metrics=outcome.test_metrics,
+            values=run.values,
+            feasible=run.feasible,
         )
     if frozen is not None and frozen.state == OptunaState.PRUNED:
         state = TrialState.cancelled if run.cancelled else TrialState.pruned
@@ -225,6 +284,8 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
     error = run.error
     if error is not None:
         message = short_error(error)
+    elif run.values is not None and len(run.values) > 1:
+        message = f"objective values {run.values!r} are not all finite numbers"
     elif run.outcome is not None:
         message = f"objective value {run.outcome.value!r} is not a finite number"
     else:
