@@ -23,7 +23,6 @@ import http.server
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -36,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.deploy._tools import ROOT, missing
+from tests.support import stop_process
 
 CACHE = Path(os.environ.get("REGTUNE_TEST_CACHE", Path.home() / ".cache" / "regtune-tests"))
 DOCKER_CACHE = CACHE / "docker"
@@ -244,9 +244,4 @@ class Engine:
         # the data root is a cache: keep it bounded (old images, then the oldest build cache)
         self.run("image", "prune", "--force", check=False)
         self.run("builder", "prune", "--force", "--keep-storage", "4GB", check=False)
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=60)

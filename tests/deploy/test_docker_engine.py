@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.deploy import _engine
 from tests.deploy._tools import DOCKER_DIR, ROOT, compose_command
+from tests.support import free_port, tiny_spec, wait_healthy
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -29,19 +28,7 @@ IMAGE = "regtune-test/regtune"
 TAG = "test"
 POSTGRES_IMAGE = "regtune-test/postgres:15"
 PROJECT = "regtune-docker-test"
-STUDY: dict[str, Any] = {
-    "name": "docker-compose-study",
-    "trainer": "synthetic-mlp",
-    "trainer_config": {"max_epochs": 3, "n_samples": 300, "n_features": 8, "n_informative": 4},
-    "search_space": {
-        "weight_decay": {"low": 1e-6, "high": 1e-1, "log": True},
-        "dropout": {"low": 0.0, "high": 0.5},
-        "batch_size": {"choices": [32, 64]},
-    },
-    "objective": {"metric": "val_loss", "direction": "minimize"},
-    "sampler": {"name": "tpe", "seed": 0},
-    "budget": {"n_trials": 3},
-}
+STUDY = tiny_spec("docker-compose-study", n_trials=3)
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +108,6 @@ def test_cpu_image_runs_regtune_as_non_root_with_the_cpu_torch(engine: _engine.E
     assert labels["Healthcheck"]["Test"][0] == "CMD"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Stack:
     """`compose` on docker/compose.yaml against the test engine, with a throwaway env file."""
 
@@ -179,23 +160,11 @@ def stack(engine: _engine.Engine, tmp_path: Path) -> Iterator[Stack]:
         s("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
 
 
-def wait_healthy(url: str, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=3).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{url}/healthz never answered 200"
-        time.sleep(1)
-
-
 def test_compose_stack_completes_a_study_and_keeps_it_across_an_api_restart(
     stack: Stack,
 ) -> None:
     stack("up", "-d", "--no-build")
-    wait_healthy(stack.url, 180)
+    wait_healthy(stack.url, timeout=180)
     # the API binds 0.0.0.0 in its container, so auth is on: a write token from the CLI
     created = stack(
         "exec",
@@ -236,7 +205,7 @@ def test_compose_stack_completes_a_study_and_keeps_it_across_an_api_restart(
     assert {t["state"] for t in trials["items"]} <= {"complete", "pruned"}
 
     stack("restart", "api")
-    wait_healthy(stack.url, 180)
+    wait_healthy(stack.url, timeout=180)
     again = httpx.get(f"{stack.url}/api/v1/studies/{study_id}", headers=headers, timeout=10)
     assert again.status_code == 200  # the token survived too (it lives in PostgreSQL)
     assert again.json()["status"] == "completed"

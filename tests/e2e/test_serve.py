@@ -14,24 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import serve_process
+from tests.support import serve_process, tiny_spec
 
 pytestmark = pytest.mark.slow
 
-SPEC = {
-    "name": "e2e",
-    "trainer": "synthetic-mlp",
-    "trainer_config": {"max_epochs": 4, "n_samples": 200, "n_features": 6, "n_informative": 3},
-    "search_space": {
-        "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
-        "dropout": {"low": 0.0, "high": 0.5},
-        "batch_size": {"choices": [16, 32]},
-    },
-    "objective": {"metric": "val_loss", "direction": "minimize"},
-    "sampler": {"name": "tpe", "seed": 0},
-    "pruner": {"name": "median"},
-    "budget": {"n_trials": 4},
-}
+# TPE and the median pruner, as a user's study would have them, on the tiny synthetic task
+SPEC = tiny_spec("e2e", n_trials=4, sampler={"name": "tpe", "seed": 0}, pruner={"name": "median"})
 
 
 @pytest.fixture
