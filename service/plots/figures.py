@@ -7,7 +7,7 @@ over the rows, no Optuna `Study`) and testable without a browser.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +21,15 @@ __all__ = [
     "Figure",
     "calibration",
     "curves",
+    "gap_curves",
     "history",
     "importance",
+    "learning_curves",
+    "metric_names",
     "parallel",
     "searched_axes",
     "slices",
+    "sparsity",
     "top_trials",
 ]
 
@@ -232,39 +236,67 @@ def importance(rows: Sequence[PlotRow], axes: Sequence[Axis]) -> Figure:
     return {"data": data, "layout": layout}
 
 
+def _scatter_by_state(
+    rows: Sequence[PlotRow],
+    x_of: Callable[[PlotRow], float | str | None],
+    y_of: Callable[[PlotRow], float | None],
+    hover: str,
+    **trace: Any,
+) -> list[dict[str, Any]]:
+    """One marker trace per trial state over the rows that have both an x and a y."""
+    data = []
+    for state, group in _by_state(rows).items():
+        points = [
+            (r, x, y) for r in group if (x := x_of(r)) is not None and (y := y_of(r)) is not None
+        ]
+        if not points:
+            continue
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": state,
+                "x": [x for _, x, _ in points],
+                "y": [y for _, _, y in points],
+                "text": [f"trial {r.number}" for r, _, _ in points],
+                "marker": {"color": STATE_COLORS.get(state, "#555"), "size": 7},
+                "hovertemplate": hover,
+                **trace,
+            }
+        )
+    return data
+
+
+def _param_xaxis(axis: Axis) -> dict[str, Any]:
+    xaxis: dict[str, Any] = {"title": {"text": axis.label}}
+    if axis.log:
+        xaxis["type"] = "log"
+    elif axis.choices is not None:
+        xaxis["type"] = "category"
+        xaxis["categoryorder"] = "array"
+        xaxis["categoryarray"] = [_category(axis, c) for c in sorted(axis.choices)]
+    return xaxis
+
+
 def slices(rows: Sequence[PlotRow], axes: Sequence[Axis], metric: str) -> list[Figure]:
     """One slice plot per searched parameter: objective against the parameter's value."""
     figures = []
     valued = _valued(rows)
     for axis in axes:
-        data = []
-        for state, group in _by_state(valued).items():
-            points = [(r, x) for r in group if (x := r.param(axis.name)) is not None]
-            if not points:
-                continue
-            data.append(
-                {
-                    "type": "scatter",
-                    "mode": "markers",
-                    "name": state,
-                    "x": [_category(axis, x) for _, x in points],
-                    "y": [r.value for r, _ in points],
-                    "text": [f"trial {r.number}" for r, _ in points],
-                    "marker": {"color": STATE_COLORS.get(state, "#555"), "size": 7},
-                    "hovertemplate": "%{text}<br>%{x}: %{y:.4g}<extra></extra>",
-                }
-            )
-        xaxis: dict[str, Any] = {"title": {"text": axis.label}}
-        if axis.log:
-            xaxis["type"] = "log"
-        elif axis.choices is not None:
-            xaxis["type"] = "category"
-            xaxis["categoryorder"] = "array"
-            xaxis["categoryarray"] = [_category(axis, c) for c in sorted(axis.choices)]
+
+        def x_of(r: PlotRow, axis: Axis = axis) -> float | str | None:
+            x = r.param(axis.name)
+            return None if x is None else _category(axis, x)
+
+        data = _scatter_by_state(
+            valued, x_of, lambda r: r.value, "%{text}<br>%{x}: %{y:.4g}<extra></extra>"
+        )
         figure: Figure = {
             "param": axis.name,
             "data": data,
-            "layout": _layout(f"{metric} vs {axis.label}", axis.label, metric, xaxis=xaxis),
+            "layout": _layout(
+                f"{metric} vs {axis.label}", axis.label, metric, xaxis=_param_xaxis(axis)
+            ),
         }
         if not data:
             figure["note"] = "no trial has a value yet"
@@ -334,14 +366,36 @@ def top_trials(rows: Sequence[PlotRow], maximize: bool, k: int, with_pruned: boo
     return chosen
 
 
+HOW_CLASSIFIER = (
+    "declare task='classification' in its Trainer(...) registration "
+    "(or task='regression' for the gap alone), see docs/trainers.md"
+)
+
+
+def metric_names(epochs: dict[int, list[dict[str, Any]]], first: str) -> list[str]:
+    """Every numeric metric the given trials logged per epoch: `first` (if logged), then A-Z."""
+    names = {
+        key
+        for rows in epochs.values()
+        for row in rows
+        for key, value in row.items()
+        if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    return ([first] if first in names else []) + sorted(names - {first})
+
+
 def curves(
     trials: Sequence[PlotRow],
     epochs: dict[int, list[dict[str, Any]]],
     key: str,
     title: str,
     y_label: str,
+    missing: str | None = None,
 ) -> Figure:
-    """Per-epoch `key` of each trial: complete trials solid, pruned trials dotted and grey."""
+    """Per-epoch `key` of each trial: complete trials solid, pruned trials dotted and grey.
+
+    `missing` is the note when epochs exist but none logged `key` (why, and how to get it).
+    """
     data = []
     for rank, row in enumerate(trials):
         points = [(e["epoch"], e[key]) for e in epochs.get(row.id, []) if e.get(key) is not None]
@@ -365,34 +419,63 @@ def curves(
             }
         )
     if not data:
-        return _empty(title, "no epoch has been recorded yet")
+        recorded = any(epochs.get(row.id) for row in trials)
+        note = "no epoch has been recorded yet"
+        if recorded:
+            note = missing or f"no trial logged {key} per epoch"
+        return _empty(title, note)
     return {"data": data, "layout": _layout(title, "epoch", y_label)}
+
+
+def learning_curves(
+    trials: Sequence[PlotRow], epochs: dict[int, list[dict[str, Any]]], objective: str, metric: str
+) -> Figure:
+    """Curves of `metric` (the objective's by default) with every metric the trials logged.
+
+    `metric` and `metrics` ride along in the figure: the page's selector lists `metrics`.
+    """
+    logged = metric_names(epochs, objective)
+    missing = f"no top trial logged {metric} per epoch"
+    if logged:
+        missing += f"; they logged: {', '.join(logged)}"
+    label = f"{metric} (objective)" if metric == objective else metric
+    figure = curves(trials, epochs, metric, f"Learning curves: {metric}", label, missing)
+    figure["metric"] = metric
+    figure["metrics"] = logged
+    return figure
+
+
+def gap_curves(trials: Sequence[PlotRow], epochs: dict[int, list[dict[str, Any]]]) -> Figure:
+    """Per-epoch `gap` (validation loss minus training loss, both in eval mode)."""
+    return curves(
+        trials,
+        epochs,
+        "gap",
+        "Generalization gap of the top trials",
+        "gap: val loss - train loss (eval mode)",
+        f"this trainer logs no gap: {HOW_CLASSIFIER}",
+    )
+
+
+def _no_trial_yet(rows: Sequence[PlotRow]) -> bool:
+    return not any(r.state == TrialState.complete.value for r in rows)
 
 
 def calibration(rows: Sequence[PlotRow], smoothing_searched: bool) -> Figure:
     """Expected calibration error (val_ece at the best epoch) against label smoothing ε."""
     title = "Calibration: ECE vs label smoothing"
-    data = []
-    for state, group in _by_state(rows).items():
-        points = [
-            r for r in group if r.val_ece is not None and r.param("label_smoothing") is not None
-        ]
-        if not points:
-            continue
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": state,
-                "x": [r.param("label_smoothing") for r in points],
-                "y": [r.val_ece for r in points],
-                "text": [f"trial {r.number}" for r in points],
-                "marker": {"color": STATE_COLORS.get(state, "#555"), "size": 7},
-                "hovertemplate": "%{text}<br>ε %{x:.3f}: ECE %{y:.3f}<extra></extra>",
-            }
-        )
+    data = _scatter_by_state(
+        rows,
+        lambda r: r.param("label_smoothing"),
+        lambda r: r.val_ece,
+        "%{text}<br>ε %{x:.3f}: ECE %{y:.3f}<extra></extra>",
+    )
     if not data:
-        return _empty(title, "no trial has recorded val_ece and label smoothing yet")
+        if _no_trial_yet(rows):
+            return _empty(title, "no trial has finished yet")
+        if all(r.val_ece is None for r in rows):
+            return _empty(title, f"this trainer logs no val_ece: {HOW_CLASSIFIER}")
+        return _empty(title, "no trial recorded a label smoothing ε beside its val_ece")
     figure: Figure = {
         "data": data,
         "layout": _layout(title, "label smoothing ε", "val ECE (lower is better calibrated)"),
@@ -400,3 +483,57 @@ def calibration(rows: Sequence[PlotRow], smoothing_searched: bool) -> Figure:
     if not smoothing_searched:
         figure["note"] = "label smoothing is fixed in this study: every trial shares one ε"
     return figure
+
+
+def _axis_of(axes: Sequence[Axis], name: str) -> Axis:
+    return next((a for a in axes if a.name == name), Axis(name))  # fixed: one value, linear
+
+
+def sparsity(rows: Sequence[PlotRow], axes: Sequence[Axis]) -> Figure:
+    """Best-epoch sparsity and weight size against the penalties that drive them.
+
+    Left: share of near-zero weights vs L1 λ; right: the weights' L2 norm vs weight decay λ.
+    """
+    title = "Sparsity: near-zero weights vs L1, weight norm vs weight decay"
+    l1, wd = _axis_of(axes, "l1"), _axis_of(axes, "weight_decay")
+    left = _scatter_by_state(
+        rows,
+        lambda r: r.param("l1"),
+        lambda r: r.near_zero_frac,
+        "%{text}<br>L1 λ %{x:.3g}: near-zero %{y:.3f}<extra></extra>",
+    )
+    right = _scatter_by_state(
+        rows,
+        lambda r: r.param("weight_decay"),
+        lambda r: r.weight_l2,
+        "%{text}<br>λ %{x:.3g}: ‖w‖₂ %{y:.4g}<extra></extra>",
+        xaxis="x2",
+        yaxis="y2",
+        showlegend=False,
+    )
+    if not left and not right:
+        if _no_trial_yet(rows):
+            return _empty(title, "no trial has finished yet")
+        return _empty(
+            title,
+            "no trial recorded near_zero_frac or weight_l2: regtune computes both for every "
+            "module at each epoch (docs/trainers.md); trials run by an older worker lack them",
+        )
+    notes = [
+        f"{axis.label} is fixed in this study: every trial shares one λ"
+        for axis in (l1, wd)
+        if axis.name not in {a.name for a in axes}
+    ]
+    layout = _layout(title, l1.label, "share of |w| near zero")
+    layout["xaxis"].update(domain=[0.0, 0.44], anchor="y", **_log(l1))
+    layout["xaxis2"] = {"title": {"text": wd.label}, "domain": [0.56, 1.0], "anchor": "y2"}
+    layout["xaxis2"].update(_log(wd))
+    layout["yaxis2"] = {"title": {"text": "weight L2 norm"}, "anchor": "x2"}
+    figure: Figure = {"data": left + right, "layout": layout}
+    if notes:
+        figure["note"] = "; ".join(notes)
+    return figure
+
+
+def _log(axis: Axis) -> dict[str, Any]:
+    return {"type": "log"} if axis.log else {}

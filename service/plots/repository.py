@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import TRIAL_PARAM_COLUMNS, TrialEpoch, TrialRecord
+from service.models import TRIAL_PARAM_COLUMNS, TrialEpoch, TrialRecord, TrialRole
 from trainers.params import PARAM_NAMES
 
 __all__ = ["PlotRow", "epochs_by_trial", "plot_rows"]
@@ -30,6 +30,8 @@ class PlotRow:
     params: dict[str, float | None]  # every name of PARAM_NAMES (None: not sampled)
     val_ece: float | None
     epochs_run: int
+    near_zero_frac: float | None = None  # best epoch's sparsity and weight size
+    weight_l2: float | None = None
 
     def param(self, name: str) -> float | None:
         value = self.params.get(name)
@@ -44,14 +46,17 @@ _COLUMNS = (
     *TRIAL_PARAM_COLUMNS,
     TrialRecord.val_ece,
     TrialRecord.epochs_run,
+    TrialRecord.near_zero_frac,
+    TrialRecord.weight_l2,
 )
 
 
 def plot_rows(
     session: Session, study_id: int, states: Sequence[str], limit: int
 ) -> tuple[list[PlotRow], bool]:
-    """The newest `limit` numbered trials in `states`, oldest first; and whether more exist.
+    """The newest `limit` numbered search trials in `states`, oldest first; and whether more exist.
 
+    Reference and confirmation runs are left out (they are not sampled points of the search).
     Uses the (study_id, state) index; reads only flat columns (no JSON metrics).
     """
     rows = session.execute(
@@ -60,6 +65,7 @@ def plot_rows(
             TrialRecord.study_id == study_id,
             TrialRecord.number.is_not(None),
             TrialRecord.state.in_(list(states)),
+            TrialRecord.role == TrialRole.search.value,
         )
         .order_by(TrialRecord.number.desc())
         .limit(limit + 1)
@@ -74,6 +80,8 @@ def plot_rows(
             params={name: row._mapping[name] for name in PARAM_NAMES},
             val_ece=row.val_ece,
             epochs_run=row.epochs_run,
+            near_zero_frac=row.near_zero_frac,
+            weight_l2=row.weight_l2,
         )
         for row in rows[:limit]
     ]

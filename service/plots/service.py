@@ -29,11 +29,14 @@ _SHOWN_ALL = (
 )
 
 
-def study_plots(session: Session, study: StudyRecord, include_pruned: bool) -> dict[str, Any]:
+def study_plots(
+    session: Session, study: StudyRecord, include_pruned: bool, curve_metric: str | None = None
+) -> dict[str, Any]:
     """Every plot of the study page as Plotly figures, keyed by plot name.
 
     `include_pruned` adds pruned, cancelled and failed trials (hidden by default: their values
-    come from partial trainings and would blur the picture).
+    come from partial trainings and would blur the picture). `curve_metric` picks the metric of
+    the learning curves (default: the study's objective metric).
     """
     states = _SHOWN_ALL if include_pruned else _SHOWN
     rows, truncated = plot_rows(session, study.id, states, MAX_PLOT_TRIALS)
@@ -53,16 +56,11 @@ def study_plots(session: Session, study: StudyRecord, include_pruned: bool) -> d
             "importance": figures.importance(rows, axes),
             "slices": figures.slices(rows, axes, study.metric),
             "parallel": figures.parallel(rows, axes, study.metric),
-            "learning_curves": figures.curves(
-                top, epochs, "val_loss", "Learning curves of the top trials", "val_loss"
+            "learning_curves": figures.learning_curves(
+                top, epochs, study.metric, curve_metric or study.metric
             ),
-            "gap": figures.curves(
-                top,
-                epochs,
-                "gap",
-                "Generalization gap of the top trials",
-                "val_loss - train loss (eval mode)",
-            ),
+            "gap": figures.gap_curves(top, epochs),
             "calibration": figures.calibration(rows, "label_smoothing" in searched),
+            "sparsity": figures.sparsity(rows, axes),
         },
     }

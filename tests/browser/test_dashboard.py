@@ -18,7 +18,7 @@ from tests.support import serve_in_thread
 
 pytestmark = pytest.mark.browser
 
-PLOTS = ["history", "importance", "learning_curves", "gap", "calibration", "parallel"]
+PLOTS = ["history", "importance", "learning_curves", "gap", "calibration", "sparsity", "parallel"]
 SLICES = ["weight_decay", "dropout", "label_smoothing", "batch_size", "patience"]
 
 # number of data points of the Plotly figure in `selector` (parcoords: lines through the axes)

@@ -72,6 +72,14 @@ def test_plots_of_a_completed_study_and_the_pruned_toggle(
     curves = plots["learning_curves"]["data"]
     assert curves and all("pruned" not in t["name"] for t in curves)
     assert len(plots["gap"]["data"]) == len(curves)
+    # the curves follow the objective; every logged metric is offered, and one can be picked
+    assert plots["learning_curves"]["metric"] == study["metric"] == "val_loss"
+    logged = plots["learning_curves"]["metrics"]
+    assert logged[0] == "val_loss" and {"val_acc", "gap", "train_loss"} <= set(logged)
+    picked = client.get(f"/api/v1/studies/{study['id']}/plots?curve_metric=val_acc").json()
+    accuracy = picked["plots"]["learning_curves"]
+    assert accuracy["metric"] == "val_acc" and len(accuracy["data"]) == len(curves)
+    assert all(0.0 <= y <= 1.0 for t in accuracy["data"] for y in t["y"])
     shares = plots["importance"]["data"][0]["x"] if complete >= 4 else []
     if shares:
         assert sum(shares) == pytest.approx(1.0)
@@ -101,6 +109,9 @@ def test_plots_of_a_queued_study_explain_why_they_are_empty(client: TestClient) 
     bad = client.get(f"/api/v1/studies/{created['id']}/plots?include_pruned=maybe")
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["query", "include_pruned"]
+    long = client.get(f"/api/v1/studies/{created['id']}/plots?curve_metric={'m' * 200}")
+    assert long.status_code == 422
+    assert long.json()["detail"][0]["loc"] == ["query", "curve_metric"]
     unknown = client.get("/api/v1/studies/9999/plots")
     assert unknown.status_code == 404
     assert unknown.json()["detail"][0]["loc"] == ["path", "study"]

@@ -282,6 +282,21 @@
     window.Plotly.react(area, figure.data, layout, PLOT_CONFIG);
   }
 
+  const PLOT_NAMES = ["history", "importance", "learning_curves", "gap", "calibration", "sparsity", "parallel"];
+
+  // the learning curves' selector: every metric the plotted trials logged, the drawn one chosen
+  function fillCurveMetrics(figure) {
+    const select = document.getElementById("curve-metric");
+    const names = [...(figure.metrics || [])];
+    if (figure.metric && !names.includes(figure.metric)) names.unshift(figure.metric);
+    const current = [...select.options].map((o) => o.value);
+    if (current.join("\n") !== names.join("\n")) {
+      select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+    }
+    select.value = figure.metric || "";
+    select.closest("label").hidden = names.length < 2;
+  }
+
   function initStudy() {
     const ref = document.body.dataset.study;
     const base = `/api/v1/studies/${encodeURIComponent(ref)}`;
@@ -297,11 +312,16 @@
     }
 
     async function loadPlots() {
-      const result = await api(`${base}/plots?include_pruned=${toggle.checked}`);
+      const query = new URLSearchParams({ include_pruned: String(toggle.checked) });
+      if (state.curveMetric) query.set("curve_metric", state.curveMetric);
+      const result = await api(`${base}/plots?${query}`);
       const plots = result.plots;
-      for (const name of ["history", "importance", "learning_curves", "gap", "calibration", "parallel"]) {
-        drawFigure(document.getElementById(`plot-${name}`), plots[name]);
+      for (const name of PLOT_NAMES) {
+        if (plots[name]) drawFigure(document.getElementById(`plot-${name}`), plots[name]);
       }
+      fillCurveMetrics(plots.learning_curves);
+      // which metric the curves on screen show (for scripts and tests)
+      document.getElementById("plot-learning_curves").dataset.metric = plots.learning_curves.metric || "";
       const slices = document.getElementById("slices");
       const wanted = plots.slices.map((f) => `plot-slice-${f.param}`);
       for (const child of [...slices.children]) if (!wanted.includes(child.id)) child.remove();
@@ -365,6 +385,10 @@
     }
 
     toggle.addEventListener("change", () => loadPlots().catch((e) => showError("study-error", e)));
+    document.getElementById("curve-metric").addEventListener("change", (event) => {
+      state.curveMetric = event.target.value;
+      loadPlots().catch((e) => showError("study-error", e));
+    });
     document.getElementById("trial-state").addEventListener("change", (event) => {
       state.trialState = event.target.value;
       state.offset = 0;
