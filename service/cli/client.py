@@ -128,6 +128,23 @@ def best(
         metrics = result.get(key)
         if metrics:
             typer.echo(f"  {title}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+    _print_tradeoffs(result)
+
+
+def _print_tradeoffs(result: dict[str, Any]) -> None:
+    """Constraints' verdict on the best trial, and the Pareto set of several objectives."""
+    if result.get("feasible") is False:
+        typer.echo("  infeasible: no trial satisfies the study's constraints")
+    pareto = result.get("pareto")
+    if not pareto:
+        return
+    objectives = result.get("objectives") or []
+    names = ", ".join(f"{o['metric']} ({o['direction']})" for o in objectives)
+    typer.echo(f"  Pareto set ({len(pareto)} trials; {names}):")
+    for member in pareto:
+        values = ", ".join(_fmt(v) for v in member.get("values") or [])
+        mark = "" if member.get("feasible") is not False else "  infeasible"
+        typer.echo(f"    trial {member['number']:<6} {values}{mark}")
 
 
 @app.command()

@@ -30,6 +30,7 @@ from service.tune.summary import write_summary
 from service.tune.warm import warm_start_params
 from service.tune.watch import StudySource, TimedOut, watch
 from trainers import SearchSpace
+from trainers.best import maximizes
 
 __all__ = ["TuneOptions", "run_tune", "tune_command"]
 
@@ -55,6 +56,8 @@ class TuneOptions:
     timeout: float | None = None
     poll_interval: float = 1.0
     tty: bool | None = None
+    # the objective the thresholds and the baseline judge (default: the spec's first)
+    gate_metric: str | None = None
 
 
 def _configured_server() -> str | None:
@@ -113,11 +116,53 @@ def _check_previous(prev: Previous, option: str, objective: ObjectiveConfig) -> 
         )
 
 
-def _objective(body: dict[str, Any]) -> ObjectiveConfig | None:
+def _objectives(body: dict[str, Any]) -> list[ObjectiveConfig] | None:
+    """The spec's objectives in order (None when they are invalid)."""
+    raw = body.get("objective") or {}
     try:
-        return ObjectiveConfig.model_validate(body.get("objective") or {})
+        entries = raw if isinstance(raw, list) else [raw]
+        return [ObjectiveConfig.model_validate(entry) for entry in entries] or None
     except ValidationError:
         return None  # the spec itself is refused below (locally or by the server)
+
+
+def _gate_objective(
+    objectives: list[ObjectiveConfig] | None, opts: TuneOptions
+) -> ObjectiveConfig | None:
+    """The objective the gate judges: `--gate-metric` (one of the spec's objectives) or the
+    first; raises a usage error for another metric."""
+    if objectives is None:
+        return None
+    if opts.gate_metric is None:
+        return objectives[0]
+    for objective in objectives:
+        if objective.metric == opts.gate_metric:
+            return objective
+    names = ", ".join(o.metric for o in objectives)
+    raise _usage(f"--gate-metric {opts.gate_metric}: not an objective of the spec ({names})")
+
+
+def gate_value(best: dict[str, Any], metric: str) -> tuple[float | None, str | None]:
+    """(best value, direction) of objective `metric` in a /best document.
+
+    The first objective's is `value`; another one's is the best of it over the Pareto set
+    (which holds every objective's best feasible trial). (None, None) when `metric` is not an
+    objective of the study.
+    """
+    objectives = best.get("objectives") or [
+        {"metric": best.get("metric"), "direction": best.get("direction")}
+    ]
+    names = [o.get("metric") for o in objectives]
+    if metric not in names:
+        return None, None
+    index = names.index(metric)
+    direction = str(objectives[index].get("direction"))
+    if index == 0:
+        return best.get("value"), direction
+    values = [m["values"][index] for m in best.get("pareto") or [] if len(m["values"]) > index]
+    if not values:
+        return None, direction
+    return (max(values) if maximizes(direction) else min(values)), direction
 
 
 @dataclass
@@ -182,7 +227,11 @@ def run_tune(opts: TuneOptions) -> ExitCode:
     started = datetime.now(UTC)
     _check_usage(opts)
     body = _load_body(opts)
-    objective = _objective(body)
+    objectives = _objectives(body)
+    objective = objectives[0] if objectives else None
+    gated = _gate_objective(objectives, opts)
+    if opts.baseline and gated is not None and objective is not None and gated != objective:
+        raise _usage("--baseline compares the first objective; leave --gate-metric out")
     baseline = load_previous(opts.baseline, "--baseline") if opts.baseline else None
     warm = load_previous(opts.warm_start, "--warm-start") if opts.warm_start else None
     for prev, option in ((baseline, "--baseline"), (warm, "--warm-start")):
@@ -283,8 +332,12 @@ def _conclude(
 ) -> ExitCode:
     finish, best = run.finish, run.best
     study = finish.study
-    value = best["value"] if best else None
-    verdict = evaluate(value, study["metric"], study["direction"], gate)
+    metric, direction = opts.gate_metric or study["metric"], study["direction"]
+    value = None
+    if best is not None:
+        value, found = gate_value(best, metric)
+        direction = found or direction
+    verdict = evaluate(value, metric, direction, gate)
     code, reason = finish.code, finish.reason
     if code is None and best is None:
         code, reason = ExitCode.STUDY_FAILED, "no trial completed, so there is no best value"
@@ -315,6 +368,8 @@ def _conclude(
     )
     if best is not None:
         typer.echo(f"best {study['metric']} = {best['value']:.6g} (trial {best['trial_number']})")
+        if metric != study["metric"] and value is not None:
+            typer.echo(f"best {metric} = {value:.6g} (over the Pareto set)")
     for check in verdict.checks:
         typer.echo(f"  {'ok  ' if check.passed else 'FAIL'} {check.message}")
     if code == ExitCode.GATE_FAILED:
@@ -374,6 +429,14 @@ def tune_command(
     poll_interval: Annotated[
         float, Opt("--poll-interval", min=0.05, help="seconds between progress polls", hidden=True)
     ] = 1.0,
+    gate_metric: Annotated[
+        str | None,
+        Opt(
+            "--gate-metric",
+            help="the objective --min-score/--max-score judge (several objectives; default: "
+            "the first; its best over the Pareto set)",
+        ),
+    ] = None,
 ) -> None:
     """Tune in CI: run or submit a study, wait, write the best params as JSON, gate on them.
 
@@ -397,6 +460,7 @@ def tune_command(
         warm_start=warm_start,
         timeout=timeout,
         poll_interval=poll_interval,
+        gate_metric=gate_metric,
     )
     try:
         code = run_tune(opts)
