@@ -165,6 +165,19 @@ class Budget(BaseModel):
     timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600)
 
 
+MAX_CONFIRM_TOP_K = 10
+MAX_CONFIRM_REPEATS = 10
+
+
+class ConfirmConfig(BaseModel):
+    """Re-train the `top_k` best configurations `repeats` more times each, with new training
+    seeds, once the search budget is spent (docs/api.md, "Confirmation")."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int = Field(3, ge=1, le=MAX_CONFIRM_TOP_K)
+    repeats: int = Field(2, ge=1, le=MAX_CONFIRM_REPEATS)
+
+
 class ExecutionConfig(BaseModel):
     """How each trial runs on its device (what the Lightning Trainer gets)."""
 
@@ -199,6 +212,17 @@ class StudySpec(BaseModel):
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
     budget: Budget = Field(default_factory=Budget)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    reference: bool = Field(
+        True,
+        description="also train one reference run with regularization off (weight decay, L1, "
+        "dropout, label smoothing 0; the largest patience) after the search, shown beside the "
+        "best in /best; never counts toward n_trials",
+    )
+    confirm: ConfirmConfig | None = Field(
+        None,
+        description="re-train the top_k best configurations `repeats` times with new seeds "
+        "after the search and rank configurations by their mean (off when absent)",
+    )
     enqueue: list[Annotated[dict[ParamName, Number], Field(max_length=len(PARAM_NAMES))]] = Field(
         default_factory=list,
         max_length=MAX_ENQUEUE,
@@ -226,6 +250,8 @@ class StudySpec(BaseModel):
         self.trainer_config = config.model_dump(mode="json")
         self._check_objectives(trainer.metrics)
         self._check_enqueue()
+        if self.confirm is not None and self.multi_objective:
+            raise ValueError("confirm: ranking by the mean of repeats needs a single objective")
         ranges = [
             n
             for n in self.search_space.searched()
@@ -244,6 +270,13 @@ class StudySpec(BaseModel):
         except SpecError as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    @property
+    def n_extra(self) -> int:
+        """Runs planned beyond `budget.n_trials`: the reference run and confirmation repeats
+        (confirmation repeats at most as many configurations as the search completes)."""
+        confirm = self.confirm.top_k * self.confirm.repeats if self.confirm else 0
+        return int(self.reference) + confirm
 
     @property
     def objectives(self) -> list[ObjectiveConfig]:

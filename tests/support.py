@@ -54,6 +54,8 @@ def tiny_spec(name: str = "tiny", n_trials: int = 3, **overrides: Any) -> dict[s
         "sampler": {"name": "random", "seed": 0},
         "pruner": {"name": "none"},
         "budget": {"n_trials": n_trials},
+        # no reference run: these studies run exactly n_trials trials (tests/worker/test_extras)
+        "reference": False,
     }
     spec.update(overrides)
     return spec

@@ -122,15 +122,18 @@ def ending_after_trials(
     consecutive_failures: int,
     max_consecutive_failures: int | None,
     last_error: str | None = None,
+    n_extra: int = 0,
+    extra_finished: int = 0,
 ) -> Ending | None:
     """How an active study ends given its trials, or None while it goes on.
 
-    Completed once `n_trials` trials finished; completed with a note once its deadline passed
-    and nothing runs; failed after `max_consecutive_failures` failures in a row.
+    Completed once `n_trials` search trials and its `n_extra` extra runs (reference,
+    confirmation) finished; completed with a note once its deadline passed and nothing runs;
+    failed after `max_consecutive_failures` failures in a row.
     """
     if not is_active(status):
         return None
-    if counts.finished >= n_trials:
+    if counts.finished >= n_trials and extra_finished >= n_extra:
         return Ending(StudyStatus.completed)
     if deadline_at is not None and now >= deadline_at and counts.running == 0:
         note = f"budget.timeout_s reached after {counts.finished} of {n_trials} trials"

@@ -220,6 +220,7 @@ def _insert_named(session: Session, spec: StudySpec, optuna_id: int, pending: st
         metric=spec.first_objective.metric,
         direction=spec.first_objective.direction,
         n_trials=spec.budget.n_trials,
+        n_extra=spec.n_extra,
         n_complete=0,
         n_pruned=0,
         n_failed=0,

@@ -138,7 +138,13 @@ def claim_next(
                     row = repo.claim_slot(session, study, ctx.name)
                     if row is None:
                         break
-                    return Claim(study_id=study_id, trial_id=row.id, spec=spec)
+                    return Claim(
+                        study_id=study_id,
+                        trial_id=row.id,
+                        spec=spec,
+                        extra=repo.extra_run(row),
+                        slot=row.slot,
+                    )
             except IntegrityError:
                 continue  # someone took that slot between our read and insert: look again
     return None

@@ -17,11 +17,20 @@ from typing import Any
 from sqlalchemy import Select, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from service.models import StudyRecord, StudyStatus, TrialEpoch, TrialRecord, TrialState, utcnow
-from service.studies import lifecycle
+from service.models import (
+    StudyRecord,
+    StudyStatus,
+    TrialEpoch,
+    TrialRecord,
+    TrialRole,
+    TrialState,
+    utcnow,
+)
+from service.studies import confirmation, extras, lifecycle
 from service.studies.lifecycle import ACTIVE_STATUSES, Counts, Ending
 from trainers.best import BestEpoch, maximizes
 from trainers.params import PARAM_NAMES
+from trainers.space import SearchSpace
 
 __all__ = [
     "FINAL_TRIAL_STATES",
@@ -33,6 +42,7 @@ __all__ = [
     "clean_metrics",
     "delete_claim",
     "end_study",
+    "extra_run",
     "fail_study",
     "finish_trial",
     "lock_study",
@@ -47,6 +57,7 @@ IN_PROGRESS = (TrialState.claimed.value, TrialState.running.value)
 FINAL_TRIAL_STATES = frozenset(
     {TrialState.complete, TrialState.pruned, TrialState.cancelled, TrialState.fail}
 )
+_PARAM_COLUMNS = tuple(getattr(TrialRecord, name) for name in PARAM_NAMES)
 # best-epoch metrics that also get their own indexed column
 METRIC_COLUMNS = (
     "train_loss",
@@ -76,6 +87,7 @@ class TrialResult:
     feasible: bool | None = None
     # False for trials abandoned by a worker shutdown: not the trial's fault
     counts_as_failure: bool = True
+    train_seed: int | None = None  # the seed the trainer ran with (Optuna user attr)
 
 
 def lock_study(session: Session, study_id: int) -> StudyRecord | None:
@@ -99,11 +111,17 @@ def _slots_used(study_id: Any) -> Select[Any]:
 def candidate_studies(
     session: Session, only: int | None = None, exclude: Sequence[int] = (), limit: int = 20
 ) -> list[int]:
-    """Queued/running studies that still have a free slot, oldest first."""
+    """Queued/running studies that still have a free slot, oldest first.
+
+    The slots are the ``n_trials`` search slots, then one per planned extra run (``n_extra``).
+    """
     used = _slots_used(StudyRecord.id).scalar_subquery()
     query = (
         select(StudyRecord.id)
-        .where(StudyRecord.status.in_(ACTIVE_STATUSES), used < StudyRecord.n_trials)
+        .where(
+            StudyRecord.status.in_(ACTIVE_STATUSES),
+            used < StudyRecord.n_trials + StudyRecord.n_extra,
+        )
         .order_by(StudyRecord.created_at, StudyRecord.id)
         .limit(limit)
     )
@@ -119,6 +137,10 @@ def claim_slot(session: Session, study: StudyRecord, worker: str) -> TrialRecord
 
     Starts the study (queued -> running, deadline from ``budget.timeout_s``) on its first claim.
     After the deadline no slot is handed out, and the study completes once nothing runs.
+
+    Search slots first; once every search trial has finished, the extra runs (reference,
+    confirmation: `service.studies.extras`) in plan order, the row carrying the run's role,
+    parameters, seed and repeated trial.
     """
     if not lifecycle.is_active(study.status):
         return None
@@ -134,8 +156,15 @@ def claim_slot(session: Session, study: StudyRecord, worker: str) -> TrialRecord
         )
     )
     free = next((s for s in range(study.n_trials) if s not in used), None)
+    extra: extras.ExtraRun | None = None
     if free is None:
-        return None
+        plan = _extra_plan(session, study)
+        if not plan:
+            return None
+        index = next((i for i in range(len(plan)) if study.n_trials + i not in used), None)
+        if index is None:
+            return None
+        free, extra = study.n_trials + index, plan[index]
     start = lifecycle.start_on_claim(study.status, study.spec, now)
     if start is not None:
         study.status = start.status.value
@@ -144,10 +173,78 @@ def claim_slot(session: Session, study: StudyRecord, worker: str) -> TrialRecord
     row = TrialRecord(
         study_id=study.id, slot=free, state=TrialState.claimed.value, worker=worker, claimed_at=now
     )
+    if extra is not None:
+        row.role = extra.role.value
+        row.train_seed = extra.train_seed
+        row.repeat_of = extra.repeat_of
+        for name in PARAM_NAMES:
+            setattr(row, name, extra.params.get(name))
     session.add(row)
     session.flush()  # IntegrityError here means another worker took the slot: caller retries
     study.n_running = (study.n_running or 0) + 1
     return row
+
+
+def _search_done(session: Session, study: StudyRecord) -> bool:
+    """Every search slot holds a finished (complete or pruned) trial."""
+    finished = session.scalar(
+        select(func.count(TrialRecord.id)).where(
+            TrialRecord.study_id == study.id,
+            TrialRecord.role == TrialRole.search.value,
+            TrialRecord.state.in_((TrialState.complete.value, TrialState.pruned.value)),
+        )
+    )
+    return int(finished or 0) >= study.n_trials
+
+
+def ranked_search_runs(session: Session, study: StudyRecord) -> list[extras.SearchRun]:
+    """Complete search trials with a value, best first (ties: the earlier trial)."""
+    order = TrialRecord.value.desc() if maximizes(study.direction) else TrialRecord.value.asc()
+    rows = session.execute(
+        select(TrialRecord.number, TrialRecord.value, TrialRecord.train_seed, *_PARAM_COLUMNS)
+        .where(
+            TrialRecord.study_id == study.id,
+            TrialRecord.role == TrialRole.search.value,
+            TrialRecord.state == TrialState.complete.value,
+            TrialRecord.value.is_not(None),
+            TrialRecord.number.is_not(None),
+        )
+        .order_by(TrialRecord.feasible.is_(False), order, TrialRecord.number)
+    ).all()
+    return [
+        extras.SearchRun(
+            number=row.number,
+            value=row.value,
+            params={name: getattr(row, name) for name in PARAM_NAMES},
+            train_seed=row.train_seed,
+        )
+        for row in rows
+    ]
+
+
+def _extra_plan(session: Session, study: StudyRecord) -> list[extras.ExtraRun]:
+    """The study's extra runs once its search is done (empty before, or when none is planned);
+    lowers `n_extra` to the plan's length (confirmation repeats at most the completed trials)."""
+    if not study.n_extra or not _search_done(session, study):
+        return []
+    space = SearchSpace.model_validate(study.spec.get("search_space") or {})
+    plan = extras.plan_extras(study.spec, ranked_search_runs(session, study), space)
+    plan = plan[: study.n_extra]
+    if len(plan) < study.n_extra:
+        study.n_extra = len(plan)
+    return plan
+
+
+def extra_run(row: TrialRecord) -> extras.ExtraRun | None:
+    """The extra run a claimed row holds (None for a search trial)."""
+    if row.role == TrialRole.search.value:
+        return None
+    return extras.ExtraRun(
+        role=TrialRole(row.role),
+        params={name: getattr(row, name) for name in PARAM_NAMES},
+        train_seed=row.train_seed,
+        repeat_of=row.repeat_of,
+    )
 
 
 def delete_claim(session: Session, trial_id: int) -> None:
@@ -255,6 +352,8 @@ def finish_trial(session: Session, study: StudyRecord, trial_id: int, result: Tr
             setattr(row, name, value)
     if result.test_metrics is not None:
         row.test_metrics = clean_metrics(result.test_metrics)
+    if result.train_seed is not None:
+        row.train_seed = result.train_seed
     if result.values is not None:
         row.values = [float(v) for v in result.values]
     if result.feasible is not None:
@@ -290,29 +389,30 @@ def refresh_study(
     max_consecutive_failures: int | None = None,
     last_error: str | None = None,
 ) -> None:
-    """Recompute a locked study's counters and best trial; end it when its budget is met."""
+    """Recompute a locked study's counters and best trial; end it when its budget is met.
+
+    The counters count search trials (what ``n_trials`` budgets), except ``n_running``, which
+    counts every trial in progress; ``n_extra_finished`` counts finished extra runs. With
+    confirmation runs, the best is the confirmed configuration with the best mean.
+    """
+    search = TrialRecord.role == TrialRole.search.value
+    finished_states = (TrialState.complete.value, TrialState.pruned.value)
     counts = session.execute(
         select(
-            func.coalesce(func.sum(case((TrialRecord.state == "complete", 1), else_=0)), 0),
-            func.coalesce(func.sum(case((TrialRecord.state == "pruned", 1), else_=0)), 0),
-            func.coalesce(func.sum(case((TrialRecord.state == "fail", 1), else_=0)), 0),
-            func.coalesce(func.sum(case((TrialRecord.state.in_(IN_PROGRESS), 1), else_=0)), 0),
+            _count((TrialRecord.state == "complete") & search),
+            _count((TrialRecord.state == "pruned") & search),
+            _count((TrialRecord.state == "fail") & search),
+            _count(TrialRecord.state.in_(IN_PROGRESS)),
+            _count(TrialRecord.state.in_(finished_states) & ~search),
         ).where(TrialRecord.study_id == study.id)
     ).one()
-    study.n_complete, study.n_pruned, study.n_failed, study.n_running = (int(c) for c in counts)
-    order = TrialRecord.value.desc() if maximizes(study.direction) else TrialRecord.value.asc()
-    best = session.execute(
-        select(TrialRecord.number, TrialRecord.value)
-        .where(
-            TrialRecord.study_id == study.id,
-            TrialRecord.state == TrialState.complete.value,
-            TrialRecord.value.is_not(None),
-        )
-        # a feasible trial (or one of a study without constraints) before an infeasible one
-        .order_by(TrialRecord.feasible.is_(False), order, TrialRecord.number)
-        .limit(1)
-    ).first()
-    study.best_trial_number, study.best_value = (best[0], best[1]) if best else (None, None)
+    study.n_complete, study.n_pruned, study.n_failed, study.n_running, extra_finished = (
+        int(c) for c in counts
+    )
+    study.n_extra_finished = extra_finished
+    if study.n_extra and study.n_complete + study.n_pruned >= study.n_trials:
+        _extra_plan(session, study)  # lowers n_extra to what the finished search allows
+    study.best_trial_number, study.best_value = _best(session, study)
 
     ending = lifecycle.ending_after_trials(
         status=study.status,
@@ -323,10 +423,82 @@ def refresh_study(
         consecutive_failures=study.consecutive_failures or 0,
         max_consecutive_failures=max_consecutive_failures,
         last_error=last_error,
+        n_extra=study.n_extra or 0,
+        extra_finished=extra_finished,
     )
     if ending is not None:
         end_study(session, study, ending)
     session.flush()
+
+
+def _count(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def confirmed_configs(session: Session, study_id: int) -> list[confirmation.ConfigRuns]:
+    """Each search trial that has complete confirmation repeats, with every run's value (the
+    search run first, then its repeats by trial number)."""
+    repeats = session.execute(
+        select(TrialRecord.repeat_of, TrialRecord.number, TrialRecord.value)
+        .where(
+            TrialRecord.study_id == study_id,
+            TrialRecord.role == TrialRole.confirm.value,
+            TrialRecord.state == TrialState.complete.value,
+            TrialRecord.value.is_not(None),
+            TrialRecord.repeat_of.is_not(None),
+        )
+        .order_by(TrialRecord.number)
+    ).all()
+    if not repeats:
+        return []
+    originals = {
+        row.number: row.value
+        for row in session.execute(
+            select(TrialRecord.number, TrialRecord.value).where(
+                TrialRecord.study_id == study_id,
+                TrialRecord.role == TrialRole.search.value,
+                TrialRecord.state == TrialState.complete.value,
+                TrialRecord.number.in_({r.repeat_of for r in repeats}),
+            )
+        )
+    }
+    configs: dict[int, confirmation.ConfigRuns] = {}
+    for row in repeats:
+        original = originals.get(row.repeat_of)
+        if original is None:
+            continue
+        config = configs.setdefault(
+            row.repeat_of, confirmation.ConfigRuns(row.repeat_of, [original], [row.repeat_of])
+        )
+        config.values.append(row.value)
+        config.trial_numbers.append(row.number)
+    return sorted(configs.values(), key=lambda c: c.trial_number)
+
+
+def _best(session: Session, study: StudyRecord) -> tuple[int | None, float | None]:
+    """(trial number, value) of the study's best: the best mean of a confirmed config when
+    there is one, else the best single search trial."""
+    ranked = confirmation.best_by_mean(
+        confirmed_configs(session, study.id), maximizes(study.direction)
+    )
+    if ranked is not None:
+        summary = ranked.stats()
+        assert summary is not None
+        return ranked.trial_number, summary.mean
+    order = TrialRecord.value.desc() if maximizes(study.direction) else TrialRecord.value.asc()
+    best = session.execute(
+        select(TrialRecord.number, TrialRecord.value)
+        .where(
+            TrialRecord.study_id == study.id,
+            TrialRecord.role == TrialRole.search.value,
+            TrialRecord.state == TrialState.complete.value,
+            TrialRecord.value.is_not(None),
+        )
+        # a feasible trial (or one of a study without constraints) before an infeasible one
+        .order_by(TrialRecord.feasible.is_(False), order, TrialRecord.number)
+        .limit(1)
+    ).first()
+    return (best[0], best[1]) if best else (None, None)
 
 
 def running_trials(session: Session, study_id: int | None = None) -> list[TrialRecord]:

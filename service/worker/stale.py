@@ -117,6 +117,7 @@ def _from_optuna(
         state = TrialState.fail
     test_metrics = attrs.get("test_metrics") if state == TrialState.complete else None
     fail_reason = attrs.get("fail_reason")
+    seed = attrs.get("train_seed")
     return repo.TrialResult(
         state,
         value=value,
@@ -128,6 +129,7 @@ def _from_optuna(
         if state == TrialState.fail
         else None,
         counts_as_failure=bool(fail_reason),
+        train_seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
     )
 
 

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import unit_of_work
-from service.models import TrialState
+from service.models import TrialRole, TrialState
 from service.spec import StudySpec
-from service.studies import lifecycle
+from service.studies import extras, lifecycle
 from service.worker import repository as repo
 from service.worker.observer import DbTrialObserver
-from service.worker.optimization import SpecError, open_study
+from service.worker.optimization import SpecError, open_extra_study, open_study
 from trainers.objective import TrialCancelled, TrialCheckpoint, run_trial
 
 __all__ = [
@@ -92,6 +92,8 @@ class Claim:
     study_id: int
     trial_id: int  # regtune_trials.id
     spec: StudySpec
+    extra: extras.ExtraRun | None = None  # a reference or confirmation run, not a search trial
+    slot: int | None = None
 
 
 @dataclass
@@ -190,6 +192,11 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
         spec.objective_spec(accelerator=ctx.accelerator, torch_threads=ctx.settings.torch_threads),
         devices=ctx.devices_per_trial,
     )
+    if claim.extra is not None and claim.extra.role == TrialRole.reference:
+        # regularization off: every parameter fixed, nothing sampled
+        objective_spec = replace(
+            objective_spec, search_space=extras.reference_space(claim.extra.params)
+        )
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         run.optuna_trial_id = trial._trial_id
@@ -277,7 +284,10 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
             test_metrics=outcome.test_metrics,
             values=run.values,
             feasible=run.feasible,
+            train_seed=_seed(frozen.user_attrs),
         )
+    if frozen is not None:
+        partial = replace(partial, train_seed=_seed(frozen.user_attrs))
     if frozen is not None and frozen.state == OptunaState.PRUNED:
         state = TrialState.cancelled if run.cancelled else TrialState.pruned
         return replace(partial, state=state)
@@ -295,6 +305,12 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
         error=message,
         counts_as_failure=not isinstance(error, WorkerShutdown | SlotLost),
     )
+
+
+def _seed(user_attrs: dict[str, Any]) -> int | None:
+    """The training seed the trainer recorded (`train_seed`), if any."""
+    seed = user_attrs.get("train_seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -315,7 +331,10 @@ def _open(ctx: WorkerContext, claim: Claim) -> optuna.Study:
     the worker or handing the same study to the next claim.
     """
     try:
-        return open_study(ctx.study_storage(claim.study_id), claim.spec, claim.trial_id)
+        storage = ctx.study_storage(claim.study_id)
+        if claim.extra is not None and claim.slot is not None:
+            return open_extra_study(storage, claim.spec, claim.extra, claim.slot)
+        return open_study(storage, claim.spec, claim.trial_id)
     except SpecError:
         raise
     except Exception as exc:

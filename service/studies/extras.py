@@ -1,0 +1,150 @@
+"""Extra runs of a study beyond its search budget: the reference run and confirmation repeats.
+
+Pure planning over the stored spec (a dict, as `regtune_studies.spec` holds it) and the study's
+completed search trials; the worker repository claims the runs in plan order, one slot each
+(slots ``n_trials .. n_trials + len(plan) - 1``), once every search trial has finished.
+
+- Reference run (spec ``reference``, default on): the single-run best search trial's config
+  with regularization off (weight decay, L1, dropout, label smoothing 0), the largest patience
+  the search space allows, the same batch size and the same training seed, so it differs from
+  the tuned best in the regularization alone.
+- Confirmation (spec ``confirm: {top_k, repeats}``): the ``top_k`` best search trials re-trained
+  ``repeats`` times each with new seeds, repeat by repeat (every config's first repeat before
+  any second one), so a study cut short by its deadline has repeats spread evenly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.models import TrialRole
+from trainers.params import PARAM_NAMES, RegularizationParams
+from trainers.space import Choices, Fixed, Range, SearchSpace
+
+__all__ = [
+    "REGULARIZATION_OFF",
+    "ExtraRun",
+    "SearchRun",
+    "confirm_seed",
+    "plan_extras",
+    "planned_count",
+    "reference_params",
+    "reference_space",
+]
+
+# Optuna user attributes of extra trials (also `train_seed`, which the trainer reads)
+ROLE_ATTR = "regtune:role"
+REPEAT_OF_ATTR = "regtune:repeat_of"
+SLOT_ATTR = "regtune:slot"
+
+_SEED_MODULUS = 2**31 - 1
+# regularization off: these parameters are 0 in the reference run
+REGULARIZATION_OFF = ("weight_decay", "l1", "dropout", "label_smoothing")
+_DEFAULTS = RegularizationParams()
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A completed search trial as the plan needs it."""
+
+    number: int
+    value: float
+    params: Mapping[str, Any]
+    train_seed: int | None
+
+
+@dataclass(frozen=True)
+class ExtraRun:
+    role: TrialRole
+    params: dict[str, Any]  # the six regularization parameters it trains with
+    train_seed: int | None  # None: the trainer derives it from the trial number
+    repeat_of: int | None  # confirm: the repeated search trial's number
+
+    def user_attrs(self, slot: int) -> dict[str, Any]:
+        attrs: dict[str, Any] = {ROLE_ATTR: self.role.value, SLOT_ATTR: slot}
+        if self.train_seed is not None:
+            attrs["train_seed"] = self.train_seed
+        if self.repeat_of is not None:
+            attrs[REPEAT_OF_ATTR] = self.repeat_of
+        return attrs
+
+
+def _confirm_settings(spec: Mapping[str, Any]) -> tuple[int, int]:
+    confirm = spec.get("confirm") or {}
+    return int(confirm.get("top_k", 0) or 0), int(confirm.get("repeats", 0) or 0)
+
+
+def _reference_on(spec: Mapping[str, Any]) -> bool:
+    return bool(spec.get("reference", True))
+
+
+def planned_count(spec: Mapping[str, Any], n_complete: int) -> int:
+    """How many extra runs the plan holds once the search completed `n_complete` trials."""
+    if n_complete <= 0:
+        return 0
+    top_k, repeats = _confirm_settings(spec)
+    return int(_reference_on(spec)) + min(top_k, n_complete) * repeats
+
+
+def max_patience(space: SearchSpace) -> int:
+    """The largest patience the search space allows (its default when not given)."""
+    spec = space.patience
+    if isinstance(spec, Fixed):
+        return int(spec.fixed)
+    if isinstance(spec, Range):
+        return int(spec.high)
+    if isinstance(spec, Choices):
+        return int(max(spec.choices))
+    return _DEFAULTS.patience
+
+
+def reference_params(space: SearchSpace, best: Mapping[str, Any]) -> dict[str, Any]:
+    """The reference run's parameters: `best`'s config with regularization off."""
+    params = {name: best.get(name, getattr(_DEFAULTS, name)) for name in PARAM_NAMES}
+    for name in REGULARIZATION_OFF:
+        params[name] = 0.0
+    params["patience"] = max_patience(space)
+    if params.get("batch_size") is None:
+        params["batch_size"] = _DEFAULTS.batch_size
+    return params
+
+
+def reference_space(params: Mapping[str, Any]) -> SearchSpace:
+    """A search space fixing every parameter to `params` (the reference run samples nothing)."""
+    return SearchSpace.model_validate({name: {"fixed": params[name]} for name in PARAM_NAMES})
+
+
+def confirm_seed(base: int, repeat: int) -> int:
+    """The training seed of repeat `repeat` (0-based) of a run trained with seed `base`."""
+    return (base + 1_000_003 * (repeat + 1)) % _SEED_MODULUS
+
+
+def plan_extras(
+    spec: Mapping[str, Any], ranked: Sequence[SearchRun], space: SearchSpace
+) -> list[ExtraRun]:
+    """The extra runs in claim order; `ranked`: complete search trials, best first."""
+    if not ranked:
+        return []
+    runs: list[ExtraRun] = []
+    if _reference_on(spec):
+        best = ranked[0]
+        runs.append(
+            ExtraRun(
+                TrialRole.reference, reference_params(space, best.params), best.train_seed, None
+            )
+        )
+    top_k, repeats = _confirm_settings(spec)
+    for repeat in range(repeats):
+        for run in ranked[:top_k]:
+            base = run.train_seed if run.train_seed is not None else run.number
+            runs.append(
+                ExtraRun(
+                    TrialRole.confirm,
+                    {name: run.params.get(name) for name in PARAM_NAMES},
+                    confirm_seed(base, repeat),
+                    run.number,
+                )
+            )
+    return runs
