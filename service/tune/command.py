@@ -21,9 +21,15 @@ from pydantic import ValidationError
 from service.config import Settings
 from service.spec import ObjectiveConfig, SpecFileError, StudySpec, load_spec_file
 from service.tune.errors import ExitCode, TuneError
-from service.tune.gate import GateOptions, Verdict, evaluate
+from service.tune.gate import DEFAULT_ALPHA, GateOptions, Verdict, alpha_error, evaluate
 from service.tune.local import LocalStudy, database_url
-from service.tune.output import Previous, build_output, load_previous, write_json
+from service.tune.output import (
+    Previous,
+    build_output,
+    confirmation_values,
+    load_previous,
+    write_json,
+)
 from service.tune.progress import Reporter, make_reporter
 from service.tune.remote import RemoteStudy
 from service.tune.summary import write_summary
@@ -52,6 +58,7 @@ class TuneOptions:
     max_score: float | None = None
     baseline: str | None = None
     max_regression: float | None = None
+    alpha: float | None = None  # the baseline test's level when both sides have repeats
     warm_start: str | None = None
     timeout: float | None = None
     poll_interval: float = 1.0
@@ -103,6 +110,10 @@ def _check_usage(opts: TuneOptions) -> None:
         raise _usage("--max-regression needs --baseline")
     if opts.max_regression is not None and opts.max_regression < 0:
         raise _usage("--max-regression must be >= 0 (an absolute tolerance)")
+    if opts.alpha is not None and opts.baseline is None:
+        raise _usage("--alpha needs --baseline")
+    if opts.alpha is not None and (why := alpha_error(opts.alpha)):
+        raise _usage(f"--alpha {opts.alpha:g}: {why}")
     low, high = opts.min_score, opts.max_score
     if low is not None and high is not None and low > high:
         raise _usage("--min-score is greater than --max-score: no result can pass")
@@ -245,6 +256,8 @@ def run_tune(opts: TuneOptions) -> ExitCode:
         baseline_value=baseline.value if baseline else None,
         baseline_path=baseline.path if baseline else None,
         max_regression=opts.max_regression or 0.0,
+        alpha=DEFAULT_ALPHA if opts.alpha is None else opts.alpha,
+        baseline_values=baseline.values if baseline else None,
     )
     server = opts.server or (None if opts.local else _configured_server())
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
@@ -327,6 +340,14 @@ def _run_server(
     return _Run(finish, best, enqueued, "server", server)
 
 
+def _run_values(best: dict[str, Any] | None) -> tuple[float, ...] | None:
+    """The best config's run values (its confirmation repeats), None for a single run."""
+    try:
+        return confirmation_values(best)
+    except ValueError:
+        return None  # not the shape /best documents: gate on the single run
+
+
 def _conclude(
     opts: TuneOptions, run: _Run, started: datetime, gate: GateOptions, baseline: Previous | None
 ) -> ExitCode:
@@ -337,7 +358,7 @@ def _conclude(
     if best is not None:
         value, found = gate_value(best, metric)
         direction = found or direction
-    verdict = evaluate(value, metric, direction, gate)
+    verdict = evaluate(value, metric, direction, gate, _run_values(best))
     code, reason = finish.code, finish.reason
     if code is None and best is None:
         code, reason = ExitCode.STUDY_FAILED, "no trial completed, so there is no best value"
@@ -420,6 +441,15 @@ def tune_command(
         float | None,
         Opt("--max-regression", help="allowed worsening vs --baseline (absolute; default 0)"),
     ] = None,
+    alpha: Annotated[
+        float | None,
+        Opt(
+            "--alpha",
+            help="with repeats on both sides: the one-sided Welch test's level for a "
+            "baseline regression, in (0, 0.5] (default 0.05)",
+            show_default=False,
+        ),
+    ] = None,
     warm_start: Annotated[
         str | None, Opt("--warm-start", help="evaluate this previous output's best params first")
     ] = None,
@@ -457,6 +487,7 @@ def tune_command(
         max_score=max_score,
         baseline=baseline,
         max_regression=max_regression,
+        alpha=alpha,
         warm_start=warm_start,
         timeout=timeout,
         poll_interval=poll_interval,

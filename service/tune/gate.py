@@ -1,13 +1,49 @@
-"""The verdict: the best value against `--min-score`, `--max-score` and a baseline's best value."""
+"""The verdict: the best value against `--min-score`, `--max-score` and a baseline.
+
+Against a baseline, two rules:
+
+- single runs (either side has fewer than 2 values): the new best may be worse than the
+  baseline's best by at most ``max_regression`` (the rule since the first release);
+- repeats on both sides (the best config's run values, ``confirmation.values``): a regression
+  is flagged when the new mean is worse than the baseline's mean by more than
+  ``max_regression`` AND a one-sided Welch t-test (H0: the new config is not worse; unequal
+  variances) rejects at ``alpha``. The check reports the p-value and the ``1 - 2 alpha``
+  two-sided interval of the worsening, whose lower end is above 0 exactly when the test
+  rejects.
+"""
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scipy import stats
+
 from trainers.best import maximizes
 
-__all__ = ["Check", "GateOptions", "Verdict", "evaluate"]
+__all__ = [
+    "ALPHA_MAX",
+    "DEFAULT_ALPHA",
+    "Check",
+    "GateOptions",
+    "Verdict",
+    "WelchTest",
+    "alpha_error",
+    "evaluate",
+    "welch_worsening",
+]
+
+DEFAULT_ALPHA = 0.05
+ALPHA_MAX = 0.5  # a one-sided test at alpha > 0.5 would flag a config that looks better
+
+
+def alpha_error(alpha: float) -> str | None:
+    """Why `alpha` is not a usable significance level (None when it is: 0 < alpha <= 0.5)."""
+    if not (0.0 < alpha <= ALPHA_MAX):  # also refuses NaN
+        return f"must be in (0, {ALPHA_MAX:g}] (the one-sided test's significance level)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -19,6 +55,14 @@ class GateOptions:
     baseline_value: float | None = None
     baseline_path: str | None = None
     max_regression: float = 0.0
+    alpha: float = DEFAULT_ALPHA
+    # the baseline best config's run values (its repeats); None or one value: single runs
+    baseline_values: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        why = alpha_error(self.alpha)
+        if why:
+            raise ValueError(f"alpha {why}")
 
     @property
     def empty(self) -> bool:
@@ -26,8 +70,42 @@ class GateOptions:
 
 
 @dataclass(frozen=True)
+class WelchTest:
+    """A one-sided Welch t-test of "the new config is worse than the baseline's".
+
+    ``worsening`` is the mean difference in the worse direction (new - baseline when
+    minimizing, baseline - new when maximizing); the interval is its two-sided
+    ``confidence`` = ``1 - 2 alpha`` Welch interval.
+    """
+
+    test: str
+    alpha: float
+    n: int
+    mean: float
+    std: float
+    baseline_n: int
+    baseline_mean: float
+    baseline_std: float
+    worsening: float
+    p_value: float
+    confidence: float
+    interval_low: float
+    interval_high: float
+
+    @property
+    def rejects(self) -> bool:
+        """The test says the new config is worse (p < alpha)."""
+        return self.p_value < self.alpha
+
+
+@dataclass(frozen=True)
 class Check:
-    """One rule: `value` compared with `limit` (`op` is ``>=`` or ``<=``)."""
+    """One rule: `value` compared with `limit` (`op` is ``>=`` or ``<=``).
+
+    For a baseline with repeats on both sides, `value` is the new mean, `limit` the baseline
+    mean +- max_regression, and `test` the Welch test; the check fails only when the value is
+    beyond the limit and the test rejects.
+    """
 
     name: str  # min_score | max_score | baseline
     op: str
@@ -35,6 +113,7 @@ class Check:
     value: float | None
     passed: bool
     message: str
+    test: WelchTest | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +124,12 @@ class Verdict:
     checks: list[Check] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+        # `test` only on a statistical check: single-run checks keep their earlier shape
+        checks = [
+            {k: v for k, v in asdict(c).items() if k != "test" or v is not None}
+            for c in self.checks
+        ]
+        return {"passed": self.passed, "checks": checks}
 
 
 def _fmt(x: float) -> str:
@@ -60,11 +144,90 @@ def _check(name: str, value: float | None, op: str, limit: float, what: str) -> 
     return Check(name, op, limit, value, passed, f"{what}: {_fmt(value)} {op} {_fmt(limit)} {word}")
 
 
-def evaluate(best: float | None, metric: str, direction: str, options: GateOptions) -> Verdict:
+def _repeats(values: Sequence[float] | None) -> list[float] | None:
+    """The values as a list when there are at least two (repeats), else None (a single run)."""
+    kept = [float(v) for v in values or ()]
+    return kept if len(kept) >= 2 else None
+
+
+def welch_worsening(
+    new: Sequence[float], baseline: Sequence[float], *, maximize: bool, alpha: float
+) -> WelchTest:
+    """One-sided Welch t-test (scipy) of H0 "new is not worse" against H1 "new is worse".
+
+    Both samples need at least two values. When both have zero spread the t statistic is
+    undefined; then the difference is exact: p = 0 when the new mean is worse, else 1.
+    """
+    if len(new) < 2 or len(baseline) < 2:
+        raise ValueError("the Welch test needs at least two values on each side")
+    sign = -1.0 if maximize else 1.0  # worse = larger after the sign
+    x = [sign * v for v in new]
+    b = [sign * v for v in baseline]
+    worsening = statistics.fmean(x) - statistics.fmean(b)
+    confidence = 1.0 - 2.0 * alpha
+    if statistics.stdev(x) == 0.0 and statistics.stdev(b) == 0.0:
+        p_value = 0.0 if worsening > 0 else 1.0
+        low = high = worsening
+    else:
+        one_sided = stats.ttest_ind(x, b, equal_var=False, alternative="greater")
+        p_value = float(one_sided.pvalue)
+        interval = stats.ttest_ind(x, b, equal_var=False).confidence_interval(confidence)
+        low, high = float(interval.low), float(interval.high)
+    return WelchTest(
+        test="welch_one_sided",
+        alpha=alpha,
+        n=len(new),
+        mean=statistics.fmean(new),
+        std=statistics.stdev(new),
+        baseline_n=len(baseline),
+        baseline_mean=statistics.fmean(baseline),
+        baseline_std=statistics.stdev(baseline),
+        worsening=worsening,
+        p_value=p_value,
+        confidence=confidence,
+        interval_low=low,
+        interval_high=high,
+    )
+
+
+def _statistical_check(
+    metric: str, direction: str, new: list[float], baseline: list[float], options: GateOptions
+) -> Check:
+    maximize = maximizes(direction)
+    test = welch_worsening(new, baseline, maximize=maximize, alpha=options.alpha)
+    tolerance = options.max_regression
+    if maximize:
+        limit, op = test.baseline_mean - tolerance, ">="
+    else:
+        limit, op = test.baseline_mean + tolerance, "<="
+    beyond = test.worsening > tolerance
+    passed = not (beyond and test.rejects)
+    word = ("within noise" if beyond else "ok") if passed else "regressed"
+    message = (
+        f"{metric} mean {_fmt(test.mean)} (n={test.n}, sd {_fmt(test.std)}) vs baseline mean "
+        f"{_fmt(test.baseline_mean)} (n={test.baseline_n}, sd {_fmt(test.baseline_std)}): "
+        f"worse by {test.worsening:+.6g} ({test.confidence:.0%} interval "
+        f"[{_fmt(test.interval_low)}, {_fmt(test.interval_high)}]), one-sided Welch "
+        f"p = {test.p_value:.3g} (alpha {_fmt(test.alpha)}, max regression {_fmt(tolerance)}, "
+        f"{direction}) {word}"
+    )
+    return Check("baseline", op, limit, test.mean, passed, message, test)
+
+
+def evaluate(
+    best: float | None,
+    metric: str,
+    direction: str,
+    options: GateOptions,
+    values: Sequence[float] | None = None,
+) -> Verdict:
     """Compare the best value with every threshold that was given.
 
-    The baseline is compared in the study's direction: when minimizing, the best may be at most
-    ``baseline + max_regression``; when maximizing, at least ``baseline - max_regression``.
+    `values` are the new best config's run values (its repeats), if any. With at least two
+    of them and at least two ``options.baseline_values``, the baseline check is statistical
+    (see the module doc). Otherwise the best is compared in the study's direction: when
+    minimizing, it may be at most ``baseline + max_regression``; when maximizing, at least
+    ``baseline - max_regression``.
     """
     checks: list[Check] = []
     if options.min_score is not None:
@@ -72,14 +235,18 @@ def evaluate(best: float | None, metric: str, direction: str, options: GateOptio
     if options.max_score is not None:
         checks.append(_check("max_score", best, "<=", options.max_score, f"{metric} <= max-score"))
     if options.baseline_value is not None:
-        tolerance = options.max_regression
-        if maximizes(direction):
-            limit, op = options.baseline_value - tolerance, ">="
+        new, old = _repeats(values), _repeats(options.baseline_values)
+        if new is not None and old is not None:
+            checks.append(_statistical_check(metric, direction, new, old, options))
         else:
-            limit, op = options.baseline_value + tolerance, "<="
-        what = (
-            f"{metric} vs baseline {_fmt(options.baseline_value)} "
-            f"(max regression {_fmt(tolerance)}, {direction})"
-        )
-        checks.append(_check("baseline", best, op, limit, what))
+            tolerance = options.max_regression
+            if maximizes(direction):
+                limit, op = options.baseline_value - tolerance, ">="
+            else:
+                limit, op = options.baseline_value + tolerance, "<="
+            what = (
+                f"{metric} vs baseline {_fmt(options.baseline_value)} "
+                f"(max regression {_fmt(tolerance)}, {direction})"
+            )
+            checks.append(_check("baseline", best, op, limit, what))
     return Verdict(passed=all(c.passed for c in checks), checks=checks)

@@ -7,6 +7,7 @@ later run, so reading it back is here too.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -21,6 +22,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Previous",
     "build_output",
+    "confirmation_values",
     "load_previous",
     "output_schema",
     "write_json",
@@ -28,6 +30,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "output.schema.json"
+MAX_REPEATS = 1000  # run values read from a baseline's confirmation (a bound on the file's size)
 
 
 def output_schema() -> dict[str, Any]:
@@ -115,6 +118,29 @@ class Previous:
     direction: str
     value: float | None
     params: dict[str, Any]
+    # the best config's run values (`best.confirmation.values`); None: single runs
+    values: tuple[float, ...] | None = None
+
+
+def confirmation_values(best: dict[str, Any] | None) -> tuple[float, ...] | None:
+    """The run values of a best result's ``confirmation`` (the /best shape), None without one.
+
+    Raises ValueError when they are not a list of at most `MAX_REPEATS` finite numbers.
+    """
+    confirmation = (best or {}).get("confirmation")
+    if confirmation is None:
+        return None
+    if not isinstance(confirmation, dict):
+        raise ValueError("confirmation must be an object")
+    values = confirmation.get("values")
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) > MAX_REPEATS:
+        raise ValueError(f"confirmation.values must be a list of at most {MAX_REPEATS} numbers")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError("confirmation.values must hold finite numbers only")
+    return tuple(float(v) for v in values)
 
 
 def load_previous(path: str | Path, option: str) -> Previous:
@@ -144,6 +170,14 @@ def load_previous(path: str | Path, option: str) -> Previous:
         raise bad("best_value must be a number or null")
     if not isinstance(params, dict):
         raise bad("best_params must be an object")
+    best = data.get("best")
+    if best is not None and not isinstance(best, dict):
+        raise bad("best must be an object")
+    try:
+        # `best.confirmation` (the /best shape); a top-level `confirmation` is read as well
+        values = confirmation_values(best if best and "confirmation" in best else data)
+    except ValueError as exc:
+        raise bad(f"best.{exc}") from None
     return Previous(
         path=str(p),
         study_name=data["study_name"],
@@ -151,4 +185,5 @@ def load_previous(path: str | Path, option: str) -> Previous:
         direction=data["direction"],
         value=float(value) if value is not None else None,
         params=params,
+        values=values,
     )

@@ -30,6 +30,30 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _tests(checks: list[dict[str, Any]]) -> list[str]:
+    """The statistical baseline check: both samples, the worsening, its interval, p and alpha."""
+    lines: list[str] = []
+    for c in checks:
+        t = c.get("test")
+        if not t:
+            continue
+        verdict = "regression" if not c["passed"] else "no regression shown"
+        tolerance = _fmt(abs(c["limit"] - t["baseline_mean"]))  # the max regression
+        lines += [
+            "",
+            f"| {c['name']}: one-sided Welch t-test | |",
+            "|---|---|",
+            f"| new | mean {_fmt(t['mean'])}, sd {_fmt(t['std'])}, n {t['n']} |",
+            f"| baseline | mean {_fmt(t['baseline_mean'])}, sd {_fmt(t['baseline_std'])}, "
+            f"n {t['baseline_n']} |",
+            f"| worse by | {t['worsening']:+.6g}, {t['confidence']:.0%} interval "
+            f"[{_fmt(t['interval_low'])}, {_fmt(t['interval_high'])}] |",
+            f"| p-value | **{t['p_value']:.3g}** (alpha {_fmt(t['alpha'])}) |",
+            f"| rule | regression when worse by more than {tolerance} and p < alpha: {verdict} |",
+        ]
+    return lines
+
+
 def render_summary(doc: dict[str, Any]) -> str:
     """A markdown report of one output document: verdict, checks, best params, test metrics."""
     code = ExitCode(doc["gate"]["exit_code"])
@@ -65,6 +89,7 @@ def render_summary(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {c['name']} | {c['op']} {_fmt(c['limit'])} | {_fmt(c['value'])} | {mark} |"
             )
+    lines += _tests(checks)
     params = doc.get("best_params") or {}
     if params:
         lines += ["", "| parameter | best |", "|---|---|"]

@@ -1,0 +1,227 @@
+"""The baseline gate on fixed numbers: a one-sided Welch test with repeats, single runs without."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from service.tune import command, output_schema
+from service.tune.command import _Finish, _Run
+from service.tune.errors import TuneError
+from service.tune.gate import GateOptions, evaluate, welch_worsening
+from service.tune.output import load_previous
+from service.tune.summary import render_summary
+from tests.tune.conftest import tiny_spec, tune_in_process, write_spec
+
+BASE = (1.70, 1.71, 1.72, 1.71, 1.70)
+
+
+def _gate(
+    baseline: tuple[float, ...] | None,
+    new: tuple[float, ...] | None,
+    *,
+    best: float | None = None,
+    direction: str = "minimize",
+    max_regression: float = 0.01,
+    alpha: float = 0.05,
+) -> Any:
+    """The baseline check of `new` against `baseline` (best values: the first run of each)."""
+    options = GateOptions(
+        baseline_value=baseline[0] if baseline else 1.7,
+        max_regression=max_regression,
+        alpha=alpha,
+        baseline_values=baseline,
+    )
+    value = best if best is not None else (new[0] if new else None)
+    verdict = evaluate(value, "val_loss", direction, options, new)
+    (check,) = verdict.checks
+    assert check.name == "baseline" and check.passed == verdict.passed
+    return check
+
+
+def test_equal_samples_pass_with_p_one_half() -> None:
+    check = _gate(BASE, BASE)
+    assert check.passed
+    assert check.test.worsening == pytest.approx(0.0, abs=1e-12)
+    assert check.test.p_value == pytest.approx(0.5)
+    assert check.test.interval_low < 0 < check.test.interval_high
+
+
+def test_clear_regression_fails() -> None:
+    new = (1.80, 1.81, 1.79, 1.82, 1.80)
+    check = _gate(BASE, new)
+    assert not check.passed
+    assert check.test.p_value < 1e-6
+    assert check.test.interval_low > 0.01  # even the interval's best case is worse
+    assert "regressed" in check.message and "p = " in check.message
+    assert check.value == pytest.approx(1.804) and check.limit == pytest.approx(1.718)
+
+
+def test_a_difference_within_noise_passes_where_single_runs_fail() -> None:
+    # the new mean is worse by 0.016 (> max regression 0.01), but the runs spread by ~0.03
+    noisy_base = (1.70, 1.74, 1.72, 1.68, 1.76)
+    noisy_new = (1.76, 1.70, 1.75, 1.72, 1.75)
+    check = _gate(noisy_base, noisy_new)
+    assert check.test.worsening == pytest.approx(0.016)
+    assert check.test.p_value > 0.05
+    assert check.passed and "within noise" in check.message
+    # the same first runs judged alone (today's gate): 1.76 > 1.70 + 0.01 fails
+    single = _gate(noisy_base[:1], noisy_new[:1])
+    assert not single.passed and single.test is None
+
+
+def test_welch_p_value_and_interval_match_the_textbook_numbers() -> None:
+    # means 4 and 2, variances 1 and 1, n 3 and 3: t = 2 / sqrt(2/3) = 2.449, Welch df = 4;
+    # one-sided p = P(T_4 > 2.449) = 0.0352; 90 % interval 2 +- 2.1318 * 0.8165
+    test = welch_worsening([3, 4, 5], [1, 2, 3], maximize=False, alpha=0.05)
+    assert test.p_value == pytest.approx(0.0352, abs=1e-4)
+    assert test.confidence == pytest.approx(0.90)
+    assert (test.interval_low, test.interval_high) == pytest.approx((0.2594, 3.7406), abs=1e-3)
+    # maximizing, the same numbers mirrored are the same test
+    mirrored = welch_worsening([1, 2, 3], [3, 4, 5], maximize=True, alpha=0.05)
+    assert mirrored.p_value == pytest.approx(test.p_value)
+    assert mirrored.worsening == pytest.approx(2.0)
+
+
+def test_alpha_and_max_regression_both_must_be_exceeded() -> None:
+    new, base = (3.0, 4.0, 5.0), (1.0, 2.0, 3.0)  # worse by 2, p = 0.035
+    assert not _gate(base, new, max_regression=0.0, alpha=0.05).passed
+    assert _gate(base, new, max_regression=0.0, alpha=0.01).passed  # not significant at 0.01
+    assert _gate(base, new, max_regression=2.5, alpha=0.05).passed  # within the tolerance
+
+
+def test_maximize_flags_a_lower_mean() -> None:
+    base = (0.90, 0.91, 0.90, 0.91)
+    assert not _gate(base, (0.80, 0.81, 0.80, 0.81), direction="maximize").passed
+    check = _gate(base, (0.95, 0.96, 0.95, 0.96), direction="maximize")
+    assert check.passed and check.op == ">=" and check.test.worsening < 0
+
+
+def test_zero_spread_on_both_sides_is_an_exact_difference() -> None:
+    assert not _gate((1.0, 1.0), (1.5, 1.5), max_regression=0.1).passed
+    check = _gate((1.0, 1.0), (1.0, 1.0))
+    assert check.passed and check.test.p_value == 1.0
+
+
+@pytest.mark.parametrize(
+    ("baseline", "new"),
+    [
+        (None, (1.80, 1.81, 1.79)),  # the baseline has no repeats
+        ((1.70,), (1.80, 1.81, 1.79)),  # one value is a single run
+        (BASE, None),  # the new run has no repeats
+        (BASE, (1.75,)),
+    ],
+)
+def test_single_runs_on_either_side_keep_the_old_rule(
+    baseline: tuple[float, ...] | None, new: tuple[float, ...] | None
+) -> None:
+    base_value = baseline[0] if baseline else 1.7
+    for best, passed in ((base_value + 0.009, True), (base_value + 0.011, False)):
+        check = _gate(baseline, new, best=best)
+        assert check.test is None
+        assert (check.op, check.value, check.passed) == ("<=", best, passed)
+        assert check.limit == pytest.approx(base_value + 0.01)
+        assert check.message.startswith(f"val_loss vs baseline {base_value:.6g} (max regression")
+        assert (
+            "test"
+            not in evaluate(  # the JSON of a single-run check keeps its old keys
+                best, "val_loss", "minimize", GateOptions(baseline_value=base_value), new
+            ).to_json()["checks"][0]
+        )
+
+
+@pytest.mark.parametrize("alpha", ["0", "0.6", "-0.1", "nan"])
+def test_bad_alpha_exits_2_naming_the_option(
+    tmp_path: Path, alpha: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec())
+    (tmp_path / "base.json").write_text(json.dumps(_baseline_doc(BASE)))
+    result = tune_in_process(
+        tmp_path, str(spec), "--baseline", "base.json", "--alpha", alpha, monkeypatch=monkeypatch
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--alpha" in result.stderr and "must be in (0, 0.5]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_alpha_without_baseline_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec())
+    result = tune_in_process(tmp_path, str(spec), "--alpha", "0.1", monkeypatch=monkeypatch)
+    assert result.returncode == 2 and "--alpha needs --baseline" in result.stderr
+
+
+def _baseline_doc(values: tuple[float, ...] | None, **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "schema_version": 1,
+        "study_name": "main-branch",
+        "metric": "val_loss",
+        "direction": "minimize",
+        "best_value": values[0] if values else 1.7,
+        "best_params": {},
+    }
+    if values is not None:
+        doc["best"] = {"confirmation": {"n": len(values), "values": list(values)}}
+    return {**doc, **extra}
+
+
+def test_baseline_file_repeats_are_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(_baseline_doc(BASE)))
+    assert load_previous(path, "--baseline").values == BASE
+    path.write_text(json.dumps(_baseline_doc(None)))
+    assert load_previous(path, "--baseline").values is None
+    for bad in (["x", 1.0], [1.0, None], "1.0", list(range(1001))):
+        path.write_text(json.dumps(_baseline_doc(None, best={"confirmation": {"values": bad}})))
+        with pytest.raises(TuneError) as caught:
+            load_previous(path, "--baseline")
+        assert caught.value.code == 2 and "best.confirmation.values" in caught.value.message
+
+
+def _fake_run(values: list[float] | None) -> _Run:
+    study = {"id": 7, "name": "pr", "trainer": "digits-mlp", "status": "completed",
+             "error": None, "metric": "val_loss", "direction": "minimize",
+             "progress": {"n_trials": 4, "complete": 4, "pruned": 0, "failed": 0}}  # fmt: skip
+    best = {"value": values[0] if values else 1.75, "trial_number": 2, "params": {},
+            "metrics": {}, "test_metrics": None, "best_epoch": 3,
+            "confirmation": {"n": len(values), "values": values} if values else None}  # fmt: skip
+    return _Run(_Finish(study), best, None, "local")
+
+
+@pytest.mark.parametrize(
+    ("new", "code", "tested"),
+    [
+        ([1.80, 1.81, 1.79, 1.82, 1.80], 1, True),  # a clear regression
+        ([1.70, 1.72, 1.71, 1.70, 1.71], 0, True),  # no change
+        (None, 1, False),  # a single run of 1.75 > 1.70 + 0.01: today's rule
+    ],
+)
+def test_tune_gates_the_run_values_and_reports_the_test(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    new: list[float] | None,
+    code: int,
+    tested: bool,
+) -> None:
+    monkeypatch.setattr(command, "_run_local", lambda *_: _fake_run(new))
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec(name="pr"))
+    (tmp_path / "base.json").write_text(json.dumps(_baseline_doc(BASE)))
+    args = ("--baseline", "base.json", "--max-regression", "0.01", "--alpha", "0.05")
+    result = tune_in_process(
+        tmp_path, str(spec), *args, "-o", "out.json", "--summary", "s.md", monkeypatch=monkeypatch
+    )
+    assert result.returncode == code, result.stderr
+    doc = json.loads((tmp_path / "out.json").read_text())
+    jsonschema.Draft202012Validator(output_schema()).validate(doc)
+    (check,) = doc["gate"]["checks"]
+    summary = (tmp_path / "s.md").read_text()
+    assert summary == render_summary(doc)
+    if tested:
+        assert check["test"]["test"] == "welch_one_sided" and check["test"]["n"] == 5
+        assert "p = " in result.stdout and "% interval" in result.stdout
+        assert "p-value" in summary and "90% interval" in summary
+    else:
+        assert "test" not in check and "p-value" not in summary
