@@ -1,9 +1,11 @@
 """Device placement: one worker process per device (and `per_device` processes per device).
 
 Each child is an ordinary `regtune worker` process with ``CUDA_VISIBLE_DEVICES`` set to its one
-device, so a trainer only ever sees "GPU 0". The parent (a `service.supervise.Supervisor`)
-forwards SIGTERM/SIGINT to its children and waits for them: each abandons its trial cleanly. A
-child that crashes (an OOM kill, a non-zero exit) is restarted on the same device with back-off.
+device, so a trainer only ever sees "GPU 0". Device indices are this process's (torch's): under
+an inherited ``CUDA_VISIBLE_DEVICES=2,3`` index 0 is card 2, and its child sees ``2``. The
+parent (a `service.supervise.Supervisor`) forwards SIGTERM/SIGINT to its children and waits for
+them: each abandons its trial cleanly. A child that crashes (an OOM kill, a non-zero exit) is
+restarted on the same device with back-off.
 """
 
 from __future__ import annotations
@@ -164,10 +166,30 @@ def guard_gpu_memory(fraction: float | None) -> bool:
     return True
 
 
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+
+
+def visible_device_ids(device: str, visible: str | None) -> str:
+    """`device` (GPU indices as this process numbers them: ``"1"``, a group ``"0,1"``) as the
+    ``CUDA_VISIBLE_DEVICES`` entries of the cards they are.
+
+    When the host already narrowed the GPUs (Slurm, Kubernetes: ``CUDA_VISIBLE_DEVICES=2,3``),
+    torch here calls them 0 and 1: the child bound to index 0 must see ``2``, not the host's
+    card 0, which belongs to someone else. Entries may be indices or GPU UUIDs; an index past
+    the list (only with --allow-cpu-fallback, the GPU is unusable anyway) is kept as given.
+    """
+    entries = [e.strip() for e in (visible or "").split(",") if e.strip()]
+    if not entries:
+        return device
+    return ",".join(
+        entries[int(i)] if i.isdigit() and int(i) < len(entries) else i for i in device.split(",")
+    )
+
+
 def child_env(device: str, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of the worker process bound to `device` (CPU: no GPU visible)."""
     env = dict(os.environ if base is None else base)
-    env["CUDA_VISIBLE_DEVICES"] = "" if device == CPU else device
+    env[VISIBLE_ENV] = "" if device == CPU else visible_device_ids(device, env.get(VISIBLE_ENV))
     return env
 
 

@@ -20,6 +20,8 @@ from service.worker.devices import (
     DeviceError,
     accelerator_for,
     check_gpus,
+    device_children,
+    group_devices,
     guard_gpu_memory,
     parse_devices,
     share_gpu_memory,
@@ -93,3 +95,27 @@ def test_packed_trials_each_get_their_share_of_gpu_memory(
 
 def test_no_memory_cap_without_cuda() -> None:
     assert not guard_gpu_memory(0.5)
+
+
+def _children_visible(devices: str | None, per_trial: int, env: dict[str, str]) -> list[str]:
+    """What each child of `regtune worker --devices <devices>` gets as CUDA_VISIBLE_DEVICES."""
+    placed = group_devices(check_gpus(parse_devices(devices)), per_trial)
+    return [c.env["CUDA_VISIBLE_DEVICES"] for c in device_children(placed, 1, [], env)]
+
+
+def test_devices_are_the_visible_cards_when_cuda_visible_devices_is_already_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Slurm or Kubernetes gave this job cards 2 and 3 (torch numbers them 0 and 1): each child
+    must see one of those two, never the host's cards 0 and 1 (another job's)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    narrowed = {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert _children_visible("auto", 1, narrowed) == ["2", "3"]
+    assert _children_visible("1", 1, narrowed) == ["3"]
+    assert _children_visible("auto", 2, narrowed) == ["2,3"]  # one DDP trial over both
+    uuids = {"CUDA_VISIBLE_DEVICES": "GPU-aaaa, GPU-bbbb"}
+    assert _children_visible("auto", 1, uuids) == ["GPU-aaaa", "GPU-bbbb"]
+    # nothing inherited: the indices are the host's own
+    assert _children_visible("auto", 1, {}) == ["0", "1"]
+    assert _children_visible("cpu", 1, narrowed) == [""]
