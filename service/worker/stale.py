@@ -97,11 +97,12 @@ def _from_optuna(
     epochs_run = attrs.get("epochs_run")
     if not isinstance(epochs_run, int):
         epochs_run = max(steps) + 1 if steps else None
-    value: float | None
-    if frozen.state == OptunaState.COMPLETE:
-        value = frozen.value
-    else:
-        value = steps.get(best_epoch) if best_epoch is not None else None
+    values = frozen.values if frozen.state == OptunaState.COMPLETE else None
+    value: float | None = None
+    if values:
+        value = values[0]  # `frozen.value` raises for a multi-objective trial
+    elif best_epoch is not None:
+        value = steps.get(best_epoch)
     if value is not None and not math.isfinite(value):
         value = None
     metrics: dict[str, float] | None = None
@@ -130,6 +131,9 @@ def _from_optuna(
         else None,
         counts_as_failure=bool(fail_reason),
         train_seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        values=list(values) if values else None,
+        # the bounds the worker gave Optuna (Trial.set_constraint); None without constraints
+        feasible=all(v <= 0 for v in frozen.constraints.values()) if frozen.constraints else None,
     )
 
 

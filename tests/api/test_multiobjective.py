@@ -4,17 +4,26 @@ study run by the real worker, feasibility, and the SQL view (SQLite and PostgreS
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from typing import Any
 
+import optuna
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from service.cli.client import _print_tradeoffs
-from service.db import make_engine
+from service.db import make_engine, normalize_url
+from service.models import TrialState
 from service.studies.pareto import pareto_indices
 from tests.api.conftest import run_worker_until_idle
-from tests.support import tiny_spec
+from tests.reliability import _die_after_tell
+from tests.reliability._processes import REPO, env_for
+from tests.reliability.test_sweep import _DYING_WORKER
+from tests.support import settings_for, sweep_once, tiny_spec
+from tests.worker.conftest import Db, insert_study, wait_for
+from trainers import registry
 
 TWO_OBJECTIVES = [
     {"metric": "val_loss", "direction": "minimize"},
@@ -224,3 +233,44 @@ def test_trial_results_view_has_values_and_feasible(
         stored = values if isinstance(values, list) else json.loads(values)
         assert stored == by_number[trial]["values"]
         assert bool(feasible) is True  # val_acc >= 0 always holds
+
+
+def test_a_multi_objective_trial_is_rebuilt_from_optuna_by_the_sweep(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after Optuna's tell: the sweep takes values and the constraints' verdict
+    from the Optuna trial (whose `value` raises for several objectives)."""
+    url = migrated_db_url
+    monkeypatch.setattr(
+        registry,
+        "_cache",
+        {**registry.available_trainers(), _die_after_tell.NAME: _die_after_tell.TRAINER},
+    )
+    spec = tiny_spec(
+        "after-tell-mo",
+        n_trials=1,
+        trainer=_die_after_tell.NAME,
+        trainer_config={"max_epochs": 4},
+        search_space={"dropout": {"fixed": 0.1}, "batch_size": {"fixed": 32}},
+        objective=TWO_OBJECTIVES,
+        pruner={"name": "none"},
+        constraints=[{"metric": "val_acc", "op": ">=", "value": 0.0}],
+    )
+    study_id = insert_study(url, spec)
+    worker = subprocess.run(
+        [*_DYING_WORKER, "worker", "--study", str(study_id), "--once"],
+        env=env_for(url, REGTUNE_EPOCH_FLUSH_INTERVAL="60"),
+        cwd=REPO,
+        timeout=300,
+        capture_output=True,
+    )
+    assert worker.returncode == -signal.SIGKILL, worker.stderr.decode()[-3000:]
+    frozen = optuna.load_study(study_name="after-tell-mo", storage=normalize_url(url)).trials[0]
+    assert frozen.state == optuna.trial.TrialState.COMPLETE and len(frozen.values) == 2
+    settings = settings_for(url)
+    wait_for(lambda: sweep_once(url, settings) > 0, 30, "the sweep to reconcile the trial")
+    row = next(t for t in Db(url).trials(study_id) if t.number == frozen.number)
+    assert row.state == TrialState.complete
+    assert row.values == pytest.approx(frozen.values)
+    assert row.value == pytest.approx(frozen.values[0])
+    assert row.feasible is True  # val_acc >= 0 holds; Optuna holds the verdict
