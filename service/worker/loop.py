@@ -243,5 +243,6 @@ def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bo
             signal.signal(signum, handler)
         ctx.storage.remove_session()
         ctx.storage.engine.dispose()
+        ctx.sessions.kw["bind"].dispose()  # the engine make_context opened (its pool)
     log.info("worker %s stopped after %d trials", ctx.name, ran)
     return ran
