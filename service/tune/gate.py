@@ -204,10 +204,10 @@ def _statistical_check(
     passed = not (beyond and test.rejects)
     word = ("within noise" if beyond else "ok") if passed else "regressed"
     message = (
-        f"{metric} mean {_fmt(test.mean)} (n={test.n}, sd {_fmt(test.std)}) vs baseline mean "
-        f"{_fmt(test.baseline_mean)} (n={test.baseline_n}, sd {_fmt(test.baseline_std)}): "
-        f"worse by {test.worsening:+.6g} ({test.confidence:.0%} interval "
-        f"[{_fmt(test.interval_low)}, {_fmt(test.interval_high)}]), one-sided Welch "
+        f"{metric} mean {_fmt(test.mean)} (n={test.n}, sd {test.std:.3g}) vs baseline mean "
+        f"{_fmt(test.baseline_mean)} (n={test.baseline_n}, sd {test.baseline_std:.3g}): "
+        f"worse by {test.worsening:+.4g} ({test.confidence:.0%} interval "
+        f"[{test.interval_low:.4g}, {test.interval_high:.4g}]), one-sided Welch "
         f"p = {test.p_value:.3g} (alpha {_fmt(test.alpha)}, max regression {_fmt(tolerance)}, "
         f"{direction}) {word}"
     )
