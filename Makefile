@@ -57,6 +57,7 @@ bench: venv ## Short versions of the benchmarks (< 10 min; each prints `ratio: X
 	TZ=UTC $(BIN)/python bench/trainer_overhead.py --short
 	TZ=UTC $(BIN)/python bench/service_overhead.py --short
 	TZ=UTC $(BIN)/python bench/search_efficiency.py --short
+	TZ=UTC $(BIN)/python bench/gate_reliability.py --short
 	TZ=UTC $(BIN)/python bench/sampler_regret.py --short
 	TZ=UTC $(BIN)/python bench/scaling.py --short
 	TZ=UTC $(BIN)/python bench/api_latency.py --short
