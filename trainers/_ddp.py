@@ -138,7 +138,14 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(int(payload["torch_threads"]))
     params = RegularizationParams.model_validate(payload["params"])
-    module, datamodule = definition.build(params, config)
+    seed = payload.get("seed")
+    if seed is not None:
+        from trainers.objective import seed_training
+
+        seed_training(int(seed))
+    module, datamodule = definition.build_seeded(params, config, seed)
+    if isinstance(getattr(module, "insight_every", None), int):
+        module.insight_every = int(payload.get("insight_every", 1))
     ns = _lightning.namespace_of(module, datamodule)
     _lightning.quiet()
     trainer = ns.Trainer(

@@ -49,14 +49,18 @@ class MLPConfig(BaseModel):
     )
     learning_rate: float = Field(1e-3, gt=0.0, le=10.0, description="AdamW learning rate.")
     seed: int = Field(
-        0, ge=0, le=2**32 - 1, description="Seeds the split, label noise, init and shuffling."
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seeds the split and the label noise (init, shuffling and dropout follow "
+        "the trial's training seed, or `train_seed` when set).",
     )
     train_seed: int | None = Field(
         None,
         ge=0,
         le=2**32 - 1,
-        description="Seeds init, shuffling and dropout instead of `seed` (same data split): "
-        "re-train one configuration to see how much its metrics move with the seed alone.",
+        description="Seeds init, shuffling and dropout for every trial (same data split); "
+        "when unset each trial gets its own training seed from regtune.",
     )
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows for validation.")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share of rows for test.")
@@ -171,12 +175,20 @@ def _splits(name: str, config: MLPConfig) -> Splits:
 
 
 def build_mlp(
-    dataset: str, params: RegularizationParams, config: MLPConfig
+    dataset: str, params: RegularizationParams, config: MLPConfig, *, seed: int | None = None
 ) -> tuple[RegularizedClassifier, InMemoryDataModule]:
-    """Build the module and data module of a built-in trainer (seeded by ``config.seed``)."""
+    """Build the module and data module of a built-in trainer.
+
+    The split and label noise follow ``config.seed``; initialization, shuffles and dropout
+    follow ``config.train_seed`` when set, else ``seed`` (the trial's training seed, which
+    `run_trial` passes), else ``config.seed``.
+    """
     # the data depend on `seed` only: re-trainings with another train_seed share one split
     splits = _splits(dataset, config.model_copy(update={"train_seed": None}))
-    train_seed = config.seed if config.train_seed is None else config.train_seed
+    if config.train_seed is not None:
+        train_seed = config.train_seed
+    else:
+        train_seed = config.seed if seed is None else seed
     # Seeds initialization and, since nothing else draws from torch's global generator before
     # fit, the dropout masks: same seeds + same params -> same metrics.
     torch.manual_seed(train_seed)
@@ -189,8 +201,10 @@ def build_mlp(
 
 
 def _builder(dataset: str) -> Any:
-    def build(params: RegularizationParams, config: Any) -> tuple[Any, Any]:
-        return build_mlp(dataset, params, config)
+    def build(
+        params: RegularizationParams, config: Any, *, seed: int | None = None
+    ) -> tuple[Any, Any]:
+        return build_mlp(dataset, params, config, seed=seed)
 
     return build
 
@@ -201,6 +215,7 @@ DIGITS_MLP = Trainer(
     config_model=DigitsConfig,
     build=_builder("digits"),
     metrics=EPOCH_METRICS,
+    task="classification",
     tags=("builtin", "tabular"),
 )
 BREAST_CANCER_MLP = Trainer(
@@ -209,6 +224,7 @@ BREAST_CANCER_MLP = Trainer(
     config_model=BreastCancerConfig,
     build=_builder("breast_cancer"),
     metrics=EPOCH_METRICS,
+    task="classification",
     tags=("builtin", "tabular"),
 )
 WINE_MLP = Trainer(
@@ -217,6 +233,7 @@ WINE_MLP = Trainer(
     config_model=WineConfig,
     build=_builder("wine"),
     metrics=EPOCH_METRICS,
+    task="classification",
     tags=("builtin", "tabular"),
 )
 SYNTHETIC_MLP = Trainer(
@@ -225,5 +242,6 @@ SYNTHETIC_MLP = Trainer(
     config_model=SyntheticConfig,
     build=_builder("synthetic"),
     metrics=EPOCH_METRICS,
+    task="classification",
     tags=("builtin", "synthetic"),
 )

@@ -185,6 +185,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         # permutation per epoch as the per-batch loader, so both modes see the same batches.
         rows = max(len(splits.y_train), 1) if whole_epoch else batch_size
         self._train = SliceBatches(splits.x_train, splits.y_train, rows, shuffle=True, seed=seed)
+        self._subsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def train_dataloader(self) -> SliceBatches:
         return self._train
@@ -215,3 +216,16 @@ class InMemoryDataModule(pl.LightningDataModule):
     def train_eval_batches(self) -> SliceBatches:
         """The training split in order, for measuring the training loss in eval mode."""
         return SliceBatches(self.splits.x_train, self.splits.y_train, self.eval_batch_size)
+
+    def train_subset_batches(self, size: int) -> SliceBatches:
+        """A fixed subset of ``size`` training rows (evenly spaced indices ``i·n/size``, the
+        whole split when it has at most ``size`` rows), in order, for the train-side metrics."""
+        n = len(self.splits.y_train)
+        if n <= size:
+            return self.train_eval_batches()
+        cached = self._subsets.get(size)
+        if cached is None:
+            idx = torch.arange(size) * n // size
+            cached = (self.splits.x_train[idx], self.splits.y_train[idx])
+            self._subsets[size] = cached
+        return SliceBatches(cached[0], cached[1], self.eval_batch_size)

@@ -1,86 +1,100 @@
-"""Classification metrics accumulated over batches without per-batch host syncs.
+"""Classification metrics over batches of logits, computed with torchmetrics.
 
-Expected calibration error (ECE), with ``n_bins`` equal-width confidence bins over (0, 1]::
+- NLL: unsmoothed cross-entropy, mean over samples (``MeanMetric``).
+- Accuracy: share of samples whose top logit is the label (``MulticlassAccuracy``, micro).
+- Expected calibration error (ECE): ``MulticlassCalibrationError(n_bins=15, norm="l1")``::
 
-    ECE = Σ_b (|B_b| / n) · |acc(B_b) - conf(B_b)|
+      ECE = Σ_b (|B_b| / n) · |acc(B_b) - conf(B_b)|
 
-where a sample's confidence is its top softmax probability and it is correct when the top class
-is its label. A sample of confidence c falls in bin ``ceil(c·n_bins) - 1`` (bins are closed on the
-right: 1/15 belongs to the first bin).
+  over 15 equal-width confidence bins of [0, 1], a sample's confidence being its top softmax
+  probability and it being correct when the top class is its label (torchmetrics bins a
+  confidence c with ``bucketize(c, linspace(0, 1, 16), right=True) - 1``: bins are closed on
+  the left, [k/15, (k+1)/15)).
+
+The states stay on the logits' device; nothing is read back before ``compute``.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.aggregation import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
 ECE_BINS = 15
 
 
-def _bin_index(confidence: torch.Tensor, n_bins: int) -> torch.Tensor:
-    return (torch.ceil(confidence * n_bins).long() - 1).clamp_(0, n_bins - 1)
+def _two_columns(logits: torch.Tensor) -> torch.Tensor:
+    """A single-logit binary classifier's output ``(n,)`` or ``(n, 1)`` as two-class logits."""
+    if logits.ndim == 1 or (logits.ndim == 2 and logits.shape[1] == 1):
+        z = logits.reshape(-1, 1)
+        return torch.cat([torch.zeros_like(z), z], dim=1)
+    return logits
+
+
+class ClassificationMetrics:
+    """Unsmoothed NLL, accuracy and 15-bin ECE over batches of logits (torchmetrics states on
+    the logits' device; nothing is read back until `compute`)."""
+
+    def __init__(self, n_bins: int = ECE_BINS, *, ece: bool = True) -> None:
+        self.n_bins = n_bins
+        self.with_ece = ece
+        self._nll = MeanMetric(nan_strategy="disable")
+        self._acc: MulticlassAccuracy | None = None
+        self._ece: MulticlassCalibrationError | None = None
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        logits = _two_columns(logits.detach()).float()
+        labels = labels.reshape(-1).long()
+        if self._acc is None:  # the number of classes is known from the first batch
+            n_classes = int(logits.shape[1])
+            self._nll = self._nll.to(logits.device)
+            self._acc = MulticlassAccuracy(n_classes, average="micro", validate_args=False).to(
+                logits.device
+            )
+            if self.with_ece:
+                self._ece = MulticlassCalibrationError(
+                    n_classes, n_bins=self.n_bins, norm="l1", validate_args=False
+                ).to(logits.device)
+        assert self._acc is not None
+        self._nll.update(F.cross_entropy(logits, labels, reduction="none"))
+        self._acc.update(logits, labels)
+        if self._ece is not None:
+            self._ece.update(torch.softmax(logits, dim=1), labels)
+
+    def compute(self, prefix: str, loss_name: str = "nll") -> dict[str, torch.Tensor]:
+        """``{prefix}_{loss_name}``, ``{prefix}_acc`` and (with ECE) ``{prefix}_ece``."""
+        if self._acc is None:
+            raise ValueError(f"no {prefix} batches: cannot compute {prefix} metrics")
+        out = {f"{prefix}_{loss_name}": self._nll.compute(), f"{prefix}_acc": self._acc.compute()}
+        if self._ece is not None:
+            out[f"{prefix}_ece"] = self._ece.compute()
+        return out
 
 
 def expected_calibration_error(
     probs: torch.Tensor, labels: torch.Tensor, n_bins: int = ECE_BINS
 ) -> float:
     """ECE of predicted class probabilities ``probs`` (n x classes) against ``labels`` (n)."""
-    acc = ClassificationAccumulator(n_bins, device=probs.device)
-    acc.update_probs(probs, labels)
-    return float(acc.ece())
+    metric = MulticlassCalibrationError(
+        int(probs.shape[1]), n_bins=n_bins, norm="l1", validate_args=False
+    )
+    metric.update(probs, labels)
+    return float(metric.compute())
 
 
-class ClassificationAccumulator:
-    """Running sums for loss, accuracy and ECE over an epoch, kept as tensors on the device.
+class ClassificationAccumulator(ClassificationMetrics):
+    """`ClassificationMetrics` under the names the built-in module has always reported:
+    ``compute(prefix)`` gives ``{prefix}_loss``, ``{prefix}_acc`` and ``{prefix}_ece``."""
 
-    Nothing here calls ``.item()``: the sums stay on the device until `compute` at epoch end.
-    """
-
-    def __init__(self, n_bins: int = ECE_BINS, device: torch.device | str = "cpu") -> None:
-        self.n_bins = n_bins
-        self.device = torch.device(device)
-        self.reset()
-
-    def reset(self) -> None:
-        z = torch.zeros((), device=self.device)
-        self.loss_sum = z.clone()
-        self.correct = z.clone()
-        self.count = 0
-        self.bin_count = torch.zeros(self.n_bins, device=self.device)
-        self.bin_conf = torch.zeros(self.n_bins, device=self.device)
-        self.bin_correct = torch.zeros(self.n_bins, device=self.device)
-
-    def update_probs(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch's predicted probabilities (accuracy and calibration only, no loss)."""
-        conf, pred = probs.max(dim=1)
-        hit = (pred == labels).to(probs.dtype)
-        idx = _bin_index(conf, self.n_bins)
-        self.correct += hit.sum()
-        self.count += len(labels)
-        self.bin_count.index_add_(0, idx, torch.ones_like(conf))
-        self.bin_conf.index_add_(0, idx, conf)
-        self.bin_correct.index_add_(0, idx, hit)
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch of logits: unsmoothed cross-entropy, accuracy and calibration."""
-        logits = logits.float()
-        self.loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        self.update_probs(torch.softmax(logits, dim=1), labels)
+    def compute(self, prefix: str, loss_name: str = "loss") -> dict[str, torch.Tensor]:
+        return super().compute(prefix, loss_name)
 
     def loss(self) -> torch.Tensor:
-        return self.loss_sum / max(self.count, 1)
+        return self._nll.compute()
 
     def accuracy(self) -> torch.Tensor:
-        return self.correct / max(self.count, 1)
+        return super().compute("x")["x_acc"]
 
     def ece(self) -> torch.Tensor:
-        gaps = (self.bin_correct - self.bin_conf).abs()
-        return gaps.sum() / max(self.count, 1)
-
-    def compute(self, prefix: str) -> dict[str, torch.Tensor]:
-        """``{prefix}_loss``, ``{prefix}_acc`` and ``{prefix}_ece``."""
-        return {
-            f"{prefix}_loss": self.loss(),
-            f"{prefix}_acc": self.accuracy(),
-            f"{prefix}_ece": self.ece(),
-        }
+        return super().compute("x")["x_ece"]

@@ -20,22 +20,28 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 
-from trainers.metrics import ECE_BINS, ClassificationAccumulator
+from trainers.insight import NEAR_ZERO, TRAIN_SUBSET, weight_stats, weights_of
+from trainers.metrics import ClassificationMetrics
 from trainers.params import RegularizationParams
 
-NEAR_ZERO = 1e-3
-
-#: What `RegularizedClassifier` logs once per epoch (after the validation pass).
+#: What `RegularizedClassifier` logs once per epoch (after the validation pass). The names of
+#: regtune's insight metrics (`trainers.insight`) plus the built-ins' historical ones:
+#: ``val_loss`` (= ``val_nll``) and ``train_eval_loss`` (= ``train_nll``).
 EPOCH_METRICS: tuple[str, ...] = (
     "train_loss",
     "train_eval_loss",
+    "train_nll",
     "train_acc",
     "val_loss",
+    "val_nll",
     "val_acc",
     "val_ece",
     "gap",
     "near_zero_frac",
+    "weight_l2",
 )
+#: Computed every epoch whatever the insight cadence (the objective's usual metrics).
+ALWAYS: tuple[str, ...] = ("train_loss", "val_loss", "val_nll", "val_acc")
 #: What `RegularizedClassifier` logs on the test split.
 TEST_METRICS: tuple[str, ...] = ("test_loss", "test_acc", "test_ece")
 
@@ -64,6 +70,16 @@ def _logged_names(trainer: Any, names: list[str]) -> set[str]:
     return {m for cb in trainer.callbacks if isinstance(m := getattr(cb, "monitor", None), str)}
 
 
+def _train_rows(datamodule: Any) -> Any:
+    """The data module's fixed training subset (`TRAIN_SUBSET` rows), else its whole training
+    split in eval order, else None."""
+    subset = getattr(datamodule, "train_subset_batches", None)
+    if subset is not None:
+        return subset(TRAIN_SUBSET)
+    whole = getattr(datamodule, "train_eval_batches", None)
+    return whole() if whole is not None else None
+
+
 def mlp(
     n_in: int, hidden: list[int] | tuple[int, ...], n_out: int, dropout: float
 ) -> nn.Sequential:
@@ -80,15 +96,14 @@ def mlp(
 
 
 def penalized_weights(module: nn.Module) -> list[nn.Parameter]:
-    """Parameters that weight decay and L1 act on: those with ≥ 2 dimensions."""
-    return [p for p in module.parameters() if p.ndim >= 2]
+    """Parameters that weight decay and L1 act on: those with ≥ 2 dimensions (the same weights
+    regtune's ``weight_l2`` and ``near_zero_frac`` are computed over)."""
+    return weights_of(module)
 
 
 def near_zero_fraction(weights: list[nn.Parameter], threshold: float = NEAR_ZERO) -> torch.Tensor:
-    """Fraction of entries with |w| < threshold across ``weights``."""
-    small = sum((w.detach().abs() < threshold).sum() for w in weights)
-    total = sum(w.numel() for w in weights)
-    return torch.as_tensor(small, dtype=torch.float32) / max(total, 1)
+    """Fraction of entries with |w| < threshold across ``weights`` (`weight_stats`' value)."""
+    return weight_stats(weights, threshold)["near_zero_frac"]
 
 
 class RegularizedClassifier(pl.LightningModule):
@@ -98,12 +113,19 @@ class RegularizedClassifier(pl.LightningModule):
 
     - ``train_loss``: mean training loss over the epoch's batches as optimized (with label
       smoothing, without the L1 term), measured in train mode while the weights change.
-    - ``train_eval_loss`` / ``train_acc``: unsmoothed loss and accuracy on the whole training
-      split in eval mode (dropout off) with the epoch's final weights.
-    - ``val_loss`` (unsmoothed), ``val_acc``, ``val_ece`` (15-bin ECE).
-    - ``gap`` = ``val_loss - train_eval_loss``: the generalization gap, both sides measured the
-      same way (same weights, eval mode, no smoothing).
-    - ``near_zero_frac``: fraction of penalized weights with |w| < 1e-3 (what L1 drives up).
+    - ``val_nll`` = ``val_loss`` (unsmoothed cross-entropy), ``val_acc``, ``val_ece`` (15-bin
+      ECE), with `trainers.metrics.ClassificationMetrics` (torchmetrics), as regtune computes
+      them for any declared classifier (`trainers.insight`).
+    - ``train_nll`` = ``train_eval_loss`` / ``train_acc``: the same on a fixed subset of the
+      training split (`TRAIN_SUBSET` rows; all of them for the bundled data sets) in eval mode
+      (dropout off) with the epoch's final weights.
+    - ``gap`` = ``val_nll - train_nll``: the generalization gap, both sides measured the same
+      way (same weights, eval mode, no smoothing).
+    - ``weight_l2``, ``near_zero_frac``: `trainers.insight.weight_stats` over the penalized
+      weights (what weight decay and L1 drive down and up).
+
+    ``insight_every`` (the objective sets it from the trainer's cadence) computes all but
+    `ALWAYS` only every that many epochs (0: never).
 
     All of them land in `epoch_metrics` (Python floats, one host sync per epoch), which
     regtune's objective reads. Through ``self.log`` (``trainer.callback_metrics``) go all of them
@@ -112,7 +134,8 @@ class RegularizedClassifier(pl.LightningModule):
     call costs Lightning about as much as a training step of a small MLP, and without a logger
     nothing else reads them.
 
-    The training-split evaluation uses the data module's ``train_eval_batches()`` when it has one.
+    The training-split evaluation uses the data module's ``train_subset_batches(n)`` (or
+    ``train_eval_batches()``) when it has one.
 
     ``training_step`` cuts whatever batch it gets into minibatches of ``params.batch_size`` rows
     and makes one optimizer step per minibatch, so it accepts a whole shuffled epoch as one
@@ -138,7 +161,9 @@ class RegularizedClassifier(pl.LightningModule):
         # accumulate_grad_batches do not apply to this module (regtune's objective uses neither).
         self.automatic_optimization = False
         self._train_stats = torch.zeros(2)
-        self._eval = ClassificationAccumulator(ECE_BINS)
+        self._eval = ClassificationMetrics()
+        #: Compute the insight metrics every this many epochs (0: never; see the class doc).
+        self.insight_every = 1
         #: The last validation epoch's metrics (see the class docstring), as floats.
         self.epoch_metrics: dict[str, float] = {}
 
@@ -216,8 +241,12 @@ class RegularizedClassifier(pl.LightningModule):
 
     # -- validation -------------------------------------------------------------------------
 
+    def _insight_due(self) -> bool:
+        every = self.insight_every
+        return every > 0 and self.current_epoch % every == 0
+
     def on_validation_epoch_start(self) -> None:
-        self._eval = ClassificationAccumulator(ECE_BINS, device=self.device)
+        self._eval = ClassificationMetrics(ece=self._insight_due())
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -225,18 +254,19 @@ class RegularizedClassifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._eval.compute("val")
+        metrics["val_loss"] = metrics["val_nll"]
         if self._train_stats[1] > 0:
             metrics["train_loss"] = self._train_stats[0] / self._train_stats[1]
-        datamodule = getattr(self.trainer, "datamodule", None)
-        batches = getattr(datamodule, "train_eval_batches", None)
-        if batches is not None:
-            train = ClassificationAccumulator(ECE_BINS, device=self.device)
-            for x, y in batches():
-                train.update(self.backbone(x.to(self.device)), y.to(self.device))
-            metrics["train_eval_loss"] = train.loss()
-            metrics["train_acc"] = train.accuracy()
-            metrics["gap"] = metrics["val_loss"] - metrics["train_eval_loss"]
-        metrics["near_zero_frac"] = near_zero_fraction(self._weights)
+        if self._insight_due():
+            rows = _train_rows(getattr(self.trainer, "datamodule", None))
+            if rows is not None:
+                train = ClassificationMetrics(ece=False)
+                for x, y in rows:
+                    train.update(self.backbone(x.to(self.device)), y.to(self.device))
+                metrics.update(train.compute("train"))
+                metrics["train_eval_loss"] = metrics["train_nll"]
+                metrics["gap"] = metrics["val_nll"] - metrics["train_nll"]
+            metrics.update(weight_stats(self._weights))
         # One device sync for all of them (float32 values, as self.log would have kept them).
         names = list(metrics)
         values = torch.stack([metrics[n].float().reshape(()) for n in names]).tolist()
@@ -249,11 +279,11 @@ class RegularizedClassifier(pl.LightningModule):
     # -- test -------------------------------------------------------------------------------
 
     def on_test_epoch_start(self) -> None:
-        self._eval = ClassificationAccumulator(ECE_BINS, device=self.device)
+        self._eval = ClassificationMetrics()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         self._eval.update(self.backbone(x), y)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._eval.compute("test"), on_step=False, on_epoch=True)
+        self.log_dict(self._eval.compute("test", "loss"), on_step=False, on_epoch=True)

@@ -20,13 +20,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import optuna
 import torch
 
 from trainers import _ddp, _lightning
 from trainers.best import BestEpoch, improved_best, maximizes
+from trainers.insight import Insight
 from trainers.params import RegularizationParams
-from trainers.registry import get_trainer
+from trainers.registry import Trainer, get_trainer
 from trainers.space import Direction, SearchSpace
 
 #: Used when a trainer's config has no ``max_epochs`` field.
@@ -56,6 +58,10 @@ class ObjectiveSpec:
         torch_threads: torch intra-op threads for this process, or None to leave torch's.
         precision: the Lightning Trainer's ``precision`` (e.g. ``bf16-mixed``).
         devices: devices per trial; more than 1 runs DDP (rank 0 alone reports to Optuna).
+        seed: mixed with the trial number into each trial's training seed (see
+            `train_seed_for`); None counts as 0.
+        insight_every: cadence of regtune's insight metrics for this study (None: the
+            trainer's ``insight_every``; 0: off unless the objective is one of them).
     """
 
     trainer: str
@@ -72,6 +78,10 @@ class ObjectiveSpec:
     precision: str = "32-true"
     # devices per trial: > 1 trains each trial with Lightning DDP over that many devices
     devices: int = 1
+    # mixed into the training seed derived from the trial number (None: 0)
+    seed: int | None = None
+    # every how many epochs regtune computes its insight metrics (None: the trainer's default)
+    insight_every: int | None = None
 
 
 @dataclass
@@ -164,8 +174,10 @@ class _EpochTracker:
         observer: TrialObserver | None,
         patience: int,
         checkpoint: TrialCheckpoint | None = None,
+        insight: Insight | None = None,
     ) -> None:
         self.trial = trial
+        self.insight = insight
         self.spec = spec
         self.observer = observer
         self.patience = patience
@@ -203,6 +215,8 @@ class _EpochTracker:
         extra = getattr(module, "epoch_metrics", None)
         if isinstance(extra, dict):
             metrics.update({str(name): float(v) for name, v in extra.items()})
+        if self.insight is not None and self.insight.due(epoch):
+            metrics.update(self.insight.compute(trainer, module, metrics))
         metric = self.spec.metric
         if metric not in metrics:
             raise RuntimeError(
@@ -302,6 +316,53 @@ def _record_attrs(trial: optuna.trial.BaseTrial, tracker: _EpochTracker) -> None
         trial.set_user_attr("resumed_at_epoch", tracker.resumed_at)
 
 
+MAX_SEED = 2**32 - 1
+
+
+def train_seed_for(trial: optuna.trial.BaseTrial, spec: ObjectiveSpec, config: Any) -> int:
+    """The training seed of a trial, in this order of precedence:
+
+    1. the trainer config's own ``train_seed`` field when it is set (the built-in trainers
+       have one: a study that pins it trains every trial with it);
+    2. the trial's user attribute ``train_seed`` (an enqueued reference or confirmation
+       trial carries one);
+    3. derived from the trial number and ``spec.seed``: the first word of
+       ``numpy.random.SeedSequence([spec.seed or 0, trial.number])``, so trial n of a study
+       always gets the same seed and trials get unrelated ones.
+    """
+    pinned = getattr(config, "train_seed", None)
+    if isinstance(pinned, int):
+        return pinned
+    attr = trial.user_attrs.get("train_seed")
+    if attr is not None:
+        seed = int(attr)
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"train_seed: user attribute {seed} is outside 0..{MAX_SEED}")
+        return seed
+    number = int(getattr(trial, "number", 0))
+    state = np.random.SeedSequence([spec.seed or 0, number]).generate_state(1)
+    return int(state[0])
+
+
+def seed_training(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (and dataloader workers) with Lightning's
+    ``seed_everything`` (lightning.fabric's: both namespaces read the same RNGs)."""
+    from lightning.fabric.utilities.seed import seed_everything
+
+    seed_everything(seed, workers=True, verbose=False)
+
+
+def _insight_for(definition: Trainer, spec: ObjectiveSpec, module: Any) -> Insight:
+    """The trial's insight computation; its cadence also drives a module that computes the
+    same metrics itself (an int attribute ``insight_every``, as the built-in module has)."""
+    insight = definition.insight(spec.insight_every)
+    if spec.metric in insight.names:  # the objective needs them every epoch
+        insight.every = 1
+    if isinstance(getattr(module, "insight_every", None), int):
+        module.insight_every = insight.every
+    return insight
+
+
 def _trainer_kwargs(spec: ObjectiveSpec, config: Any) -> dict[str, Any]:
     """The Lightning Trainer options of a trial (every DDP rank gets the same)."""
     return {
@@ -351,6 +412,11 @@ def run_trial(
     evaluate the best epoch's weights on the test split when the module has a ``test_step`` and
     the data module a ``test_dataloader``.
 
+    Before ``build``, seeds Python, numpy and torch with Lightning's ``seed_everything`` and the
+    trial's training seed (`train_seed_for`), recorded as the user attribute ``train_seed``; a
+    trainer whose ``build`` takes a keyword ``seed`` also receives it. Each validation epoch
+    regtune adds its insight metrics (`trainers.insight`) at the trainer's cadence.
+
     Sets the trial's user attributes ``best_epoch`` and ``epochs_run`` (also when pruned),
     ``test_metrics`` when evaluated, and ``fail_reason`` when the trial diverged.
 
@@ -371,16 +437,20 @@ def run_trial(
     if spec.torch_threads is not None:
         torch.set_num_threads(spec.torch_threads)
     params = spec.search_space.sample(trial)
+    seed = train_seed_for(trial, spec, config)
+    trial.set_user_attr("train_seed", seed)
     if observer is not None:
         observer.on_start(trial, params)
         if observer.should_stop():
             raise TrialCancelled("study cancelled before the trial started training")
-    module, datamodule = definition.build(params, config)
+    seed_training(seed)
+    module, datamodule = definition.build_seeded(params, config, seed)
     ns = _lightning.namespace_of(module, datamodule)
     _lightning.quiet()
     if spec.devices > 1:
         checkpoint = None  # resuming a DDP trial is not supported: it starts over
-    tracker = _EpochTracker(trial, spec, observer, params.patience, checkpoint)
+    insight = _insight_for(definition, spec, module)
+    tracker = _EpochTracker(trial, spec, observer, params.patience, checkpoint, insight)
     resume_from = None
     if checkpoint is not None and checkpoint.resume and checkpoint_exists(checkpoint.path):
         resume_from = checkpoint.path
@@ -393,6 +463,8 @@ def run_trial(
                 "trainer": spec.trainer,
                 "trainer_config": spec.trainer_config,
                 "params": params.model_dump(),
+                "seed": seed,
+                "insight_every": insight.every,
                 "torch_threads": spec.torch_threads,
                 "trainer_kwargs": ddp_kwargs,
             }

@@ -11,6 +11,7 @@ named by a request is ever imported.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from trainers.insight import BatchToXY, Insight, LossFn, Task, insight_metrics
 from trainers.params import RegularizationParams
 
 ENTRY_POINT_GROUP = "regtune.trainers"
@@ -35,7 +37,8 @@ class UnknownTrainerError(LookupError):
 
 
 # build(params, config) -> (LightningModule, LightningDataModule); either Lightning namespace.
-BuildFn = Callable[[RegularizationParams, Any], tuple[Any, Any]]
+# A build that accepts a keyword `seed` also gets the trial's training seed.
+BuildFn = Callable[..., tuple[Any, Any]]
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,23 @@ class Trainer:
         name: registry name (lower-case, digits and dashes), e.g. ``digits-mlp``.
         description: one line shown by ``GET /api/v1/trainers``.
         config_model: pydantic model validating the study's ``trainer_config``.
-        build: ``build(params, config) -> (LightningModule, LightningDataModule)``. The module must
-            log ``val_loss`` (and whatever metric a study optimizes) once per epoch. Modules may
-            subclass ``lightning.pytorch`` or ``pytorch_lightning``; the objective drives each with
-            the matching Trainer.
-        metrics: metric names the module logs per epoch (a study's objective must be one of them).
+        build: ``build(params, config) -> (LightningModule, LightningDataModule)``, or
+            ``build(params, config, *, seed)`` to receive the trial's training seed. Modules may
+            subclass ``lightning.pytorch`` or ``pytorch_lightning``; the objective drives each
+            with the matching Trainer.
+        metrics: metric names the module logs per epoch. The names regtune computes itself
+            (`trainers.insight.insight_metrics` of ``task``: ``weight_l2`` and
+            ``near_zero_frac`` always, ``val_nll``, ``val_acc``, ``val_ece``, ``train_nll``,
+            ``train_acc`` and ``gap`` for a classifier) are added; a study's objective must be
+            one of the result.
+        task: the one declaration: ``"classification"`` (the module's ``forward(x)`` returns
+            logits, batches are ``(x, y)``) or ``"regression"`` (``forward(x)`` returns
+            predictions scored with ``loss``); None: weight statistics only.
+        batch_to_xy: maps a loader's batch to ``(x, y)`` when batches have another shape.
+        loss: the regression loss ``loss(pred, y)`` (mean squared error when None).
+        insight_every: compute the insight metrics every this many epochs (1: every epoch;
+            0: never); an expensive model may take a larger cadence. When the study's objective
+            is one of them they are computed every epoch.
     """
 
     name: str
@@ -59,6 +74,23 @@ class Trainer:
     build: BuildFn
     metrics: tuple[str, ...] = ("val_loss", "val_acc")
     tags: tuple[str, ...] = field(default=())
+    task: Task | None = None
+    batch_to_xy: BatchToXY | None = None
+    loss: LossFn | None = None
+    insight_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.task not in (None, "classification", "regression"):
+            raise ValueError(
+                f"trainer {self.name!r}: task must be 'classification', 'regression' or None, "
+                f"not {self.task!r}"
+            )
+        if self.loss is not None and self.task != "regression":
+            raise ValueError(f"trainer {self.name!r}: loss= is for task='regression' only")
+        if not isinstance(self.insight_every, int) or self.insight_every < 0:
+            raise ValueError(f"trainer {self.name!r}: insight_every must be an int >= 0")
+        extra = [m for m in insight_metrics(self.task) if m not in self.metrics]
+        object.__setattr__(self, "metrics", (*self.metrics, *extra))
 
     def validate_config(self, config: dict[str, Any] | None) -> BaseModel:
         """Validate a study's ``trainer_config`` (raises ``pydantic.ValidationError``)."""
@@ -66,6 +98,35 @@ class Trainer:
 
     def config_schema(self) -> dict[str, Any]:
         return self.config_model.model_json_schema()
+
+    def takes_seed(self) -> bool:
+        """Whether ``build`` accepts the training seed as a keyword ``seed``."""
+        try:
+            parameters = inspect.signature(self.build).parameters
+        except (TypeError, ValueError):
+            return False
+        param = parameters.get("seed")
+        return param is not None and param.kind in (
+            inspect.Parameter.KEYWORD_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
+
+    def build_seeded(
+        self, params: RegularizationParams, config: Any, seed: int | None
+    ) -> tuple[Any, Any]:
+        """``build(params, config)``, passing ``seed=`` when the build accepts it."""
+        if seed is not None and self.takes_seed():
+            return self.build(params, config, seed=seed)
+        return self.build(params, config)
+
+    def insight(self, every: int | None = None) -> Insight:
+        """regtune's per-epoch insight computation for this trainer's modules."""
+        return Insight(
+            self.task,
+            batch_to_xy=self.batch_to_xy,
+            loss=self.loss,
+            every=self.insight_every if every is None else every,
+        )
 
 
 def _load() -> dict[str, Trainer]:

@@ -27,7 +27,11 @@ def test_plugin() -> str:
     `tests/setup_env.py` may install it ahead of time; this installs it when it is missing.
     """
     try:
-        importlib.metadata.distribution(PLUGIN_DIST)
+        dist = importlib.metadata.distribution(PLUGIN_DIST)
+        declared = {"test-plugin-pl", "test-plugin-lightning", "insight-cnn"}
+        if not declared <= {ep.name for ep in dist.entry_points}:
+            # an install older than the pyproject's entry points: reinstall it
+            raise importlib.metadata.PackageNotFoundError(PLUGIN_DIST)
     except importlib.metadata.PackageNotFoundError:
         pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(PLUGIN_DIR)]
         # Without build isolation pip reuses the venv's setuptools (no download); fall back to

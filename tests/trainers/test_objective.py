@@ -199,10 +199,14 @@ def test_same_seed_same_params_same_metrics() -> None:
 
 def test_train_seed_retrains_on_the_same_split_with_other_initialization() -> None:
     space = fixed_space(dropout=0.3, weight_decay=1e-3, label_smoothing=0.1, batch_size=16)
-    default = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(space, seed=2))
-    same = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(space, seed=2, train_seed=2))
+    trial = optuna.trial.FixedTrial({})
+    default = run_trial(trial, synthetic_spec(space, seed=2))
+    own_seed = trial.user_attrs["train_seed"]
+    same = run_trial(
+        optuna.trial.FixedTrial({}), synthetic_spec(space, seed=2, train_seed=own_seed)
+    )
     other = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(space, seed=2, train_seed=5))
-    assert same.history == default.history  # train_seed defaults to seed
+    assert same.history == default.history  # without train_seed: the trial's training seed
     assert other.history != default.history
 
     definition = get_trainer("synthetic-mlp")

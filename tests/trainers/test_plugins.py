@@ -30,7 +30,7 @@ def test_builtins_are_registered_through_entry_points() -> None:
 def test_an_installed_distribution_adds_its_trainers(test_plugin: str) -> None:
     dist = importlib.metadata.distribution(test_plugin)
     declared = {ep.name for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
-    assert declared == {"test-plugin-pl", "test-plugin-lightning"}
+    assert declared == {"test-plugin-pl", "test-plugin-lightning", "insight-cnn"}
     assert declared <= set(available_trainers(refresh=True))
     assert get_trainer("test-plugin-pl").description == "tiny test trainer (pytorch_lightning)"
 

@@ -1,0 +1,246 @@
+"""Regularization insight for any Lightning module: weight size, sparsity, NLL, accuracy,
+calibration and the generalization gap, computed by regtune rather than by the trainer.
+
+- Every module: `weight_stats` over its weights (parameters with ``ndim >= 2``: linear and
+  convolution kernels, embeddings) gives ``weight_l2`` and ``near_zero_frac``.
+- A trainer registered with ``task="classification"``: `Insight` runs the module's
+  ``forward`` in eval mode (no gradients, dropout off) over the validation loader and over a
+  fixed subset of the training split (`TRAIN_SUBSET` rows, evenly spaced, the same rows every
+  epoch) and computes with torchmetrics ``val_nll``, ``val_acc``, ``val_ece``, ``train_nll``,
+  ``train_acc`` and ``gap = val_nll - train_nll``: the objective's unsmoothed loss measured
+  the same way on both sides, without label smoothing or penalties.
+- ``task="regression"``: ``val_task_loss``, ``train_task_loss`` (the registered ``loss``,
+  mean squared error by default) and ``gap`` on it.
+
+The classification metrics are defined in `trainers.metrics` (torchmetrics; 15-bin ECE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.aggregation import MeanMetric
+
+from trainers.metrics import ClassificationMetrics
+
+#: |w| below this counts as a near-zero weight.
+NEAR_ZERO = 1e-3
+#: Rows of the training split the train-side metrics are measured on (all rows when fewer).
+TRAIN_SUBSET = 2048
+
+Task = Literal["classification", "regression"]
+BatchToXY = Callable[[Any], tuple[Any, Any]]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+WEIGHT_METRICS: tuple[str, ...] = ("weight_l2", "near_zero_frac")
+CLASSIFIER_METRICS: tuple[str, ...] = (
+    "val_nll",
+    "val_acc",
+    "val_ece",
+    "train_nll",
+    "train_acc",
+    "gap",
+)
+REGRESSION_METRICS: tuple[str, ...] = ("val_task_loss", "train_task_loss", "gap")
+
+
+def insight_metrics(task: Task | None) -> tuple[str, ...]:
+    """The names regtune computes per epoch for a trainer declared with ``task``."""
+    if task == "classification":
+        return (*CLASSIFIER_METRICS, *WEIGHT_METRICS)
+    if task == "regression":
+        return (*REGRESSION_METRICS, *WEIGHT_METRICS)
+    return WEIGHT_METRICS
+
+
+def weights_of(module: nn.Module) -> list[nn.Parameter]:
+    """Weight matrices and convolution kernels: parameters with two or more dimensions."""
+    return [p for p in module.parameters() if p.ndim >= 2]
+
+
+def weight_stats(
+    weights: Iterable[torch.Tensor], threshold: float = NEAR_ZERO
+) -> dict[str, torch.Tensor]:
+    """``weight_l2`` (L2 norm of all weights together) and ``near_zero_frac`` (share of their
+    entries with ``|w| < threshold``), as 0-d tensors on the weights' device (no host sync)."""
+    ws = [w.detach() for w in weights]
+    if not ws:
+        zero = torch.zeros(())
+        return {"weight_l2": zero, "near_zero_frac": zero.clone()}
+    squares = torch.stack([w.float().pow(2).sum() for w in ws]).sum()
+    small = torch.stack([(w.abs() < threshold).sum() for w in ws]).sum()
+    total = sum(w.numel() for w in ws)
+    return {"weight_l2": squares.sqrt(), "near_zero_frac": small.float() / total}
+
+
+def _default_xy(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(
+        f"a {type(batch).__name__} batch is no (x, y) pair: register the trainer with "
+        "batch_to_xy=callable(batch) -> (x, y)"
+    )
+
+
+def _to(data: Any, device: torch.device) -> Any:
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    return move_data_to_device(data, device)
+
+
+def _first_loader(loaders: Any) -> Any:
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    if isinstance(loaders, dict):
+        return next(iter(loaders.values()), None)
+    return loaders
+
+
+def _subset_loader(loader: Any, size: int) -> Any:
+    """A fixed, ordered subset of ``size`` rows of a loader's training data.
+
+    A torch ``DataLoader`` over a sized (map-style) dataset: evenly spaced indices
+    ``i·len/size`` through ``torch.utils.data.Subset``, in order, with the loader's collate
+    function (no shuffling: no random generator is touched, training stays as it was).
+    Otherwise the first ``size`` rows the loader yields, read once and kept.
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(loader, DataLoader) and hasattr(dataset, "__getitem__"):
+        try:
+            n = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            n = -1
+        if n >= 0:
+            idx = list(range(n)) if n <= size else [i * n // size for i in range(size)]
+            return DataLoader(
+                Subset(dataset, idx),  # type: ignore[arg-type]
+                batch_size=loader.batch_size or 256,
+                shuffle=False,
+                collate_fn=loader.collate_fn,
+            )
+    return None
+
+
+def _forward(module: Any, x: Any) -> torch.Tensor:
+    try:
+        out = module(x)
+    except NotImplementedError as exc:
+        raise TypeError(
+            f"{type(module).__name__} defines no forward(x): a trainer declared with a task "
+            "needs forward(x) to return the logits (classification) or predictions (regression)"
+        ) from exc
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"{type(module).__name__}.forward(x) returned a {type(out).__name__}, not a tensor "
+            "of logits or predictions"
+        )
+    return out
+
+
+class Insight:
+    """What regtune computes for one trainer's module each (cadence) epoch.
+
+    Args:
+        task: the trainer's declaration (None: weight statistics only).
+        batch_to_xy: maps a loader's batch to ``(x, y)`` (default: the batch's first two items).
+        loss: the regression loss ``loss(pred, y)`` (default: mean squared error).
+        every: compute every ``every`` epochs (epochs 0, every, 2·every, ...); 0 turns it off.
+        train_subset: training rows the train-side metrics use.
+    """
+
+    def __init__(
+        self,
+        task: Task | None,
+        *,
+        batch_to_xy: BatchToXY | None = None,
+        loss: LossFn | None = None,
+        every: int = 1,
+        train_subset: int = TRAIN_SUBSET,
+    ) -> None:
+        self.task = task
+        self.to_xy = batch_to_xy or _default_xy
+        self.loss = loss or F.mse_loss
+        self.every = every
+        self.train_subset = train_subset
+        self.names = insight_metrics(task)
+        self._train_batches: Any = None
+
+    def due(self, epoch: int) -> bool:
+        return self.every > 0 and epoch % self.every == 0
+
+    def compute(self, trainer: Any, module: Any, present: Iterable[str]) -> dict[str, float]:
+        """The insight metrics the module did not report itself (``present``), as floats.
+
+        The module's own values win: the built-in module computes the same names with this
+        module's code during its validation pass.
+        """
+        have = set(present)
+        out: dict[str, torch.Tensor] = {}
+        if not set(WEIGHT_METRICS) <= have:
+            out.update(weight_stats(weights_of(module)))
+        if self.task is not None and not set(self.names) <= have:
+            out.update(self._evaluate(trainer, module))
+        wanted = [n for n in out if n not in have]
+        if not wanted:
+            return {}
+        values = torch.stack([out[n].detach().float().reshape(()).cpu() for n in wanted])
+        return dict(zip(wanted, values.tolist(), strict=True))
+
+    def _evaluate(self, trainer: Any, module: Any) -> dict[str, torch.Tensor]:
+        val_loader = _first_loader(getattr(trainer, "val_dataloaders", None))
+        datamodule = getattr(trainer, "datamodule", None)
+        if val_loader is None and datamodule is not None:
+            val_loader = _first_loader(datamodule.val_dataloader())
+        if self._train_batches is None:
+            self._train_batches = self._make_train_batches(trainer, datamodule)
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                val = self._pass(module, val_loader, prefix="val")
+                train = self._pass(module, self._train_batches, prefix="train")
+        finally:
+            module.train(was_training)
+        key = "nll" if self.task == "classification" else "task_loss"
+        return {**val, **train, "gap": val[f"val_{key}"] - train[f"train_{key}"]}
+
+    def _make_train_batches(self, trainer: Any, datamodule: Any) -> Any:
+        subset_hook = getattr(datamodule, "train_subset_batches", None)
+        if subset_hook is not None:  # e.g. trainers.data.InMemoryDataModule
+            return subset_hook(self.train_subset)
+        loader = _first_loader(getattr(trainer, "train_dataloader", None))
+        if loader is None and datamodule is not None:
+            loader = _first_loader(datamodule.train_dataloader())
+        subset = _subset_loader(loader, self.train_subset)
+        if subset is not None:
+            return subset
+        # an iterable loader: its first rows, read once
+        kept: list[Any] = []
+        rows = 0
+        for batch in loader:
+            kept.append(batch)
+            x, _ = self.to_xy(batch)
+            rows += len(x)
+            if rows >= self.train_subset:
+                break
+        return kept
+
+    def _pass(self, module: Any, batches: Any, prefix: str) -> dict[str, torch.Tensor]:
+        device = module.device
+        if self.task == "classification":
+            metrics = ClassificationMetrics(ece=prefix == "val")
+            for batch in batches:
+                x, y = self.to_xy(_to(batch, device))
+                metrics.update(_forward(module, x), y)
+            return metrics.compute(prefix)
+        mean = MeanMetric(nan_strategy="disable").to(device)
+        for batch in batches:
+            x, y = self.to_xy(_to(batch, device))
+            mean.update(self.loss(_forward(module, x), y).detach(), weight=len(y))
+        return {f"{prefix}_task_loss": mean.compute()}
