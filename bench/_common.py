@@ -16,7 +16,10 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from service.spec import StudySpec
 
 T = TypeVar("T")
 
@@ -100,6 +103,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4
 def ratio_line(value: float) -> str:
     """The headline line every bench script prints last."""
     return f"ratio: {value:.2f}"
+
+
+def submit_study(url: str, spec: StudySpec) -> int:
+    """Store `spec` as a queued study on the database at `url`, as ``POST /api/v1/studies``
+    does (the service layer: the regtune row and its Optuna study); the study's id."""
+    from service.db import make_engine, make_session_factory, unit_of_work
+    from service.studies.optuna_storage import LazyOptunaStorage
+    from service.studies.service import create_study
+
+    engine, storage = make_engine(url), LazyOptunaStorage(url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            return create_study(session, storage, spec).id
+    finally:
+        storage.dispose()
+        engine.dispose()
 
 
 def postgres_admin_url() -> str:

@@ -24,6 +24,7 @@ check fails; the last line is the packing ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import signal
@@ -34,18 +35,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import _common  # noqa: E402
+
 from service import migrations  # noqa: E402
 from service.db import make_engine, make_session_factory, unit_of_work  # noqa: E402
-from service.models import TrialRecord, TrialState  # noqa: E402
+from service.models import TrialRecord, TrialRole, TrialState  # noqa: E402
 from service.spec import StudySpec  # noqa: E402
 from service.studies.optuna_storage import LazyOptunaStorage  # noqa: E402
-from service.studies.service import create_study  # noqa: E402
 
 # a model big enough to keep a GPU busy for a moment per epoch, small enough for 8 minutes
 GPU_CONFIG = {"n_samples": 20_000, "n_features": 64, "hidden_sizes": [1024, 1024]}
@@ -90,16 +92,6 @@ def _spec(name: str, plan: Plan, n_trials: int, **fields: Any) -> StudySpec:
     )
 
 
-def _submit(url: str, spec: StudySpec) -> int:
-    engine, storage = make_engine(url), LazyOptunaStorage(url)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            return create_study(session, storage, spec).id
-    finally:
-        storage.dispose()
-        engine.dispose()
-
-
 def _trials(url: str, study_id: int) -> list[TrialRecord]:
     engine = make_engine(url)
     try:
@@ -110,7 +102,31 @@ def _trials(url: str, study_id: int) -> list[TrialRecord]:
         engine.dispose()
 
 
-def _worker(url: str, study_id: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
+@dataclass
+class Worker:
+    """A `regtune worker` process (its own process group) and its stderr, kept in a file: a
+    pipe nobody reads while the check polls would fill up and block the worker."""
+
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    def signal(self, signum: int) -> None:
+        """`signum` to the worker and the processes it placed on devices (its group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signum)
+
+    def stderr_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
+
+def _worker(
+    url: str,
+    study_id: int,
+    *args: str,
+    exit_when_idle: bool = True,
+    env: dict[str, str] | None = None,
+) -> Worker:
     full_env = {
         **os.environ,
         "REGTUNE_DATABASE_URL": url,
@@ -118,22 +134,29 @@ def _worker(url: str, study_id: int, *args: str, **env: str) -> subprocess.Popen
         "REGTUNE_WORKER_POLL_INTERVAL": "0.2",
         "REGTUNE_EPOCH_FLUSH_INTERVAL": "0",
         "PYTHONPATH": str(REPO),
-        **env,
+        **(env or {}),
     }
     cmd = [sys.executable, "-m", "service.cli", "worker", "--study", str(study_id), *args]
-    return subprocess.Popen(
-        [*cmd, "--exit-when-idle"], env=full_env, cwd=REPO, stderr=subprocess.PIPE
-    )
+    if exit_when_idle:
+        cmd.append("--exit-when-idle")
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (the Worker owns it; _finish closes it)
+    proc = subprocess.Popen(cmd, env=full_env, cwd=REPO, stderr=log, start_new_session=True)
+    return Worker(proc, log)
 
 
-def _finish(proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    _, err = proc.communicate(timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker exited {proc.returncode}: {err.decode()[-2000:]}")
+def _finish(worker: Worker, timeout: float = 600) -> None:
+    try:
+        worker.proc.wait(timeout=timeout)
+        if worker.proc.returncode != 0:
+            raise RuntimeError(f"worker exited {worker.proc.returncode}: {worker.stderr_tail()}")
+    finally:
+        worker.signal(signal.SIGKILL)  # anything it left behind (a timeout, an orphaned child)
+        worker.log.close()
 
 
 def _complete(url: str, study_id: int) -> list[TrialRecord]:
-    rows = _trials(url, study_id)
+    """The study's search trials, all complete (extra runs beside the search are left out)."""
+    rows = [t for t in _trials(url, study_id) if t.role == TrialRole.search]
     bad = [f"{t.number}: {t.state} {t.error or ''}" for t in rows if t.state != TrialState.complete]
     if bad or not rows:
         raise RuntimeError(f"study {study_id}: trials not complete: {bad or 'none ran'}")
@@ -143,7 +166,7 @@ def _complete(url: str, study_id: int) -> list[TrialRecord]:
 def check_packing(url: str, plan: Plan) -> float:
     rates: dict[int, float] = {}
     for packed in (1, 4):
-        study_id = _submit(url, _spec(f"packing-{packed}", plan, plan.trials))
+        study_id = _common.submit_study(url, _spec(f"packing-{packed}", plan, plan.trials))
         start = time.perf_counter()
         _finish(_worker(url, study_id, *plan.devices(), "--trials-per-device", str(packed)))
         rows = _complete(url, study_id)
@@ -154,7 +177,7 @@ def check_packing(url: str, plan: Plan) -> float:
 
 def check_bf16(url: str, plan: Plan) -> None:
     spec = _spec("bf16", plan, 1, execution={"precision": "bf16-mixed"})
-    study_id = _submit(url, spec)
+    study_id = _common.submit_study(url, spec)
     _finish(_worker(url, study_id, *plan.devices()))
     (row,) = _complete(url, study_id)
     print(f"bf16-mixed: 1 trial complete, best val_loss {row.value:.4f}")
@@ -165,15 +188,43 @@ def check_ddp(url: str, plan: Plan) -> None:
     if ranks < 2:
         print("ddp: skipped (one GPU visible)")
         return
-    study_id = _submit(url, _spec("ddp", plan, 1))
+    study_id = _common.submit_study(url, _spec("ddp", plan, 1))
     args = [*plan.devices(ranks), "--devices-per-trial", str(ranks)]
-    _finish(_worker(url, study_id, *args, REGTUNE_TORCH_THREADS="1"))
+    _finish(_worker(url, study_id, *args, env={"REGTUNE_TORCH_THREADS": "1"}))
     (row,) = _complete(url, study_id)
     print(f"ddp: 1 trial over {ranks} ranks complete, {row.epochs_run} epochs")
 
 
+# the resume study trains this many epochs past the kill: the kill must land mid-trial
+RESUME_EXTRA_EPOCHS = 30
+# generous: a loaded CI machine starts a worker (torch, Lightning) in tens of seconds
+RESUME_DEADLINE_S = 300.0
+
+
+def _wait_for(what: str, ready: Callable[[], bool], worker: Worker) -> None:
+    """Poll until `ready()`; fail if `worker` exits first or after `RESUME_DEADLINE_S`."""
+    deadline = time.monotonic() + RESUME_DEADLINE_S
+    while not ready():
+        if worker.proc.poll() is not None:
+            raise RuntimeError(
+                f"resume: the worker exited {worker.proc.returncode} before {what}: "
+                f"{worker.stderr_tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"resume: no {what} within {RESUME_DEADLINE_S:.0f} s")
+        time.sleep(0.1)
+
+
 def check_resume(url: str, plan: Plan, checkpoints: Path) -> None:
-    study_id = _submit(url, _spec("resume", plan, 1))
+    """A worker SIGKILLed mid-trial: a worker still alive finds the trial lost (no heartbeat
+    within the grace period), Optuna retries it, and the retry resumes from the checkpoint.
+
+    Every step waits on its condition (a checkpoint on disk, the retry's row complete) with one
+    generous deadline; nothing assumes how fast a worker starts or a trial trains.
+    """
+    kill_at = max(2, plan.epochs // 2)
+    config = {**plan.config, "max_epochs": kill_at + RESUME_EXTRA_EPOCHS}
+    study_id = _common.submit_study(url, _spec("resume", plan, 1, trainer_config=config))
     env = {
         "REGTUNE_CHECKPOINT_DIR": str(checkpoints),
         "REGTUNE_CHECKPOINT_INTERVAL": "0",
@@ -181,26 +232,58 @@ def check_resume(url: str, plan: Plan, checkpoints: Path) -> None:
         "REGTUNE_HEARTBEAT_INTERVAL": "1",
         "REGTUNE_HEARTBEAT_GRACE_PERIOD": "5",
     }
-    kill_at = max(2, plan.epochs // 2)
-    first = _worker(url, study_id, *plan.devices(), **env)
-    deadline = time.monotonic() + 300
-    while not any(t.epochs_run >= kill_at for t in _trials(url, study_id)):
-        if first.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("resume: the trial ended before it could be killed")
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.communicate()
-    _finish(_worker(url, study_id, *plan.devices(), **env))
-    retry = next((t for t in _trials(url, study_id) if t.retry_of is not None), None)
-    if retry is None or retry.state != TrialState.complete:
-        raise RuntimeError("resume: the killed trial was not retried to completion")
-    import optuna
 
-    frozen = optuna.load_study(study_name="resume", storage=url).trials[retry.number or 0]
+    def checkpointed() -> bool:
+        rows = [t for t in _trials(url, study_id) if t.epochs_run and t.epochs_run >= kill_at]
+        return any(_checkpoint_path(checkpoints, study_id, t).exists() for t in rows)
+
+    # the whole process group is killed: with GPU devices the trial runs in a child process
+    first = _worker(url, study_id, *plan.devices(), env=env)
+    try:
+        _wait_for(f"checkpoint after {kill_at} epochs", checkpointed, first)
+    finally:
+        first.signal(signal.SIGKILL)
+        first.proc.wait()
+        first.log.close()
+    (killed,) = _trials(url, study_id)
+    # a trial that ends deletes its checkpoint: one still there proves the kill was mid-trial
+    if (
+        killed.state != TrialState.running
+        or not _checkpoint_path(checkpoints, study_id, killed).exists()
+    ):
+        raise RuntimeError(f"resume: the trial was {killed.state} when killed, not running")
+
+    def retried() -> bool:
+        return any(
+            t.retry_of == killed.number and t.state == TrialState.complete
+            for t in _trials(url, study_id)
+        )
+
+    # a worker that stays up (no --exit-when-idle): at first the lost trial still holds the
+    # study's only slot, until the worker's sweep finds its heartbeat stale
+    second = _worker(url, study_id, *plan.devices(), exit_when_idle=False, env=env)
+    try:
+        _wait_for("completed retry of the killed trial", retried, second)
+    finally:
+        second.signal(signal.SIGTERM)  # a clean stop: the worker exits 0
+        _finish(second, timeout=120)
+    retry = next(t for t in _trials(url, study_id) if t.retry_of == killed.number)
+    storage = LazyOptunaStorage(url)
+    try:
+        frozen = storage.get().get_trial(retry.optuna_trial_id or 0)
+    finally:
+        storage.dispose()
     resumed_at = frozen.user_attrs.get("resumed_at_epoch")
     if not resumed_at:
         raise RuntimeError("resume: the retry started over from epoch 0")
-    print(f"resume: killed after {kill_at} epochs, the retry resumed at epoch {resumed_at}")
+    print(
+        f"resume: killed after {killed.epochs_run} epochs, the retry resumed at epoch {resumed_at}"
+    )
+
+
+def _checkpoint_path(checkpoints: Path, study_id: int, trial: TrialRecord) -> Path:
+    """Where the worker checkpoints `trial` (service.worker.trial: one file per lineage)."""
+    return checkpoints / f"study-{study_id}" / f"trial-{trial.number}.ckpt"
 
 
 def check_memory(plan: Plan) -> None:

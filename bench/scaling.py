@@ -54,11 +54,9 @@ import _common
 from sqlalchemy import func, select
 
 from service import migrations
-from service.db import make_engine, make_session_factory, unit_of_work
+from service.db import make_engine
 from service.models import TrialRecord
 from service.spec import StudySpec
-from service.studies.optuna_storage import LazyOptunaStorage
-from service.studies.service import create_study
 
 STUDY: dict[str, Any] = {
     "trainer": "synthetic-mlp",
@@ -90,15 +88,7 @@ def study_spec(name: str, epochs: int, rows: int, n_trials: int | None = None) -
 
 def submit(url: str, name: str, n_trials: int, epochs: int, rows: int) -> int:
     """Store the benchmark study (queued) as the API would; its id."""
-    spec = study_spec(name, epochs, rows, n_trials)
-    engine = make_engine(url)
-    storage = LazyOptunaStorage(url)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            return create_study(session, storage, spec).id
-    finally:
-        storage.dispose()
-        engine.dispose()
+    return _common.submit_study(url, study_spec(name, epochs, rows, n_trials))
 
 
 def run_workers(url: str, study_id: int, workers: int, threads: int | None = None) -> float:
