@@ -14,6 +14,7 @@ Against a baseline, two rules:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -145,8 +146,9 @@ def _check(name: str, value: float | None, op: str, limit: float, what: str) -> 
 
 
 def _repeats(values: Sequence[float] | None) -> list[float] | None:
-    """The values as a list when there are at least two (repeats), else None (a single run)."""
-    kept = [float(v) for v in values or ()]
+    """The finite values as a list when there are at least two (repeats), else None (a single
+    run). A run without a finite value (diverged) says nothing about the mean, as in /best."""
+    kept = [float(v) for v in values or () if math.isfinite(v)]
     return kept if len(kept) >= 2 else None
 
 

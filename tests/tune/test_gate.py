@@ -107,6 +107,12 @@ def test_zero_spread_on_both_sides_is_an_exact_difference() -> None:
     assert check.passed and check.test.p_value == 1.0
 
 
+def test_runs_without_a_finite_value_are_left_out() -> None:
+    check = _gate(BASE, (1.80, float("inf"), 1.81, float("nan"), 1.79))
+    assert not check.passed and check.test.n == 3
+    assert _gate(BASE, (1.80, float("inf"))).test is None  # one finite run: single runs
+
+
 @pytest.mark.parametrize(
     ("baseline", "new"),
     [
