@@ -41,6 +41,14 @@ TRIAL_COLUMNS = (
     "metrics",
     "error",
     "retry_of",
+    "values",
+    "feasible",
+    "role",
+    "repeat_of",
+    "train_seed",
+    "val_nll",
+    "near_zero_frac",
+    "weight_l2",
 )
 STUDY_COLUMNS = (
     "id",
@@ -106,7 +114,10 @@ def _expected_summary(s: StudyRecord) -> dict[str, Any]:
         "pruned": s.n_pruned,
         "failed": s.n_failed,
         "running": s.n_running,
+        "extra": s.n_extra,
+        "extra_finished": s.n_extra_finished,
     }
+    expected["reference_value"] = None  # tiny_spec: no reference run
     for key in ("created_at", "started_at", "finished_at"):
         expected[key] = _utc(getattr(s, key))
     return expected
