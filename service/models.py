@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -160,7 +161,7 @@ class TrialRecord(Base):
     role: Mapped[str] = mapped_column(
         String(_STATUS_LEN), default=TrialRole.search.value, server_default="search"
     )
-    train_seed: Mapped[int | None] = mapped_column(Integer)
+    train_seed: Mapped[int | None] = mapped_column(BigInteger)  # seeds go up to 2**32 - 1
     repeat_of: Mapped[int | None] = mapped_column(Integer)  # confirm: the repeated trial's number
     # sampled parameters
     weight_decay: Mapped[float | None] = mapped_column(Float)

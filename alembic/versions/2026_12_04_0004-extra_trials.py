@@ -7,12 +7,13 @@ Create Date: 2026-12-04 03:40:00+00:00
 
 Written by hand. ``role`` tells the search trials (the ``n_trials`` budget) from the reference
 run (regularization off) and the confirmation repeats (a search trial's config re-trained with a
-new seed, ``repeat_of`` = that trial's number); existing rows are search trials. ``train_seed`` is
-the seed the trainer ran with. ``near_zero_frac``, ``weight_l2`` and ``val_nll`` are copied from
-the best epoch's metrics like ``val_ece``. On regtune_studies, ``n_extra`` is the number of extra
-runs planned beyond ``n_trials`` (reference + confirmation; 0 for studies from before) and
-``n_extra_finished`` how many of them finished. The view is dropped and recreated with them
-(a view's column list is fixed when it is created, on SQLite and PostgreSQL alike).
+new seed, ``repeat_of`` = that trial's number); existing rows are search trials. ``train_seed``
+is the seed the trainer ran with (BIGINT: Lightning seeds go up to 2**32 - 1).
+``near_zero_frac``, ``weight_l2`` and ``val_nll`` are copied from the best epoch's metrics like
+``val_ece``. On regtune_studies, ``n_extra`` is the number of extra runs planned beyond
+``n_trials`` (reference + confirmation; 0 for studies from before) and ``n_extra_finished`` how
+many of them finished. The view is dropped and recreated with them (a view's column list is
+fixed when it is created, on SQLite and PostgreSQL alike).
 """
 
 from collections.abc import Sequence
@@ -81,7 +82,7 @@ def upgrade() -> None:
         "regtune_trials",
         sa.Column("role", sa.String(length=16), server_default="search", nullable=False),
     )
-    op.add_column("regtune_trials", sa.Column("train_seed", sa.Integer(), nullable=True))
+    op.add_column("regtune_trials", sa.Column("train_seed", sa.BigInteger(), nullable=True))
     op.add_column("regtune_trials", sa.Column("repeat_of", sa.Integer(), nullable=True))
     for name in NEW_FLOAT_COLUMNS:
         op.add_column("regtune_trials", sa.Column(name, sa.Float(), nullable=True))

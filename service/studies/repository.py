@@ -47,6 +47,7 @@ from service.models import (
     TrialState,
     utcnow,
 )
+from service.studies.confirmation import ConfigRuns
 from service.studies.lifecycle import ACTIVE_STATUSES
 from trainers.best import maximizes
 
@@ -58,6 +59,7 @@ __all__ = [
     "add_study",
     "best_trial",
     "cancel_study",
+    "confirmed_configs",
     "count_active_studies",
     "get_study",
     "get_study_by_name",
@@ -66,6 +68,8 @@ __all__ = [
     "list_trials",
     "pareto_candidates",
     "ping",
+    "reference_trial",
+    "reference_values",
     "trial_epochs",
     "trials_by_number",
 ]
@@ -105,6 +109,8 @@ STUDY_SUMMARY_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
     StudyRecord.n_pruned,
     StudyRecord.n_failed,
     StudyRecord.n_running,
+    StudyRecord.n_extra,
+    StudyRecord.n_extra_finished,
     StudyRecord.best_value,
     StudyRecord.best_trial_number,
     StudyRecord.created_at,
@@ -134,6 +140,11 @@ TRIAL_SUMMARY_COLUMNS: tuple[InstrumentedAttribute[Any] | ColumnElement[Any], ..
     _json_read(TrialRecord.values),
     TrialRecord.feasible,
     TrialRecord.role,
+    TrialRecord.repeat_of,
+    TrialRecord.train_seed,
+    TrialRecord.val_nll,
+    TrialRecord.near_zero_frac,
+    TrialRecord.weight_l2,
 )
 
 
@@ -239,6 +250,76 @@ def best_trial(session: Session, study_id: int, direction: str) -> RowMapping | 
     return _core(session).execute(query, {"study_id": study_id}).mappings().first()
 
 
+def reference_trial(session: Session, study_id: int) -> RowMapping | None:
+    """The study's reference run (`TRIAL_SUMMARY_COLUMNS` plus `test_metrics`): the complete
+    one when there is one, else the latest attempt with a trial number; None before it ran."""
+    query = (
+        select(*TRIAL_SUMMARY_COLUMNS, TrialRecord.test_metrics)
+        .where(
+            TrialRecord.study_id == study_id,
+            TrialRecord.role == TrialRole.reference.value,
+            TrialRecord.number.is_not(None),
+        )
+        .order_by((TrialRecord.state != TrialState.complete.value), TrialRecord.number.desc())
+        .limit(1)
+    )
+    return _core(session).execute(query).mappings().first()
+
+
+def reference_values(session: Session, study_ids: Sequence[int]) -> dict[int, float]:
+    """The complete reference run's value of each of `study_ids` that has one."""
+    if not study_ids:
+        return {}
+    query = select(TrialRecord.study_id, TrialRecord.value).where(
+        TrialRecord.study_id.in_(list(study_ids)),
+        TrialRecord.role == TrialRole.reference.value,
+        TrialRecord.state == TrialState.complete.value,
+        TrialRecord.value.is_not(None),
+    )
+    return {row.study_id: row.value for row in _core(session).execute(query)}
+
+
+def confirmed_configs(session: Session, study_id: int) -> list[ConfigRuns]:
+    """Each search trial with complete confirmation repeats and every run's value: the search
+    run first, then its repeats by trial number (configs by search trial number)."""
+    repeats = session.execute(
+        select(TrialRecord.repeat_of, TrialRecord.number, TrialRecord.value)
+        .where(
+            TrialRecord.study_id == study_id,
+            TrialRecord.role == TrialRole.confirm.value,
+            TrialRecord.state == TrialState.complete.value,
+            TrialRecord.value.is_not(None),
+            TrialRecord.repeat_of.is_not(None),
+        )
+        .order_by(TrialRecord.number)
+    ).all()
+    if not repeats:
+        return []
+    originals = {
+        row.number: row.value
+        for row in session.execute(
+            select(TrialRecord.number, TrialRecord.value).where(
+                TrialRecord.study_id == study_id,
+                TrialRecord.role == TrialRole.search.value,
+                TrialRecord.state == TrialState.complete.value,
+                TrialRecord.value.is_not(None),
+                TrialRecord.number.in_(sorted({r.repeat_of for r in repeats})),
+            )
+        )
+    }
+    configs: dict[int, ConfigRuns] = {}
+    for row in repeats:
+        original = originals.get(row.repeat_of)
+        if original is None:
+            continue
+        config = configs.setdefault(
+            row.repeat_of, ConfigRuns(row.repeat_of, [original], [row.repeat_of])
+        )
+        config.values.append(row.value)
+        config.trial_numbers.append(row.number)
+    return sorted(configs.values(), key=lambda c: c.trial_number)
+
+
 def pareto_candidates(session: Session, study_id: int) -> Sequence[RowMapping]:
     """`number`, `values`, `feasible` of every complete search trial with values."""
     query = select(TrialRecord.number, _json_read(TrialRecord.values), TrialRecord.feasible).where(
@@ -322,6 +403,7 @@ def _best_trial(maximize: bool) -> Select[Any]:
         select(*TRIAL_SUMMARY_COLUMNS, TrialRecord.test_metrics)
         .where(
             TrialRecord.study_id == bindparam("study_id"),
+            TrialRecord.role == TrialRole.search.value,
             TrialRecord.state == TrialState.complete.value,
             TrialRecord.value.is_not(None),
         )

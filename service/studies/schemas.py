@@ -39,6 +39,12 @@ class Progress(BaseModel):
     pruned: int
     failed: int
     running: int
+    extra: int = Field(
+        0,
+        description="runs planned beyond n_trials: the reference run and confirmation repeats "
+        "(never counted in n_trials or the counts above, except running)",
+    )
+    extra_finished: int = Field(0, description="extra runs finished")
 
 
 def _all_optional(model: type[BaseModel]) -> type[BaseModel]:
@@ -86,6 +92,13 @@ class TrialSummary(BaseModel):
         None, description="the spec's constraints hold at the best epoch (null: no constraints)"
     )
     role: str = Field("search", description="search, reference or confirm")
+    repeat_of: int | None = Field(
+        None, description="confirm: the number of the search trial whose config this repeats"
+    )
+    train_seed: int | None = Field(None, description="the training seed the trainer ran with")
+    val_nll: float | None = None
+    near_zero_frac: float | None = Field(None, description="share of near-zero weights")
+    weight_l2: float | None = Field(None, description="L2 norm of the weights")
 
 
 class EpochMetrics(BaseModel):
@@ -111,8 +124,13 @@ class StudySummary(BaseModel):
     metric: str
     direction: str
     progress: Progress
-    best_value: float | None
+    best_value: float | None = Field(
+        description="the best trial's value (the best mean of a confirmed config, if any)"
+    )
     best_trial_number: int | None
+    reference_value: float | None = Field(
+        None, description="the reference run's value (regularization off), once complete"
+    )
     created_at: UtcDateTime
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
@@ -143,6 +161,42 @@ class ParetoTrial(BaseModel):
     values: list[float] = Field(description="each objective's best-epoch value, in order")
     metrics: dict[str, Any] | None
     feasible: bool | None
+
+
+class RunResult(BaseModel):
+    """The reference run: the best config retrained with regularization off (weight decay,
+    L1, dropout, label smoothing 0; the largest patience; same batch size and seed)."""
+
+    trial_number: int | None
+    state: TrialState
+    params: Params
+    value: float | None
+    metrics: dict[str, Any] | None
+    test_metrics: dict[str, Any] | None
+    gap: float | None
+    val_ece: float | None
+    near_zero_frac: float | None
+    weight_l2: float | None
+
+
+class Confirmation(BaseModel):
+    """Every run of the best config (its search trial and its confirmation repeats): n, mean,
+    sample standard deviation and the Student-t 95 % interval of the mean."""
+
+    n: int
+    mean: float
+    std: float | None
+    ci95_low: float | None
+    ci95_high: float | None
+    values: list[float]
+    trial_numbers: list[int]
+
+
+class SingleRun(BaseModel):
+    """The best single search trial, when the ranking by mean picked another config."""
+
+    trial_number: int
+    value: float
 
 
 class BestResult(BaseModel):
@@ -179,6 +233,17 @@ class BestResult(BaseModel):
         None,
         description="several objectives: the non-dominated trials (feasible ones when any "
         "trial is feasible), by the first objective, at most 1,000",
+    )
+    reference: RunResult | None = Field(
+        None, description="the reference run (regularization off), once it started"
+    )
+    confirmation: Confirmation | None = Field(
+        None,
+        description="with confirmation repeats: the best config by the mean of its runs; "
+        "`value` is then that mean and `trial_number` its search trial",
+    )
+    single_run: SingleRun | None = Field(
+        None, description="the best single search trial, when it is not the config ranked best"
     )
 
 

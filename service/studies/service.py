@@ -25,7 +25,7 @@ from service.errors import (
 )
 from service.models import StudyRecord, StudyStatus, TrialState
 from service.spec import StudySpec
-from service.studies import repository
+from service.studies import confirmation, repository
 from service.studies.optuna_storage import LazyOptunaStorage, pending_name, rename_study
 from service.studies.pareto import pareto_indices
 from service.studies.schemas import (
@@ -38,6 +38,7 @@ from service.studies.schemas import (
     TrialSummary,
 )
 from trainers import PARAM_NAMES, available_trainers
+from trainers.best import maximizes
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ def _progress(study: _Columns) -> dict[str, int]:
         "pruned": study["n_pruned"],
         "failed": study["n_failed"],
         "running": study["n_running"],
+        "extra": study["n_extra"],
+        "extra_finished": study["n_extra_finished"],
     }
 
 
@@ -140,6 +143,7 @@ def study_detail(session: Session, study: StudyRecord) -> StudyDetail:
         {
             **_summary_fields(_study_columns(study)),
             "spec": study.spec,
+            "reference_value": repository.reference_values(session, [study.id]).get(study.id),
             "updated_at": study.updated_at,
             "best_trial": _trial_fields(best) if best else None,
         }
@@ -288,10 +292,13 @@ def list_studies(
     rows, total = repository.list_studies(
         session, [s.value for s in statuses] if statuses else None, limit, offset
     )
+    references = repository.reference_values(session, [r["id"] for r in rows])
     # one validation of the whole page (not one per row)
     return Page[StudySummary].model_validate(
         {
-            "items": [_summary_fields(r) for r in rows],
+            "items": [
+                {**_summary_fields(r), "reference_value": references.get(r["id"])} for r in rows
+            ],
             "total": total,
             "limit": limit,
             "offset": offset,
@@ -351,6 +358,16 @@ def best_result(session: Session, study: StudyRecord) -> BestResult:
             f"{progress['finished']} of {progress['n_trials']} trials finished, "
             f"{progress['failed']} failed)"
         )
+    single_run, confirmed = None, _confirmed_best(session, study)
+    chosen: _Columns = best
+    value = best["value"]
+    if confirmed is not None:
+        summary, runs = confirmed
+        if runs.trial_number != best["number"]:
+            single_run = {"trial_number": best["number"], "value": best["value"]}
+            ranked = repository.get_trial(session, study.id, runs.trial_number)
+            chosen = ranked if ranked is not None else best
+        value = summary.mean
     return BestResult.model_validate(
         {
             "study_id": study.id,
@@ -359,19 +376,68 @@ def best_result(session: Session, study: StudyRecord) -> BestResult:
             "final": status.is_final,
             "metric": study.metric,
             "direction": study.direction,
-            "value": best["value"],
-            "trial_number": best["number"],
-            "params": _params(best),
-            "best_epoch": best["best_epoch"],
-            "epochs_run": best["epochs_run"],
-            "metrics": best["metrics"],
-            "test_metrics": best["test_metrics"],
+            "value": value,
+            "trial_number": chosen["number"],
+            "params": _params(chosen),
+            "best_epoch": chosen["best_epoch"],
+            "epochs_run": chosen["epochs_run"],
+            "metrics": chosen["metrics"],
+            "test_metrics": chosen["test_metrics"],
             "progress": progress,
             "objectives": objectives,
-            "feasible": best["feasible"],
+            "feasible": chosen["feasible"],
             "pareto": _pareto(session, study.id, objectives) if len(objectives) > 1 else None,
+            "reference": _reference(session, study.id),
+            "confirmation": _confirmation(*confirmed) if confirmed else None,
+            "single_run": single_run,
         }
     )
+
+
+def _confirmed_best(
+    session: Session, study: StudyRecord
+) -> tuple[confirmation.RunStats, confirmation.ConfigRuns] | None:
+    """The config with the best mean over its runs (search run + repeats), or None."""
+    configs = repository.confirmed_configs(session, study.id)
+    runs = confirmation.best_by_mean(configs, maximizes(study.direction))
+    summary = runs.stats() if runs is not None else None
+    return (summary, runs) if runs is not None and summary is not None else None
+
+
+def _confirmation(summary: confirmation.RunStats, runs: confirmation.ConfigRuns) -> dict[str, Any]:
+    return {
+        "n": summary.n,
+        "mean": summary.mean,
+        "std": summary.std,
+        "ci95_low": summary.ci95_low,
+        "ci95_high": summary.ci95_high,
+        "values": runs.values,
+        "trial_numbers": runs.trial_numbers,
+    }
+
+
+def _reference(session: Session, study_id: int) -> dict[str, Any] | None:
+    """The reference run's outcome (`RunResult` fields), or None before it started."""
+    row = repository.reference_trial(session, study_id)
+    if row is None:
+        return None
+    return {
+        "trial_number": row["number"],
+        "state": row["state"],
+        "params": _params(row),
+        **{
+            key: row[key]
+            for key in (
+                "value",
+                "metrics",
+                "test_metrics",
+                "gap",
+                "val_ece",
+                "near_zero_frac",
+                "weight_l2",
+            )
+        },
+    }
 
 
 def study_objectives(study: StudyRecord) -> list[dict[str, str]]:

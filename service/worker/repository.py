@@ -27,6 +27,7 @@ from service.models import (
     utcnow,
 )
 from service.studies import confirmation, extras, lifecycle
+from service.studies import repository as studies_repo
 from service.studies.lifecycle import ACTIVE_STATUSES, Counts, Ending
 from trainers.best import BestEpoch, maximizes
 from trainers.params import PARAM_NAMES
@@ -435,51 +436,11 @@ def _count(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def confirmed_configs(session: Session, study_id: int) -> list[confirmation.ConfigRuns]:
-    """Each search trial that has complete confirmation repeats, with every run's value (the
-    search run first, then its repeats by trial number)."""
-    repeats = session.execute(
-        select(TrialRecord.repeat_of, TrialRecord.number, TrialRecord.value)
-        .where(
-            TrialRecord.study_id == study_id,
-            TrialRecord.role == TrialRole.confirm.value,
-            TrialRecord.state == TrialState.complete.value,
-            TrialRecord.value.is_not(None),
-            TrialRecord.repeat_of.is_not(None),
-        )
-        .order_by(TrialRecord.number)
-    ).all()
-    if not repeats:
-        return []
-    originals = {
-        row.number: row.value
-        for row in session.execute(
-            select(TrialRecord.number, TrialRecord.value).where(
-                TrialRecord.study_id == study_id,
-                TrialRecord.role == TrialRole.search.value,
-                TrialRecord.state == TrialState.complete.value,
-                TrialRecord.number.in_({r.repeat_of for r in repeats}),
-            )
-        )
-    }
-    configs: dict[int, confirmation.ConfigRuns] = {}
-    for row in repeats:
-        original = originals.get(row.repeat_of)
-        if original is None:
-            continue
-        config = configs.setdefault(
-            row.repeat_of, confirmation.ConfigRuns(row.repeat_of, [original], [row.repeat_of])
-        )
-        config.values.append(row.value)
-        config.trial_numbers.append(row.number)
-    return sorted(configs.values(), key=lambda c: c.trial_number)
-
-
 def _best(session: Session, study: StudyRecord) -> tuple[int | None, float | None]:
     """(trial number, value) of the study's best: the best mean of a confirmed config when
     there is one, else the best single search trial."""
     ranked = confirmation.best_by_mean(
-        confirmed_configs(session, study.id), maximizes(study.direction)
+        studies_repo.confirmed_configs(session, study.id), maximizes(study.direction)
     )
     if ranked is not None:
         summary = ranked.stats()

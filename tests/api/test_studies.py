@@ -23,6 +23,8 @@ def test_submit_returns_queued_study_with_normalized_spec(client: TestClient) ->
         "pruned": 0,
         "failed": 0,
         "running": 0,
+        "extra": 0,  # tiny_spec turns the reference run off
+        "extra_finished": 0,
     }
     assert body["best_trial"] is None
     # defaults are filled in, so workers run exactly what was validated

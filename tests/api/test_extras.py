@@ -1,0 +1,165 @@
+"""The reference run and confirmation over REST and SQL, and the ranking by mean.
+
+The end-to-end test runs the real worker on the built-in synthetic-mlp trainer; the ranking
+tests store constructed values (so the expected winner is known) and read them through the
+same service functions the endpoints call.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from service.db import make_engine, make_session_factory, unit_of_work
+from service.models import StudyRecord, TrialRecord, TrialRole, TrialState, utcnow
+from service.studies import service as studies
+from service.studies.confirmation import ConfigRuns, rank_by_mean, run_stats
+from service.worker import repository as worker_repo
+from tests.api.conftest import run_worker_until_idle
+from tests.support import tiny_spec
+
+# Student t quantile t(0.975, df=2), from tables
+T_975_DF2 = 4.302652729911275
+
+
+def test_reference_and_confirmation_over_rest_and_sql(
+    client: TestClient, migrated_db_url: str
+) -> None:
+    spec = tiny_spec("extras", n_trials=3, reference=True, confirm={"top_k": 2, "repeats": 1})
+    created = client.post("/api/v1/studies", json=spec)
+    assert created.status_code == 201, created.text
+    study_id = created.json()["id"]
+    assert created.json()["progress"]["extra"] == 3  # 1 reference + 2 x 1 repeats
+
+    assert run_worker_until_idle(migrated_db_url, study_id) == 6
+
+    best = client.get(f"/api/v1/studies/{study_id}/best").json()
+    assert best["status"] == "completed"
+    progress = best["progress"]
+    assert (progress["n_trials"], progress["finished"]) == (3, 3)
+    assert (progress["extra"], progress["extra_finished"]) == (3, 3)
+
+    reference = best["reference"]
+    assert reference["state"] == "complete" and reference["value"] is not None
+    params = reference["params"]
+    assert (params["weight_decay"], params["l1"], params["dropout"]) == (0.0, 0.0, 0.0)
+    assert params["label_smoothing"] == 0.0 and params["patience"] == 10
+
+    conf = best["confirmation"]
+    assert conf["n"] == 2 and len(conf["values"]) == 2
+    assert conf["trial_numbers"][0] == best["trial_number"]  # the search run comes first
+    assert best["value"] == pytest.approx(statistics.fmean(conf["values"]))
+    assert conf["ci95_low"] < conf["mean"] < conf["ci95_high"]
+
+    trials = client.get(f"/api/v1/studies/{study_id}/trials?limit=100").json()["items"]
+    roles = sorted(t["role"] for t in trials)
+    assert roles == ["confirm", "confirm", "reference", "search", "search", "search"]
+    confirms = [t for t in trials if t["role"] == "confirm"]
+    search_numbers = {t["number"] for t in trials if t["role"] == "search"}
+    assert {t["repeat_of"] for t in confirms} <= search_numbers
+    assert all(t["train_seed"] is not None for t in confirms)
+
+    listed = client.get("/api/v1/studies").json()["items"]
+    (row,) = [s for s in listed if s["id"] == study_id]
+    assert row["reference_value"] == reference["value"]
+    assert row["best_value"] == pytest.approx(best["value"])  # the best mean, as /best
+
+    engine = make_engine(migrated_db_url)
+    try:
+        with engine.connect() as conn:
+            view = conn.execute(
+                text(
+                    "SELECT role, count(*) FROM regtune_trial_results "
+                    "WHERE study = 'extras' GROUP BY role ORDER BY role"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in view] == [("confirm", 2), ("reference", 1), ("search", 3)]
+
+
+def test_run_stats_mean_std_and_student_t_interval() -> None:
+    stats = run_stats([0.12, 0.12, 0.13])
+    assert stats is not None
+    std = statistics.stdev([0.12, 0.12, 0.13])
+    half = T_975_DF2 * std / math.sqrt(3)
+    assert stats.n == 3
+    assert stats.mean == pytest.approx(0.37 / 3) and stats.std == pytest.approx(std)
+    assert stats.ci95_low == pytest.approx(0.37 / 3 - half)
+    assert stats.ci95_high == pytest.approx(0.37 / 3 + half)
+    one = run_stats([0.5, float("nan")])
+    assert one is not None and (one.n, one.std, one.ci95_low) == (1, None, None)
+    assert run_stats([]) is None
+
+
+def test_rank_by_mean_ignores_single_runs_and_respects_direction() -> None:
+    lucky = ConfigRuns(0, [0.10, 0.20, 0.22], [0, 3, 5])
+    steady = ConfigRuns(1, [0.12, 0.12, 0.13], [1, 4, 6])
+    unconfirmed = ConfigRuns(2, [0.01], [2])
+    assert [c.trial_number for c in rank_by_mean([lucky, steady, unconfirmed], False)] == [1, 0]
+    assert [c.trial_number for c in rank_by_mean([lucky, steady, unconfirmed], True)] == [0, 1]
+    tie = ConfigRuns(7, [0.12, 0.12, 0.13], [7, 8, 9])
+    assert [c.trial_number for c in rank_by_mean([tie, steady], False)] == [1, 7]
+
+
+def _insert(session: Any, study_id: int, number: int, value: float, **extra: Any) -> None:
+    session.add(
+        TrialRecord(
+            study_id=study_id,
+            number=number,
+            slot=number,
+            state=TrialState.complete.value,
+            value=value,
+            val_loss=value,
+            dropout=0.1 * number,
+            epochs_run=1,
+            claimed_at=utcnow(),
+            **extra,
+        )
+    )
+
+
+def test_best_ranks_confirmed_configs_by_mean(migrated_db_url: str) -> None:
+    """Trial 0 is the luckiest single run, trial 1 the better config on average: /best and the
+    study's best (what the list shows) pick trial 1 with its mean; trial 0 stays beside it."""
+    sessions = make_session_factory(make_engine(migrated_db_url))
+    with unit_of_work(sessions) as session:
+        study = StudyRecord(
+            name="ranked",
+            trainer="synthetic-mlp",
+            spec={"confirm": {"top_k": 2, "repeats": 2}, "reference": False},
+            status="running",
+            metric="val_loss",
+            direction="minimize",
+            n_trials=3,
+            n_extra=4,
+        )
+        session.add(study)
+        session.flush()
+        for number, value in enumerate([0.10, 0.12, 0.30]):
+            _insert(session, study.id, number, value)
+        confirm = TrialRole.confirm.value
+        for number, (repeat_of, value) in enumerate(
+            [(0, 0.20), (1, 0.12), (0, 0.22), (1, 0.13)], start=3
+        ):
+            _insert(session, study.id, number, value, role=confirm, repeat_of=repeat_of)
+        worker_repo.refresh_study(session, study)
+        assert study.status == "completed"
+        assert study.best_trial_number == 1
+        assert study.best_value == pytest.approx(0.37 / 3)
+        assert (study.n_complete, study.n_extra_finished) == (3, 4)
+        best = studies.best_result(session, study)
+
+    assert best.trial_number == 1 and best.value == pytest.approx(0.37 / 3)
+    assert best.params.dropout == pytest.approx(0.1)
+    assert best.confirmation is not None
+    assert best.confirmation.values == [0.12, 0.12, 0.13]
+    assert best.confirmation.trial_numbers == [1, 4, 6]
+    assert best.single_run is not None
+    assert (best.single_run.trial_number, best.single_run.value) == (0, 0.10)
+    assert best.reference is None
