@@ -43,11 +43,13 @@ PARAM_LABELS = {
     "batch_size": "batch size",
     "patience": "patience (epochs)",
 }
+INFEASIBLE = "infeasible"  # a complete trial that breaks one of the study's constraints
 STATE_COLORS = {
     TrialState.complete.value: "#1f77b4",
     TrialState.pruned.value: "#9a9a9a",
     TrialState.cancelled.value: "#c7a03c",
     TrialState.fail.value: "#d62728",
+    INFEASIBLE: "#e377c2",
 }
 BEST_COLOR = "#ff7f0e"
 
@@ -101,11 +103,23 @@ def _valued(rows: Sequence[PlotRow]) -> list[PlotRow]:
     return [r for r in rows if r.value is not None and math.isfinite(r.value)]
 
 
+def _infeasible(row: PlotRow) -> bool:
+    return row.state == TrialState.complete.value and row.feasible is False
+
+
 def _by_state(rows: Sequence[PlotRow]) -> dict[str, list[PlotRow]]:
+    """Rows by state; complete trials that break a constraint form their own "infeasible" group."""
     groups: dict[str, list[PlotRow]] = {}
     for row in rows:
-        groups.setdefault(row.state, []).append(row)
+        groups.setdefault(INFEASIBLE if _infeasible(row) else row.state, []).append(row)
     return groups
+
+
+def _marker(group: str) -> dict[str, Any]:
+    marker: dict[str, Any] = {"color": STATE_COLORS.get(group, "#555"), "size": 7}
+    if group == INFEASIBLE:
+        marker["symbol"] = "x"
+    return marker
 
 
 def history(rows: Sequence[PlotRow], metric: str, maximize: bool) -> Figure:
@@ -123,15 +137,19 @@ def history(rows: Sequence[PlotRow], metric: str, maximize: bool) -> Figure:
                 "name": state,
                 "x": [r.number for r in group],
                 "y": [r.value for r in group],
-                "marker": {"color": STATE_COLORS.get(state, "#555"), "size": 7},
+                "marker": _marker(state),
                 "hovertemplate": f"trial %{{x}}<br>{metric} %{{y:.4g}}<extra>{state}</extra>",
             }
         )
     best_x: list[int] = []
     best_y: list[float] = []
     best: float | None = None
+    # like /best: only trials that meet the constraints, unless none does
+    skip_infeasible = any(
+        r.state == TrialState.complete.value and not _infeasible(r) for r in valued
+    )
     for row in valued:
-        if row.state != TrialState.complete.value:
+        if row.state != TrialState.complete.value or (skip_infeasible and _infeasible(row)):
             continue
         assert row.value is not None
         if is_better(row.value, best, maximize=maximize):
@@ -259,7 +277,7 @@ def _scatter_by_state(
                 "x": [x for _, x, _ in points],
                 "y": [y for _, _, y in points],
                 "text": [f"trial {r.number}" for r, _, _ in points],
-                "marker": {"color": STATE_COLORS.get(state, "#555"), "size": 7},
+                "marker": _marker(state),
                 "hovertemplate": hover,
                 **trace,
             }

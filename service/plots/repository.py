@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.models import TRIAL_PARAM_COLUMNS, TrialEpoch, TrialRecord, TrialRole
+from service.models import TRIAL_PARAM_COLUMNS, TrialEpoch, TrialRecord, TrialRole, TrialState
 from trainers.params import PARAM_NAMES
 
-__all__ = ["PlotRow", "epochs_by_trial", "plot_rows"]
+__all__ = ["PlotRow", "epochs_by_trial", "extra_rows", "plot_rows"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class PlotRow:
     epochs_run: int
     near_zero_frac: float | None = None  # best epoch's sparsity and weight size
     weight_l2: float | None = None
+    values: list[float] | None = None  # every objective's value (several objectives)
+    feasible: bool | None = None  # the constraints hold (None: the study has none)
+    role: str = TrialRole.search.value
+    repeat_of: int | None = None  # a confirm run: the number of the search trial it repeats
 
     def param(self, name: str) -> float | None:
         value = self.params.get(name)
@@ -48,7 +52,29 @@ _COLUMNS = (
     TrialRecord.epochs_run,
     TrialRecord.near_zero_frac,
     TrialRecord.weight_l2,
+    TrialRecord.values,
+    TrialRecord.feasible,
+    TrialRecord.role,
+    TrialRecord.repeat_of,
 )
+
+
+def _plot_row(row: Any) -> PlotRow:
+    return PlotRow(
+        id=row.id,
+        number=row.number,
+        state=row.state,
+        value=row.value,
+        params={name: row._mapping[name] for name in PARAM_NAMES},
+        val_ece=row.val_ece,
+        epochs_run=row.epochs_run,
+        near_zero_frac=row.near_zero_frac,
+        weight_l2=row.weight_l2,
+        values=row.values,
+        feasible=row.feasible,
+        role=row.role,
+        repeat_of=row.repeat_of,
+    )
 
 
 def plot_rows(
@@ -71,22 +97,25 @@ def plot_rows(
         .limit(limit + 1)
     ).all()
     truncated = len(rows) > limit
-    out = [
-        PlotRow(
-            id=row.id,
-            number=row.number,
-            state=row.state,
-            value=row.value,
-            params={name: row._mapping[name] for name in PARAM_NAMES},
-            val_ece=row.val_ece,
-            epochs_run=row.epochs_run,
-            near_zero_frac=row.near_zero_frac,
-            weight_l2=row.weight_l2,
-        )
-        for row in rows[:limit]
-    ]
+    out = [_plot_row(row) for row in rows[:limit]]
     out.reverse()
     return out, truncated
+
+
+def extra_rows(session: Session, study_id: int, limit: int) -> list[PlotRow]:
+    """The complete reference and confirmation runs (at most `limit`), by trial number."""
+    rows = session.execute(
+        select(*_COLUMNS)
+        .where(
+            TrialRecord.study_id == study_id,
+            TrialRecord.number.is_not(None),
+            TrialRecord.state == TrialState.complete.value,
+            TrialRecord.role != TrialRole.search.value,
+        )
+        .order_by(TrialRecord.number)
+        .limit(limit)
+    ).all()
+    return [_plot_row(row) for row in rows]
 
 
 def epochs_by_trial(session: Session, trial_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:

@@ -11,14 +11,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from service.models import StudyRecord, TrialState
-from service.plots import figures
-from service.plots.repository import epochs_by_trial, plot_rows
+from service.plots import figures, tradeoffs
+from service.plots.repository import epochs_by_trial, extra_rows, plot_rows
 from trainers.best import maximizes
 
 __all__ = ["MAX_PLOT_TRIALS", "TOP_TRIALS", "study_plots"]
 
 MAX_PLOT_TRIALS = 5_000
 TOP_TRIALS = 8
+MAX_EXTRA_TRIALS = 1_000  # reference and confirmation runs read for the confirmation plot
 
 _SHOWN = (TrialState.complete.value,)
 _SHOWN_ALL = (
@@ -45,6 +46,11 @@ def study_plots(
     top = figures.top_trials(rows, maximize, TOP_TRIALS, include_pruned)
     epochs = epochs_by_trial(session, [r.id for r in top])
     searched = {a.name for a in axes}
+    extras = extra_rows(session, study.id, MAX_EXTRA_TRIALS)
+    optional = {
+        "pareto": tradeoffs.pareto(rows, _objectives(study.spec)),
+        "confirmation": tradeoffs.confirmation(rows, extras, study.metric, maximize),
+    }
     return {
         "study_id": study.id,
         "status": study.status,
@@ -62,5 +68,18 @@ def study_plots(
             "gap": figures.gap_curves(top, epochs),
             "calibration": figures.calibration(rows, "label_smoothing" in searched),
             "sparsity": figures.sparsity(rows, axes),
+            # only for studies that have them: several objectives, confirmation runs
+            **{name: figure for name, figure in optional.items() if figure is not None},
         },
     }
+
+
+def _objectives(spec: dict[str, Any]) -> list[tradeoffs.Objective]:
+    """The stored spec's objectives in order: one {metric, direction} or a list of them."""
+    objective = spec.get("objective")
+    items = objective if isinstance(objective, list) else [objective]
+    return [
+        tradeoffs.Objective(str(o["metric"]), maximizes(str(o.get("direction", "minimize"))))
+        for o in items
+        if isinstance(o, dict) and "metric" in o
+    ]

@@ -283,6 +283,7 @@
   }
 
   const PLOT_NAMES = ["history", "importance", "learning_curves", "gap", "calibration", "sparsity", "parallel"];
+  const OPTIONAL_PLOTS = ["pareto", "confirmation"];
 
   // the learning curves' selector: every metric the plotted trials logged, the drawn one chosen
   function fillCurveMetrics(figure) {
@@ -311,6 +312,12 @@
       return study;
     }
 
+    // /best answers 409 until a trial completed: asked only once the detail has a best trial
+    async function loadBest(study) {
+      if (!study.best_trial) return;
+      renderBestExtras(study, await api(`${base}/best`));
+    }
+
     async function loadPlots() {
       const query = new URLSearchParams({ include_pruned: String(toggle.checked) });
       if (state.curveMetric) query.set("curve_metric", state.curveMetric);
@@ -318,6 +325,12 @@
       const plots = result.plots;
       for (const name of PLOT_NAMES) {
         if (plots[name]) drawFigure(document.getElementById(`plot-${name}`), plots[name]);
+      }
+      // panels only some studies have (several objectives, confirmation runs)
+      for (const name of OPTIONAL_PLOTS) {
+        const box = document.getElementById(`plot-${name}`);
+        box.hidden = !plots[name];
+        if (plots[name]) drawFigure(box, plots[name]);
       }
       fillCurveMetrics(plots.learning_curves);
       // which metric the curves on screen show (for scripts and tests)
@@ -370,7 +383,7 @@
         // the marker follows the status as soon as it is known, not after plots and trials
         const live = ACTIVE.includes(study.status);
         document.getElementById("live").hidden = !live;
-        await Promise.all([loadPlots(), loadTrials()]);
+        await Promise.all([loadPlots(), loadTrials(), loadBest(study)]);
         showError("study-error", null);
         document.body.dataset.polling = live ? "on" : "off";
         // poll while the study may still change; one last render happened above when it ended
@@ -460,6 +473,45 @@
       ),
       el("dl", { class: "kv", id: "best-params" }, params.flatMap((p) => [el("dt", { text: p }), el("dd", { text: fmt(best.params[p]) })])),
       el("details", {}, el("summary", { text: "metrics at the best epoch" }), el("dl", { class: "kv" }, metrics.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: fmt(v) })]))),
+    );
+  }
+
+  // confirmation (mean ± spread of the ranked best) in the best-trial card, and the reference run
+  // (regularization off) beside the tuned best; both only when /best carries them
+  function renderBestExtras(study, best) {
+    const box = document.getElementById("best-trial");
+    box.querySelector("#best-confirmation")?.remove();
+    const c = best.confirmation;
+    if (c) {
+      const single = best.single_run;
+      box.append(
+        el(
+          "div",
+          { id: "best-confirmation", class: "confirmation" },
+          el("p", {}, "confirmed: mean ", el("strong", { text: fmt(c.mean) }), ` ± ${fmt(c.std)} over n = ${c.n} runs`),
+          el("p", { class: "muted", text: `95 % interval [${fmt(c.ci95_low)}, ${fmt(c.ci95_high)}]; runs ${c.values.map(fmt).join(", ")}` }),
+          single ? el("p", { class: "muted", text: `single-run best: trial ${single.trial_number}, ${study.metric} = ${fmt(single.value)}` }) : null,
+        ),
+      );
+    }
+    const card = document.getElementById("reference-card");
+    const ref = best.reference;
+    card.hidden = !ref;
+    if (!ref) return;
+    const tuned = best.metrics || {};
+    const rows = [[`validation ${best.metric}`, best.value, ref.value]];
+    const testKeys = [...new Set([...Object.keys(best.test_metrics || {}), ...Object.keys(ref.test_metrics || {})])];
+    for (const key of testKeys.sort()) rows.push([key, (best.test_metrics || {})[key], (ref.test_metrics || {})[key]]);
+    for (const key of ["gap", "val_ece", "near_zero_frac", "weight_l2"]) rows.push([key, tuned[key], ref[key]]);
+    const shown = rows.filter(([, a, b]) => (a !== null && a !== undefined) || (b !== null && b !== undefined));
+    document.getElementById("reference").replaceChildren(
+      el(
+        "table",
+        { class: "data compare", id: "reference-table" },
+        el("thead", {}, el("tr", {}, el("th", { text: "" }), el("th", { class: "num", text: `tuned (trial ${best.trial_number})` }), el("th", { class: "num", text: `regularization off (trial ${fmt(ref.trial_number)})` }))),
+        el("tbody", {}, shown.map(([label, a, b]) => el("tr", { "data-metric": label }, el("th", { text: label }), el("td", { class: "num", text: fmt(a) }), el("td", { class: "num", text: fmt(b) })))),
+      ),
+      el("p", { class: "muted", text: ref.state === "complete" ? "reference: weight decay, L1, dropout and label smoothing 0, same trainer config and seed" : `reference run: ${ref.state}` }),
     );
   }
 
