@@ -11,10 +11,11 @@ from typing import Any
 import optuna
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from service.cli.client import _print_tradeoffs
 from service.db import make_engine, normalize_url
+from service.migrations import downgrade, upgrade
 from service.models import TrialState
 from service.studies.pareto import pareto_indices
 from tests.api.conftest import run_worker_until_idle
@@ -274,3 +275,19 @@ def test_a_multi_objective_trial_is_rebuilt_from_optuna_by_the_sweep(
     assert row.values == pytest.approx(frozen.values)
     assert row.value == pytest.approx(frozen.values[0])
     assert row.feasible is True  # val_acc >= 0 holds; Optuna holds the verdict
+
+
+def test_downgrade_from_0005_drops_values_and_feasible_and_keeps_the_view(db_url: str) -> None:
+    upgrade(db_url)
+    downgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("regtune_trials")}
+        view = {c["name"] for c in inspect(engine).get_columns("regtune_trial_results")}
+        with engine.connect() as conn:
+            conn.execute(text("SELECT trial, role, val_ece FROM regtune_trial_results")).all()
+    finally:
+        engine.dispose()
+    assert not (columns | view) & {"values", "feasible"}
+    assert "role" in view
+    upgrade(db_url)
