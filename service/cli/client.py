@@ -54,6 +54,10 @@ def _progress_line(study: dict[str, Any]) -> str:
         f"{p.get('finished', 0)}/{p.get('n_trials', '?')} finished "
         f"({p.get('complete', 0)} complete, {p.get('pruned', 0)} pruned), "
         f"{p.get('failed', 0)} failed, {p.get('running', 0)} running"
+    ) + (
+        f"; extra runs (reference, confirmation) {p.get('extra_finished', 0)}/{p['extra']}"
+        if p.get("extra")
+        else ""
     )
 
 
@@ -129,6 +133,46 @@ def best(
         if metrics:
             typer.echo(f"  {title}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
     _print_tradeoffs(result)
+    _print_confirmation(result)
+    _print_reference(result)
+
+
+def _print_confirmation(result: dict[str, Any]) -> None:
+    """The winning config's runs (mean, spread, 95 % interval) and the single-run best."""
+    conf = result.get("confirmation")
+    if conf:
+        typer.echo(
+            f"  confirmed over {conf['n']} runs (trials "
+            + ", ".join(str(n) for n in conf["trial_numbers"])
+            + f"): mean {_fmt(conf['mean'])}, std {_fmt(conf['std'])}, "
+            f"95 % interval [{_fmt(conf['ci95_low'])}, {_fmt(conf['ci95_high'])}]"
+        )
+    single = result.get("single_run")
+    if single:
+        typer.echo(
+            f"  best single run: trial {single['trial_number']} = {_fmt(single['value'])} "
+            "(ranked below on its mean)"
+        )
+
+
+_REFERENCE_KEYS = ("value", "gap", "val_ece", "near_zero_frac", "weight_l2")
+
+
+def _print_reference(result: dict[str, Any]) -> None:
+    """The reference run (regularization off) beside the tuned best."""
+    ref = result.get("reference")
+    if not ref:
+        return
+    typer.echo(
+        f"  reference run, regularization off (trial {ref['trial_number']}, {ref['state']}):"
+    )
+    tuned = {"value": result.get("value"), **(result.get("metrics") or {})}
+    for key in _REFERENCE_KEYS:
+        label = result["metric"] if key == "value" else key
+        typer.echo(f"    {label:<16}{_fmt(ref.get(key)):<12} tuned {_fmt(tuned.get(key))}")
+    ref_test, tuned_test = ref.get("test_metrics") or {}, result.get("test_metrics") or {}
+    for key in sorted(set(ref_test) & set(tuned_test)):
+        typer.echo(f"    {key:<16}{_fmt(ref_test[key]):<12} tuned {_fmt(tuned_test[key])}")
 
 
 def _print_tradeoffs(result: dict[str, Any]) -> None:

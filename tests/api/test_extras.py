@@ -14,14 +14,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from service.app import create_app
+from service.cli import app as cli
 from service.db import make_engine, make_session_factory, unit_of_work
 from service.models import StudyRecord, TrialRecord, TrialRole, TrialState, utcnow
 from service.studies import service as studies
 from service.studies.confirmation import ConfigRuns, rank_by_mean, run_stats
 from service.worker import repository as worker_repo
 from tests.api.conftest import run_worker_until_idle
-from tests.support import tiny_spec
+from tests.support import serve_in_thread, settings_for, tiny_spec
 
 # Student t quantile t(0.975, df=2), from tables
 T_975_DF2 = 4.302652729911275
@@ -68,6 +71,12 @@ def test_reference_and_confirmation_over_rest_and_sql(
     (row,) = [s for s in listed if s["id"] == study_id]
     assert row["reference_value"] == reference["value"]
     assert row["best_value"] == pytest.approx(best["value"])  # the best mean, as /best
+
+    with serve_in_thread(create_app(settings_for(migrated_db_url))) as server:
+        shown = CliRunner().invoke(cli, ["best", str(study_id), "--server", server])
+    assert shown.exit_code == 0, shown.output
+    assert "reference run, regularization off" in shown.stdout
+    assert f"confirmed over 2 runs (trials {best['trial_number']}," in shown.stdout
 
     engine = make_engine(migrated_db_url)
     try:
