@@ -96,7 +96,9 @@ def _layout(title: str, x: str, y: str, **extra: Any) -> dict[str, Any]:
 
 
 def _empty(title: str, note: str) -> Figure:
-    return {"data": [], "layout": _layout(title, "", ""), "note": note}
+    """A figure with nothing to draw: no axes, and the note (why, how to get it) as its caption."""
+    hidden = {"visible": False}
+    return {"data": [], "layout": _layout(title, "", "", xaxis=hidden, yaxis=hidden), "note": note}
 
 
 def _valued(rows: Sequence[PlotRow]) -> list[PlotRow]:

@@ -67,6 +67,7 @@ def test_panels_a_plugin_cannot_feed_say_why_and_how() -> None:
     assert gap["data"] == []
     assert "logs no gap" in gap["note"] and "task='classification'" in gap["note"]
     assert "docs/trainers.md" in gap["note"]
+    assert gap["layout"]["xaxis"]["visible"] is False  # no empty axes, only the reason
 
     calibration = figures.calibration(rows, smoothing_searched=True)
     assert calibration["data"] == []

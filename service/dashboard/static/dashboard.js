@@ -278,7 +278,9 @@
     }
     note.textContent = figure.note || "";
     note.hidden = !figure.note;
-    const layout = Object.assign({ autosize: true, height: 340 }, figure.layout);
+    // nothing to draw: a short panel whose caption says why (and how to get it)
+    const layout = Object.assign({ autosize: true, height: figure.data.length ? 340 : 110 }, figure.layout);
+    container.classList.toggle("empty", !figure.data.length);
     window.Plotly.react(area, figure.data, layout, PLOT_CONFIG);
   }
 
