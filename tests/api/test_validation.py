@@ -135,6 +135,33 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "name: String should match pattern",
     ),
     (
+        "confirm-top-k-bounded",
+        {"confirm": {"top_k": 11, "repeats": 2}},
+        ["body", "confirm", "top_k"],
+        "confirm.top_k: Input should be less than or equal to 10",
+    ),
+    (
+        "confirm-repeats-at-least-one",
+        {"confirm": {"top_k": 3, "repeats": 0}},
+        ["body", "confirm", "repeats"],
+        "confirm.repeats: Input should be greater than or equal to 1",
+    ),
+    (
+        "confirm-needs-one-objective",
+        {
+            "confirm": {"top_k": 2, "repeats": 2},
+            "objective": [{"metric": "val_loss"}, {"metric": "val_ece"}],
+        },
+        ["body", "confirm"],
+        "confirm: ranking by the mean of repeats needs a single objective",
+    ),
+    (
+        "reference-is-a-boolean",
+        {"reference": "sometimes"},
+        ["body", "reference"],
+        "reference: Input should be a valid boolean",
+    ),
+    (
         "unknown-top-level-field",
         {"priority": "high"},
         ["body", "priority"],
