@@ -70,5 +70,8 @@ def test_pareto_front_and_infeasible_trials_on_the_page(page: Page, served: Serv
     x_title = "document.querySelector('#plot-pareto .js-plotly-plot').layout.xaxis.title.text"
     assert p.evaluate(x_title) == "val_loss (min)"
     assert p.locator("#plot-confirmation").is_hidden()
+    # the trials table tags them too
+    p.locator("#trials tbody tr[data-role]").first.wait_for()
+    assert p.locator("#trials tbody .tag.infeasible").count() == len(complete)
     page.shoot("study-pareto")
     assert page.errors == []

@@ -527,9 +527,16 @@
       ...page.items.map((t) =>
         el(
           "tr",
-          { class: `state-${t.state}`, title: t.error || "" },
+          { class: `state-${t.state}`, title: t.error || "", "data-role": t.role || "search" },
           el("td", { text: t.number }),
-          el("td", {}, el("span", { class: `badge ${t.state}`, text: t.state })),
+          el(
+            "td",
+            {},
+            el("span", { class: `badge ${t.state}`, text: t.state }),
+            // extra runs beside the search, and trials breaking a constraint, are tagged
+            t.role && t.role !== "search" ? el("span", { class: "tag", text: t.role }) : null,
+            t.feasible === false ? el("span", { class: "tag infeasible", text: "infeasible" }) : null,
+          ),
           el("td", { class: "num", text: fmt(t.value) }),
           PARAMS.map((p) => el("td", { class: "num", text: fmt(t.params[p]) })),
           el("td", { class: "num", text: fmt(t.val_acc) }),
