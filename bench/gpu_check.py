@@ -87,6 +87,7 @@ def _spec(name: str, plan: Plan, n_trials: int, **fields: Any) -> StudySpec:
             "sampler": {"name": "random", "seed": 0},
             "pruner": {"name": "none"},
             "budget": {"n_trials": n_trials},
+            "reference": False,  # the device paths only: no reference run after the search
             **fields,
         }
     )

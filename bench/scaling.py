@@ -72,6 +72,8 @@ STUDY: dict[str, Any] = {
     },
     "sampler": {"name": "random", "seed": 0},
     "pruner": {"name": "none"},
+    # the search alone, as the plain Optuna arm runs it (no reference run after it)
+    "reference": False,
 }
 
 REGTUNE = str(Path(sys.executable).with_name("regtune"))
