@@ -79,20 +79,62 @@ class EpochState(Protocol):
         """Restore it from a checkpoint (Lightning calls this when a fit resumes)."""
 
 
-def epoch_callback(ns: ModuleType, tracker: EpochState) -> Any:
+class ValidationHooks(Protocol):
+    """What the per-epoch callback also drives when given: `trainers.insight.Insight`."""
+
+    def on_validation_epoch_start(self, trainer: Any, module: Any) -> None: ...
+
+    def on_validation_batch_start(self) -> None: ...
+
+    def on_validation_batch_end(self, batch: Any, dataloader_idx: int) -> None: ...
+
+
+def epoch_callback(
+    ns: ModuleType, tracker: EpochState, insight: ValidationHooks | None = None
+) -> Any:
     """A ``ns.Callback`` calling ``tracker.on_epoch(trainer, module)`` after each real
     validation epoch, and carrying the tracker's state in Lightning checkpoints.
 
     The objective's hook records the epoch, reports it to Optuna and raises to prune, cancel or
     fail; this is the small pruning callback (optuna-integration's speaks one namespace only).
+    With ``insight``, the validation hooks also let it keep the logits of the module's own
+    validation pass (see `trainers.insight.Insight`).
     """
     cls = _callback_classes.get(ns.__name__)
     if cls is None:
 
         class EpochCallback(ns.Callback):  # type: ignore[name-defined]
-            def __init__(self, tracker: EpochState) -> None:
+            def __init__(self, tracker: EpochState, insight: ValidationHooks | None) -> None:
                 super().__init__()
                 self.tracker = tracker
+                self.insight = insight
+
+            def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+                if self.insight is not None:
+                    self.insight.on_validation_epoch_start(trainer, pl_module)
+
+            def on_validation_batch_start(
+                self,
+                trainer: Any,
+                pl_module: Any,
+                batch: Any,
+                batch_idx: int,
+                dataloader_idx: int = 0,
+            ) -> None:
+                if self.insight is not None:
+                    self.insight.on_validation_batch_start()
+
+            def on_validation_batch_end(
+                self,
+                trainer: Any,
+                pl_module: Any,
+                outputs: Any,
+                batch: Any,
+                batch_idx: int,
+                dataloader_idx: int = 0,
+            ) -> None:
+                if self.insight is not None:
+                    self.insight.on_validation_batch_end(batch, dataloader_idx)
 
             def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
                 self.tracker.on_train_epoch_start(trainer, pl_module)
@@ -110,7 +152,7 @@ def epoch_callback(ns: ModuleType, tracker: EpochState) -> Any:
 
         EpochCallback.__qualname__ = f"EpochCallback[{ns.__name__}]"
         _callback_classes[ns.__name__] = cls = EpochCallback
-    return cls(tracker)
+    return cls(tracker, insight)
 
 
 def overrides(ns: ModuleType, obj: Any, method: str) -> bool:

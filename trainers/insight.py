@@ -30,7 +30,7 @@ from trainers.metrics import ClassificationMetrics
 #: |w| below this counts as a near-zero weight.
 NEAR_ZERO = 1e-3
 #: Rows of the training split the train-side metrics are measured on (all rows when fewer).
-TRAIN_SUBSET = 2048
+TRAIN_SUBSET = 256
 
 Task = Literal["classification", "regression"]
 BatchToXY = Callable[[Any], tuple[Any, Any]]
@@ -71,10 +71,10 @@ def weight_stats(
     if not ws:
         zero = torch.zeros(())
         return {"weight_l2": zero, "near_zero_frac": zero.clone()}
-    squares = torch.stack([w.float().pow(2).sum() for w in ws]).sum()
-    small = torch.stack([(w.abs() < threshold).sum() for w in ws]).sum()
+    norms = torch._foreach_norm(ws)  # one L2 norm per tensor, one kernel launch where fused
+    small = torch.stack([torch.count_nonzero(w.abs() < threshold) for w in ws]).sum()
     total = sum(w.numel() for w in ws)
-    return {"weight_l2": squares.sqrt(), "near_zero_frac": small.float() / total}
+    return {"weight_l2": torch.stack(norms).float().norm(), "near_zero_frac": small / total}
 
 
 def _default_xy(batch: Any) -> tuple[Any, Any]:
@@ -100,31 +100,33 @@ def _first_loader(loaders: Any) -> Any:
     return loaders
 
 
-def _subset_loader(loader: Any, size: int) -> Any:
-    """A fixed, ordered subset of ``size`` rows of a loader's training data.
+def _subset_batches(loader: Any, size: int) -> list[Any] | None:
+    """A fixed, ordered subset of ``size`` rows of a loader's training data, collated once.
 
     A torch ``DataLoader`` over a sized (map-style) dataset: evenly spaced indices
-    ``i·len/size`` through ``torch.utils.data.Subset``, in order, with the loader's collate
-    function (no shuffling: no random generator is touched, training stays as it was).
-    Otherwise the first ``size`` rows the loader yields, read once and kept.
+    ``i·len/size`` through ``torch.utils.data.Subset``, in order, collated with the loader's
+    collate function into batches of the loader's batch size, read once and kept (a few hundred
+    rows). No shuffling and no random generator touched: training stays as it was. None for
+    other loaders.
     """
     from torch.utils.data import DataLoader, Subset
 
     dataset = getattr(loader, "dataset", None)
-    if isinstance(loader, DataLoader) and hasattr(dataset, "__getitem__"):
-        try:
-            n = len(dataset)  # type: ignore[arg-type]
-        except TypeError:
-            n = -1
-        if n >= 0:
-            idx = list(range(n)) if n <= size else [i * n // size for i in range(size)]
-            return DataLoader(
-                Subset(dataset, idx),  # type: ignore[arg-type]
-                batch_size=loader.batch_size or 256,
-                shuffle=False,
-                collate_fn=loader.collate_fn,
-            )
-    return None
+    if not isinstance(loader, DataLoader) or not hasattr(dataset, "__getitem__"):
+        return None
+    try:
+        n = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    idx = list(range(n)) if n <= size else [i * n // size for i in range(size)]
+    subset = DataLoader(
+        Subset(dataset, idx),  # type: ignore[arg-type]
+        batch_size=loader.batch_size or 256,
+        shuffle=False,
+        collate_fn=loader.collate_fn,
+    )
+    with torch.random.fork_rng(devices=[]):
+        return list(subset)
 
 
 def _forward(module: Any, x: Any) -> torch.Tensor:
@@ -145,6 +147,12 @@ def _forward(module: Any, x: Any) -> torch.Tensor:
 
 class Insight:
     """What regtune computes for one trainer's module each (cadence) epoch.
+
+    Validation side: while the module validates, a forward hook on it keeps what its
+    ``forward`` returns for each batch; when that is exactly one tensor with a row per label,
+    those logits are used (no second validation pass). Otherwise (the module validates
+    through a sub-network, or calls ``forward`` several times per batch) regtune runs
+    ``forward`` over the validation loader itself after the epoch.
 
     Args:
         task: the trainer's declaration (None: weight statistics only).
@@ -170,9 +178,62 @@ class Insight:
         self.train_subset = train_subset
         self.names = insight_metrics(task)
         self._train_batches: Any = None
+        self._val = ClassificationMetrics()
+        self._train = ClassificationMetrics(ece=False)
+        self._hook: Any = None
+        self._outputs: list[torch.Tensor] = []
+        self._captured = False  # the validation pass's logits are usable this epoch
+        self._capture_ok = True  # no batch so far was ambiguous
 
     def due(self, epoch: int) -> bool:
         return self.every > 0 and epoch % self.every == 0
+
+    # -- capture of the module's own validation forward --------------------------------------
+
+    def on_validation_epoch_start(self, trainer: Any, module: Any) -> None:
+        self._release()
+        if (
+            self.task != "classification"
+            or trainer.sanity_checking
+            or not self.due(int(trainer.current_epoch))
+        ):
+            return
+        self._val.reset(ece=True)
+        self._captured = False
+        self._capture_ok = True
+        self._hook = module.register_forward_hook(self._keep)
+
+    def _keep(self, _module: Any, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            self._outputs.append(output)
+        else:
+            self._capture_ok = False
+
+    def on_validation_batch_start(self) -> None:
+        self._outputs.clear()
+
+    def on_validation_batch_end(self, batch: Any, dataloader_idx: int) -> None:
+        if self._hook is None or not self._capture_ok or dataloader_idx != 0:
+            return
+        outputs, self._outputs = self._outputs, []
+        try:
+            _, y = self.to_xy(batch)
+        except TypeError:
+            self._capture_ok = False
+            return
+        if len(outputs) != 1 or outputs[0].ndim < 1 or outputs[0].shape[0] != len(y):
+            self._capture_ok = False
+            return
+        self._val.update(outputs[0], y.to(outputs[0].device))
+        self._captured = True
+
+    def _release(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._outputs = []
+
+    # -- the epoch's metrics -------------------------------------------------------------------
 
     def compute(self, trainer: Any, module: Any, present: Iterable[str]) -> dict[str, float]:
         """The insight metrics the module did not report itself (``present``), as floats.
@@ -180,35 +241,48 @@ class Insight:
         The module's own values win: the built-in module computes the same names with this
         module's code during its validation pass.
         """
+        captured = self._captured and self._capture_ok
+        self._release()
+        self._captured = False
         have = set(present)
         out: dict[str, torch.Tensor] = {}
         if not set(WEIGHT_METRICS) <= have:
             out.update(weight_stats(weights_of(module)))
         if self.task is not None and not set(self.names) <= have:
-            out.update(self._evaluate(trainer, module))
+            out.update(self._evaluate(trainer, module, captured))
         wanted = [n for n in out if n not in have]
         if not wanted:
             return {}
         values = torch.stack([out[n].detach().float().reshape(()).cpu() for n in wanted])
         return dict(zip(wanted, values.tolist(), strict=True))
 
-    def _evaluate(self, trainer: Any, module: Any) -> dict[str, torch.Tensor]:
-        val_loader = _first_loader(getattr(trainer, "val_dataloaders", None))
+    def _evaluate(self, trainer: Any, module: Any, captured: bool) -> dict[str, torch.Tensor]:
         datamodule = getattr(trainer, "datamodule", None)
-        if val_loader is None and datamodule is not None:
-            val_loader = _first_loader(datamodule.val_dataloader())
         if self._train_batches is None:
             self._train_batches = self._make_train_batches(trainer, datamodule)
         was_training = module.training
         module.eval()
         try:
-            with torch.no_grad():
-                val = self._pass(module, val_loader, prefix="val")
-                train = self._pass(module, self._train_batches, prefix="train")
+            # Iterating a DataLoader draws its base seed from torch's global generator: the
+            # generator's state is restored afterwards, so the training's next shuffles and
+            # dropout masks are those it would have had without these metrics.
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                if captured:
+                    val = self._val.compute("val")
+                else:
+                    val = self._pass(module, self._val_loader(trainer, datamodule), "val")
+                train = self._pass(module, self._train_batches, "train")
         finally:
             module.train(was_training)
         key = "nll" if self.task == "classification" else "task_loss"
         return {**val, **train, "gap": val[f"val_{key}"] - train[f"train_{key}"]}
+
+    @staticmethod
+    def _val_loader(trainer: Any, datamodule: Any) -> Any:
+        loader = _first_loader(getattr(trainer, "val_dataloaders", None))
+        if loader is None and datamodule is not None:
+            loader = _first_loader(datamodule.val_dataloader())
+        return loader
 
     def _make_train_batches(self, trainer: Any, datamodule: Any) -> Any:
         subset_hook = getattr(datamodule, "train_subset_batches", None)
@@ -217,7 +291,7 @@ class Insight:
         loader = _first_loader(getattr(trainer, "train_dataloader", None))
         if loader is None and datamodule is not None:
             loader = _first_loader(datamodule.train_dataloader())
-        subset = _subset_loader(loader, self.train_subset)
+        subset = _subset_batches(loader, self.train_subset)
         if subset is not None:
             return subset
         # an iterable loader: its first rows, read once
@@ -234,7 +308,8 @@ class Insight:
     def _pass(self, module: Any, batches: Any, prefix: str) -> dict[str, torch.Tensor]:
         device = module.device
         if self.task == "classification":
-            metrics = ClassificationMetrics(ece=prefix == "val")
+            metrics = self._val if prefix == "val" else self._train
+            metrics.reset(ece=prefix == "val")
             for batch in batches:
                 x, y = self.to_xy(_to(batch, device))
                 metrics.update(_forward(module, x), y)

@@ -42,12 +42,14 @@ class ClassificationMetrics:
         self._nll = MeanMetric(nan_strategy="disable")
         self._acc: MulticlassAccuracy | None = None
         self._ece: MulticlassCalibrationError | None = None
+        self._updated = False
+        self._n_classes = 0
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         logits = _two_columns(logits.detach()).float()
         labels = labels.reshape(-1).long()
         if self._acc is None:  # the number of classes is known from the first batch
-            n_classes = int(logits.shape[1])
+            n_classes = self._n_classes = int(logits.shape[1])
             self._nll = self._nll.to(logits.device)
             self._acc = MulticlassAccuracy(n_classes, average="micro", validate_args=False).to(
                 logits.device
@@ -57,17 +59,39 @@ class ClassificationMetrics:
                     n_classes, n_bins=self.n_bins, norm="l1", validate_args=False
                 ).to(logits.device)
         assert self._acc is not None
+        self._updated = True
         self._nll.update(F.cross_entropy(logits, labels, reduction="none"))
         self._acc.update(logits, labels)
-        if self._ece is not None:
+        if self._ece is not None and self.with_ece:
             self._ece.update(torch.softmax(logits, dim=1), labels)
+
+    def reset(self, *, ece: bool | None = None) -> None:
+        """Start over (keeping the torchmetrics objects: building them costs more than an
+        epoch's update of a small model); ``ece`` switches the calibration error on or off."""
+        if ece is not None:
+            self.with_ece = ece
+        self._nll.reset()
+        if self._acc is not None:
+            self._acc.reset()
+        if self._ece is not None:
+            self._ece.reset()
+        elif self.with_ece and self._acc is not None:
+            self._ece = MulticlassCalibrationError(
+                self._n_classes, n_bins=self.n_bins, norm="l1", validate_args=False
+            ).to(self._nll.device)
+        self._updated = False
+
+    @property
+    def updated(self) -> bool:
+        """Whether a batch was added since the last reset."""
+        return self._updated
 
     def compute(self, prefix: str, loss_name: str = "nll") -> dict[str, torch.Tensor]:
         """``{prefix}_{loss_name}``, ``{prefix}_acc`` and (with ECE) ``{prefix}_ece``."""
-        if self._acc is None:
+        if self._acc is None or not self._updated:
             raise ValueError(f"no {prefix} batches: cannot compute {prefix} metrics")
         out = {f"{prefix}_{loss_name}": self._nll.compute(), f"{prefix}_acc": self._acc.compute()}
-        if self._ece is not None:
+        if self._ece is not None and self.with_ece:
             out[f"{prefix}_ece"] = self._ece.compute()
         return out
 

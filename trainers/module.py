@@ -162,6 +162,7 @@ class RegularizedClassifier(pl.LightningModule):
         self.automatic_optimization = False
         self._train_stats = torch.zeros(2)
         self._eval = ClassificationMetrics()
+        self._train_eval = ClassificationMetrics(ece=False)
         #: Compute the insight metrics every this many epochs (0: never; see the class doc).
         self.insight_every = 1
         #: The last validation epoch's metrics (see the class docstring), as floats.
@@ -246,7 +247,7 @@ class RegularizedClassifier(pl.LightningModule):
         return every > 0 and self.current_epoch % every == 0
 
     def on_validation_epoch_start(self) -> None:
-        self._eval = ClassificationMetrics(ece=self._insight_due())
+        self._eval.reset(ece=self._insight_due())
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -260,7 +261,8 @@ class RegularizedClassifier(pl.LightningModule):
         if self._insight_due():
             rows = _train_rows(getattr(self.trainer, "datamodule", None))
             if rows is not None:
-                train = ClassificationMetrics(ece=False)
+                train = self._train_eval
+                train.reset()
                 for x, y in rows:
                     train.update(self.backbone(x.to(self.device)), y.to(self.device))
                 metrics.update(train.compute("train"))
@@ -279,7 +281,7 @@ class RegularizedClassifier(pl.LightningModule):
     # -- test -------------------------------------------------------------------------------
 
     def on_test_epoch_start(self) -> None:
-        self._eval = ClassificationMetrics()
+        self._eval.reset(ece=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

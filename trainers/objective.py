@@ -455,7 +455,7 @@ def run_trial(
     if checkpoint is not None and checkpoint.resume and checkpoint_exists(checkpoint.path):
         resume_from = checkpoint.path
     kwargs = _trainer_kwargs(spec, config)
-    callbacks = [_lightning.epoch_callback(ns, tracker)]
+    callbacks = [_lightning.epoch_callback(ns, tracker, insight)]
     try:
         if spec.devices > 1:
             ddp_kwargs = {**kwargs, "devices": spec.devices, "strategy": "ddp"}

@@ -155,6 +155,17 @@ def available_trainers(*, refresh: bool = False) -> dict[str, Trainer]:
     return dict(_cache)
 
 
+def register_trainer(trainer: Trainer) -> None:
+    """Add ``trainer`` to this process's registry (notebooks, tests, benchmarks).
+
+    Only this process sees it: workers and the API know the trainers of installed entry points.
+    """
+    global _cache
+    if _cache is None:
+        _cache = _load()
+    _cache[trainer.name] = trainer
+
+
 def get_trainer(name: str) -> Trainer:
     """The trainer registered under `name`; raises `UnknownTrainerError`."""
     trainers = available_trainers()

@@ -132,8 +132,12 @@ class _Config(BaseModel):
     max_epochs: int = 3
 
 
-def _dict_batches_trainer() -> Trainer:
-    """A classifier whose batches are dicts, declared with a batch_to_xy hook."""
+def _dict_batches_trainer(*, validate_via_net: bool = False) -> Trainer:
+    """A classifier whose batches are dicts, declared with a batch_to_xy hook.
+
+    With ``validate_via_net`` its validation_step calls the sub-network, not ``forward``, so
+    regtune cannot keep the validation pass's logits and runs its own pass.
+    """
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -147,7 +151,8 @@ def _dict_batches_trainer() -> Trainer:
             return F.cross_entropy(self(batch["features"]), batch["label"])
 
         def validation_step(self, batch: dict[str, torch.Tensor], idx: int) -> None:
-            self.log("val_mine", F.cross_entropy(self(batch["features"]), batch["label"]))
+            net = self.net if validate_via_net else self
+            self.log("val_mine", F.cross_entropy(net(batch["features"]), batch["label"]))
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -180,15 +185,19 @@ def _dict_batches_trainer() -> Trainer:
     )
 
 
-def test_batch_to_xy_hook_reads_other_batch_shapes(register: _Registered) -> None:
-    register(_dict_batches_trainer())
+@pytest.mark.parametrize("validate_via_net", [False, True])
+def test_batch_to_xy_hook_reads_other_batch_shapes(
+    register: _Registered, validate_via_net: bool
+) -> None:
+    register(_dict_batches_trainer(validate_via_net=validate_via_net))
     outcome = run_trial(
         optuna.trial.FixedTrial({}), ObjectiveSpec(trainer="dict-batches", metric="val_mine")
     )
-    last = outcome.history[-1].metrics
-    # train and validation are the same rows here: no gap, the same loss as the module's
-    assert last["gap"] == pytest.approx(0.0, abs=1e-6)
-    assert last["val_nll"] == pytest.approx(last["val_mine"], rel=1e-5)
+    for record in outcome.history:
+        m = record.metrics
+        # train and validation are the same rows here: no gap, the same loss as the module's
+        assert m["gap"] == pytest.approx(0.0, abs=1e-6)
+        assert m["val_nll"] == pytest.approx(m["val_mine"], rel=1e-5)
 
 
 def _regression_trainer(**declaration: Any) -> Trainer:
@@ -283,6 +292,23 @@ def test_cadence_computes_every_nth_epoch_unless_the_objective_needs_it(
         False,
         True,
     ]
+
+
+def test_the_metrics_leave_the_training_unchanged(test_plugin: str) -> None:
+    # the extra passes iterate DataLoaders, which draw from torch's generator: restored after
+    def curve(every: int) -> list[float]:
+        trial = optuna.trial.FixedTrial({})
+        trial.set_user_attr("train_seed", 3)
+        spec = ObjectiveSpec(
+            trainer="insight-cnn",
+            trainer_config={"max_epochs": 3, "n_train": 300},
+            search_space=fixed_space(dropout=0.3, batch_size=32),
+            metric="val_nll_custom",
+            insight_every=every,
+        )
+        return [r.metrics["val_nll_custom"] for r in run_trial(trial, spec).history]
+
+    assert curve(1) == curve(0)
 
 
 def test_a_declared_classifier_without_forward_is_a_clear_error(test_plugin: str) -> None:

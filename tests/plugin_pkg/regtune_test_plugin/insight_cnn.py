@@ -34,8 +34,8 @@ class CNNConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_epochs: int = Field(4, ge=1, le=200)
-    n_train: int = Field(600, ge=20, le=1_400)
-    channels: int = Field(8, ge=1, le=64)
+    n_train: int = Field(1_400, ge=20, le=1_400)
+    channels: int = Field(16, ge=1, le=64)
     learning_rate: float = Field(1e-2, gt=0, le=1)
     label_noise: float = Field(0.0, ge=0, lt=1)
 
