@@ -77,6 +77,8 @@ def build_output(
         "best_epoch": best.get("best_epoch") if best else None,
         "best_metrics": best.get("metrics") if best else None,
         "test_metrics": best.get("test_metrics") if best else None,
+        # /best's confirmation, single run and reference run, in /best's shape
+        "best": {key: best.get(key) for key in _BEST_EXTRAS} if best else None,
         "counts": {
             "n_trials": progress.get("n_trials", 0),
             "complete": progress.get("complete", 0),
@@ -94,6 +96,9 @@ def build_output(
         ),
         "gate": {**verdict.to_json(), "exit_code": int(exit_code)},
     }
+
+
+_BEST_EXTRAS = ("confirmation", "single_run", "reference")
 
 
 def _params(params: dict[str, Any]) -> dict[str, Any]:

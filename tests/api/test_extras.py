@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -22,6 +24,9 @@ from service.db import make_engine, make_session_factory, unit_of_work
 from service.models import StudyRecord, TrialRecord, TrialRole, TrialState, utcnow
 from service.studies import service as studies
 from service.studies.confirmation import ConfigRuns, rank_by_mean, run_stats
+from service.tune.errors import ExitCode
+from service.tune.gate import Verdict
+from service.tune.output import build_output, output_schema
 from service.worker import repository as worker_repo
 from tests.api.conftest import run_worker_until_idle
 from tests.support import serve_in_thread, settings_for, tiny_spec
@@ -71,6 +76,25 @@ def test_reference_and_confirmation_over_rest_and_sql(
     (row,) = [s for s in listed if s["id"] == study_id]
     assert row["reference_value"] == reference["value"]
     assert row["best_value"] == pytest.approx(best["value"])  # the best mean, as /best
+
+    # regtune tune's JSON carries them in /best's shape, valid against its schema
+    now = datetime.now(UTC)
+    document = build_output(
+        mode="local",
+        server=None,
+        study=client.get(f"/api/v1/studies/{study_id}").json(),
+        best=best,
+        started=now,
+        finished=now,
+        verdict=Verdict(passed=True),
+        exit_code=ExitCode.PASSED,
+        warm_start=None,
+        baseline=None,
+    )
+    jsonschema.Draft202012Validator(output_schema()).validate(document)
+    assert document["best"]["reference"] == reference
+    assert document["best"]["confirmation"] == conf
+    assert document["best_value"] == best["value"]
 
     with serve_in_thread(create_app(settings_for(migrated_db_url))) as server:
         shown = CliRunner().invoke(cli, ["best", str(study_id), "--server", server])
