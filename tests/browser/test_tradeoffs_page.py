@@ -52,8 +52,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def test_pareto_front_and_infeasible_trials_on_the_page(page: Page, served: Served) -> None:
     api = f"{served.url}/api/v1/studies/{served.study_id}"
     trials = httpx.get(f"{api}/trials?limit=100").json()["items"]
-    complete = [t for t in trials if t["state"] == "complete"]
+    complete = [t for t in trials if t["state"] == "complete" and t["role"] == "search"]
     assert complete and all(t["feasible"] is False for t in complete)
+    infeasible = [t for t in trials if t["feasible"] is False]  # the reference run's too
     best = httpx.get(f"{api}/best").json()
     front = sorted(t["number"] for t in best["pareto"])
 
@@ -72,6 +73,66 @@ def test_pareto_front_and_infeasible_trials_on_the_page(page: Page, served: Serv
     assert p.locator("#plot-confirmation").is_hidden()
     # the trials table tags them too
     p.locator("#trials tbody tr[data-role]").first.wait_for()
-    assert p.locator("#trials tbody .tag.infeasible").count() == len(complete)
+    assert p.locator("#trials tbody .tag.infeasible").count() == len(infeasible)
     page.shoot("study-pareto")
+    assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A finished study with a reference run and confirmation repeats of its top 2 configs."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('confirmed') / 'regtune.db'}"
+    upgrade(url)
+    spec = tiny_spec("browser-confirmed", n_trials=4)
+    spec["reference"] = True
+    spec["confirm"] = {"top_k": 2, "repeats": 1}
+    spec["pruner"] = {"name": "none"}  # four complete configs to pick the top 2 from
+    with TestClient(create_app(settings_for(url))) as client:
+        study_id = int(submit(client, spec)["id"])
+        run_to_completion(url, study_id)
+    with serve_in_thread(create_app(settings_for(url))) as base:
+        yield Served(base, study_id)
+
+
+def test_reference_run_and_confirmed_configs_on_the_page(page: Page, confirmed: Served) -> None:
+    api = f"{confirmed.url}/api/v1/studies/{confirmed.study_id}"
+    best = httpx.get(f"{api}/best").json()
+    reference, confirmation = best["reference"], best["confirmation"]
+    assert reference["state"] == "complete" and confirmation["n"] == 2
+
+    p = page.page
+    p.goto(f"{confirmed.url}/studies/{confirmed.study_id}")
+    page.wait_for("document.body.dataset.polling === 'off'")
+    # the reference run (regularization off) beside the tuned best
+    p.locator("#reference-table").wait_for()
+    head = p.locator("#reference-table thead").inner_text()
+    assert f"tuned (trial {best['trial_number']}, mean of 2 runs)" in head
+    assert f"regularization off (trial {reference['trial_number']})" in head
+    row = p.locator("#reference-table tr[data-metric='validation val_loss'] td")
+    assert float(row.nth(0).inner_text()) == pytest.approx(best["value"], rel=1e-3)
+    assert float(row.nth(1).inner_text()) == pytest.approx(reference["value"], rel=1e-3)
+    shown = p.evaluate(
+        "[...document.querySelectorAll('#reference-table tbody tr')].map(r => r.dataset.metric)"
+    )
+    assert {"gap", "val_ece", "near_zero_frac"} <= set(shown)
+
+    # the confirmed mean and its runs in the best card, and the confirmed configs' spread
+    card = p.locator("#best-confirmation").inner_text()
+    assert "over n = 2 runs" in card and str(confirmation["trial_numbers"][0]) in card
+    assert p.locator("#plot-confirmation").is_visible()
+    figure = "document.querySelector('#plot-confirmation .js-plotly-plot').data"
+    traces = {t["name"]: t for t in p.evaluate(figure)}
+    assert traces["confirmed winner"]["x"] == [f"trial {best['trial_number']}"]
+    assert len(traces["mean ± std"]["x"]) == 2  # top_k configs
+    assert len(traces["mean ± std"]["error_y"]["array"]) == 2
+    assert len(traces["runs"]["y"]) == 4  # each config's search run and its repeat
+    # the search plots keep the search trials only
+    trials = httpx.get(f"{api}/trials?limit=100").json()["items"]
+    searched = [t for t in trials if t["role"] == "search" and t["state"] == "complete"]
+    plots = httpx.get(f"{api}/plots").json()
+    assert plots["n_trials_plotted"] == len(searched)
+    assert p.locator("#trials tbody tr[data-role='confirm']").count() == 2
+    assert p.locator("#trials tbody tr[data-role='reference'] .tag").inner_text() == "reference"
+    assert p.locator("#plot-pareto").is_hidden()
+    page.shoot("study-confirmed")
     assert page.errors == []

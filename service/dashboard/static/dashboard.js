@@ -490,8 +490,8 @@
         el(
           "div",
           { id: "best-confirmation", class: "confirmation" },
-          el("p", {}, "confirmed: mean ", el("strong", { text: fmt(c.mean) }), ` ± ${fmt(c.std)} over n = ${c.n} runs`),
-          el("p", { class: "muted", text: `95 % interval [${fmt(c.ci95_low)}, ${fmt(c.ci95_high)}]; runs ${c.values.map(fmt).join(", ")}` }),
+          el("p", {}, "confirmed: mean ", el("strong", { text: fmt(c.mean) }), c.std === null ? "" : ` ± ${fmt(c.std)} (std)`, ` over n = ${c.n} runs`),
+          el("p", { class: "muted", text: (c.ci95_low === null ? "" : `95 % interval of the mean [${fmt(c.ci95_low)}, ${fmt(c.ci95_high)}]; `) + `runs ${c.values.map(fmt).join(", ")} (trials ${c.trial_numbers.join(", ")})` }),
           single ? el("p", { class: "muted", text: `single-run best: trial ${single.trial_number}, ${study.metric} = ${fmt(single.value)}` }) : null,
         ),
       );
@@ -510,7 +510,7 @@
       el(
         "table",
         { class: "data compare", id: "reference-table" },
-        el("thead", {}, el("tr", {}, el("th", { text: "" }), el("th", { class: "num", text: `tuned (trial ${best.trial_number})` }), el("th", { class: "num", text: `regularization off (trial ${fmt(ref.trial_number)})` }))),
+        el("thead", {}, el("tr", {}, el("th", { text: "" }), el("th", { class: "num", text: c ? `tuned (trial ${best.trial_number}, mean of ${c.n} runs)` : `tuned (trial ${best.trial_number})` }), el("th", { class: "num", text: `regularization off (trial ${fmt(ref.trial_number)})` }))),
         el("tbody", {}, shown.map(([label, a, b]) => el("tr", { "data-metric": label }, el("th", { text: label }), el("td", { class: "num", text: fmt(a) }), el("td", { class: "num", text: fmt(b) })))),
       ),
       el("p", { class: "muted", text: ref.state === "complete" ? "reference: weight decay, L1, dropout and label smoothing 0, same trainer config and seed" : `reference run: ${ref.state}` }),
