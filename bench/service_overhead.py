@@ -59,6 +59,8 @@ def spec_for(name: str, n_trials: int, n_samples: int, epochs: int) -> dict[str,
         "sampler": {"name": "tpe", "seed": 0},
         "pruner": {"name": "none"},
         "budget": {"n_trials": n_trials},
+        # the same work as the plain script: no reference run beside the search
+        "reference": False,
     }
 
 
