@@ -545,8 +545,14 @@ def sparsity(rows: Sequence[PlotRow], axes: Sequence[Axis]) -> Figure:
         if axis.name not in {a.name for a in axes}
     ]
     layout = _layout(title, l1.label, "share of |w| near zero")
-    layout["xaxis"].update(domain=[0.0, 0.44], anchor="y", **_log(l1))
-    layout["xaxis2"] = {"title": {"text": wd.label}, "domain": [0.56, 1.0], "anchor": "y2"}
+    # two half-width panels: few ticks, or log axes' minor labels run into each other
+    layout["xaxis"].update(domain=[0.0, 0.44], anchor="y", nticks=4, **_log(l1))
+    layout["xaxis2"] = {
+        "title": {"text": wd.label},
+        "domain": [0.56, 1.0],
+        "anchor": "y2",
+        "nticks": 4,
+    }
     layout["xaxis2"].update(_log(wd))
     layout["yaxis2"] = {"title": {"text": "weight L2 norm"}, "anchor": "x2"}
     figure: Figure = {"data": left + right, "layout": layout}
