@@ -77,7 +77,7 @@ def build_output(
         "best_epoch": best.get("best_epoch") if best else None,
         "best_metrics": best.get("metrics") if best else None,
         "test_metrics": best.get("test_metrics") if best else None,
-        # /best's confirmation, single run and reference run, in /best's shape
+        # /best's confirmation, single run, reference run and trade-offs, in /best's shape
         "best": {key: best.get(key) for key in _BEST_EXTRAS} if best else None,
         "counts": {
             "n_trials": progress.get("n_trials", 0),
@@ -98,7 +98,15 @@ def build_output(
     }
 
 
-_BEST_EXTRAS = ("confirmation", "single_run", "reference")
+_BEST_EXTRAS = (
+    "confirmation",
+    "single_run",
+    "reference",
+    # several objectives and constraints: the objectives, the best's feasibility, the Pareto set
+    "objectives",
+    "feasible",
+    "pareto",
+)
 
 
 def _params(params: dict[str, Any]) -> dict[str, Any]:

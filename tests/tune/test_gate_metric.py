@@ -44,6 +44,9 @@ def test_gate_on_the_second_objective_of_a_local_study(tmp_path: Path) -> None:
     assert len(accs) == 3 and check["value"] == max(accs)
     assert f"best val_acc = {max(accs):.6g} (over the Pareto set)" in result.stdout
     assert "val_acc >= min-score" in check["message"]
+    # the JSON carries /best's trade-offs: the objectives and the Pareto set the gate read
+    assert doc["best"]["objectives"] == TWO_OBJECTIVES
+    assert check["value"] == max(m["values"][1] for m in doc["best"]["pareto"])
 
 
 def test_gate_metric_must_be_an_objective(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
