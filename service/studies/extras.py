@@ -29,7 +29,6 @@ __all__ = [
     "SearchRun",
     "confirm_seed",
     "plan_extras",
-    "planned_count",
     "reference_params",
     "reference_space",
 ]
@@ -78,14 +77,6 @@ def _confirm_settings(spec: Mapping[str, Any]) -> tuple[int, int]:
 
 def _reference_on(spec: Mapping[str, Any]) -> bool:
     return bool(spec.get("reference", True))
-
-
-def planned_count(spec: Mapping[str, Any], n_complete: int) -> int:
-    """How many extra runs the plan holds once the search completed `n_complete` trials."""
-    if n_complete <= 0:
-        return 0
-    top_k, repeats = _confirm_settings(spec)
-    return int(_reference_on(spec)) + min(top_k, n_complete) * repeats
 
 
 def max_patience(space: SearchSpace) -> int:
