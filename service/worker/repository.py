@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, select, update
+from sqlalchemy import Select, and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.models import (
@@ -117,11 +117,25 @@ def candidate_studies(
     The slots are the ``n_trials`` search slots, then one per planned extra run (``n_extra``).
     """
     used = _slots_used(StudyRecord.id).scalar_subquery()
+    # extra runs wait for the whole search: no worker locks a study while its last search
+    # trials run
+    searching = (
+        select(TrialRecord.id)
+        .where(
+            TrialRecord.study_id == StudyRecord.id,
+            TrialRecord.role == TrialRole.search.value,
+            TrialRecord.state.in_(IN_PROGRESS),
+        )
+        .exists()
+    )
     query = (
         select(StudyRecord.id)
         .where(
             StudyRecord.status.in_(ACTIVE_STATUSES),
-            used < StudyRecord.n_trials + StudyRecord.n_extra,
+            or_(
+                used < StudyRecord.n_trials,
+                and_(used < StudyRecord.n_trials + StudyRecord.n_extra, ~searching),
+            ),
         )
         .order_by(StudyRecord.created_at, StudyRecord.id)
         .limit(limit)

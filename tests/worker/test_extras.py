@@ -157,3 +157,32 @@ def test_a_crashed_confirmation_run_is_retried_with_its_seed(
     frozen = optuna.load_study(study_name="crash", storage=migrated_db_url).trials
     assert frozen[retry.number].user_attrs[SLOT_ATTR] == 2  # type: ignore[index]
     storage.engine.dispose()
+
+
+def test_extra_slots_open_only_once_the_search_has_finished(migrated_db_url: str) -> None:
+    study_id = insert_study(migrated_db_url, tiny_spec(name="wait", n_trials=1, reference=True))
+    db = Db(migrated_db_url)
+    with unit_of_work(db.sessions) as session:
+        study = repo.lock_study(session, study_id)
+        assert study is not None
+        search = repo.claim_slot(session, study, "w")
+        assert search is not None and search.role == TrialRole.search
+        search.number, search.batch_size = 0, 32
+    with unit_of_work(db.sessions) as session:
+        # the search trial still runs: nobody is handed (or even locks) the study
+        assert repo.candidate_studies(session) == []
+        study = repo.lock_study(session, study_id)
+        assert study is not None
+        assert repo.claim_slot(session, study, "w2") is None
+        result = repo.TrialResult(TrialState.complete, value=0.5, train_seed=11)
+        repo.finish_trial(session, study, search.id, result)
+        repo.refresh_study(session, study)
+        assert study.status == StudyStatus.running  # the reference run is still to come
+    with unit_of_work(db.sessions) as session:
+        assert repo.candidate_studies(session) == [study_id]
+        study = repo.lock_study(session, study_id)
+        assert study is not None
+        reference = repo.claim_slot(session, study, "w2")
+        assert reference is not None and reference.role == TrialRole.reference
+        assert (reference.slot, reference.train_seed, reference.batch_size) == (1, 11, 32)
+        assert repo.claim_slot(session, study, "w3") is None  # one reference run only
