@@ -314,10 +314,19 @@
       return study;
     }
 
-    // /best answers 409 until a trial completed: asked only once the detail has a best trial
+    // /best answers 409 until a trial completed: asked only once the detail has a best trial,
+    // and again only when a trial finished since (its Pareto set may list up to 1,000 trials)
     async function loadBest(study) {
       if (!study.best_trial) return;
-      renderBestExtras(study, await api(`${base}/best`));
+      const p = study.progress;
+      const key = [study.status, p.finished, p.failed, p.extra_finished, study.best_trial.number].join(":");
+      if (key === state.bestKey && state.best) {
+        renderBestExtras(study, state.best); // the detail re-rendered the best card
+        return;
+      }
+      state.best = await api(`${base}/best`);
+      state.bestKey = key;
+      renderBestExtras(study, state.best);
     }
 
     async function loadPlots() {
