@@ -26,6 +26,8 @@ class Tally:
         self.best: float | None = None
 
     def add(self, trial: dict[str, Any], direction: str) -> None:
+        if trial.get("role", "search") != "search":
+            return  # a reference or confirmation run: not in n_trials, not a sampled best
         if trial["state"] in ("complete", "pruned"):
             self.finished += 1
         value = trial.get("value")
@@ -39,7 +41,11 @@ class Tally:
 
 def trial_line(trial: dict[str, Any], tally: Tally, n_trials: int) -> str:
     """``trial 7 complete value=0.3121 best=0.2980 [8/20]`` (grep-able, one per trial)."""
-    text = f"trial {trial['number']} {trial['state']}"
+    role = trial.get("role", "search")
+    if role == "confirm":
+        role = f"confirm of {trial.get('repeat_of')}"
+    label = "" if role == "search" else f" ({role})"
+    text = f"trial {trial['number']}{label} {trial['state']}"
     if trial["state"] == "fail":
         text += f" error={trial.get('error') or '?'}"
     else:

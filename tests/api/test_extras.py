@@ -27,6 +27,7 @@ from service.studies.confirmation import ConfigRuns, rank_by_mean, run_stats
 from service.tune.errors import ExitCode
 from service.tune.gate import Verdict
 from service.tune.output import build_output, output_schema
+from service.tune.progress import Tally, trial_line
 from service.worker import repository as worker_repo
 from tests.api.conftest import run_worker_until_idle
 from tests.support import serve_in_thread, settings_for, tiny_spec
@@ -196,3 +197,20 @@ def test_best_ranks_confirmed_configs_by_mean(migrated_db_url: str) -> None:
     assert best.single_run is not None
     assert (best.single_run.trial_number, best.single_run.value) == (0, 0.10)
     assert best.reference is None
+
+
+def test_tune_progress_lines_count_search_trials_and_label_extra_runs() -> None:
+    tally = Tally()
+    lines = []
+    for trial in (
+        {"number": 0, "state": "complete", "value": 0.5},
+        {"number": 1, "state": "complete", "value": 0.4, "role": "reference"},
+        {"number": 2, "state": "complete", "value": 0.3, "role": "confirm", "repeat_of": 0},
+    ):
+        tally.add(trial, "minimize")
+        lines.append(trial_line(trial, tally, 1))
+    assert lines == [
+        "trial 0 complete value=0.5000 best=0.5000 [1/1]",
+        "trial 1 (reference) complete value=0.4000 best=0.5000 [1/1]",
+        "trial 2 (confirm of 0) complete value=0.3000 best=0.5000 [1/1]",
+    ]
