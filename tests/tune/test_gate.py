@@ -15,7 +15,7 @@ from service.tune.errors import TuneError
 from service.tune.gate import GateOptions, evaluate, welch_worsening
 from service.tune.output import load_previous
 from service.tune.summary import render_summary
-from tests.tune.conftest import tiny_spec, tune_in_process, write_spec
+from tests.tune.conftest import load_valid_output, tiny_spec, tune, tune_in_process, write_spec
 
 BASE = (1.70, 1.71, 1.72, 1.71, 1.70)
 
@@ -231,3 +231,28 @@ def test_tune_gates_the_run_values_and_reports_the_test(
         assert "p-value" in summary and "90% interval" in summary
     else:
         assert "test" not in check and "p-value" not in summary
+
+
+@pytest.mark.slow  # two local tune runs with confirmation (1-3 min on a loaded 2-core VM)
+def test_a_confirmed_main_run_is_the_baseline_of_a_confirmed_pr_run(tmp_path: Path) -> None:
+    """End to end: the main branch's output JSON carries its repeats; the PR's run is judged
+    against them with the Welch test (the same spec: no regression)."""
+    confirmed = tiny_spec(name="main", confirm={"top_k": 1, "repeats": 2})
+    spec = write_spec(tmp_path / "spec.yaml", confirmed)
+    main = tune(tmp_path, str(spec), "--output", "main.json")
+    assert main.returncode == 0, main.stderr
+    baseline = load_valid_output(tmp_path / "main.json")
+    assert len(baseline["best"]["confirmation"]["values"]) == 3  # the search run + 2 repeats
+
+    pr = tune(
+        tmp_path, str(spec), "--name", "pr", "--output", "pr.json",
+        "--baseline", "main.json", "--alpha", "0.05",
+    )  # fmt: skip
+    doc = load_valid_output(tmp_path / "pr.json")
+    (check,) = doc["gate"]["checks"]
+    assert check["test"]["n"] == check["test"]["baseline_n"] == 3
+    assert check["test"]["baseline_mean"] == pytest.approx(baseline["best"]["confirmation"]["mean"])
+    # the same spec and seeds re-train to the same values: no worsening, no regression
+    assert check["test"]["worsening"] == pytest.approx(0.0, abs=1e-6)
+    assert pr.returncode == 0, pr.stderr
+    assert check["passed"] and "p = " in pr.stdout
