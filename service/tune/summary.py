@@ -54,6 +54,40 @@ def _tests(checks: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _confirmation_rows(best: dict[str, Any]) -> list[str]:
+    """The best config's runs (confirmation) and the best single run, as summary rows."""
+    rows: list[str] = []
+    conf = best.get("confirmation")
+    if conf:
+        rows.append(
+            f"| confirmed | mean {_fmt(conf['mean'])} ± {_fmt(conf['std'])} over {conf['n']} "
+            f"runs, 95 % interval [{_fmt(conf['ci95_low'])}, {_fmt(conf['ci95_high'])}] |"
+        )
+    single = best.get("single_run")
+    if single:
+        rows.append(
+            f"| best single run | {_fmt(single['value'])} (trial {single['trial_number']}) |"
+        )
+    return rows
+
+
+_REFERENCE_KEYS = ("gap", "val_ece", "near_zero_frac", "weight_l2")
+
+
+def _reference_table(doc: dict[str, Any]) -> list[str]:
+    """The tuned best beside the reference run (regularization off), when there is one."""
+    ref = (doc.get("best") or {}).get("reference")
+    if not ref or ref.get("state") != "complete":
+        return []
+    tuned_metrics = doc.get("best_metrics") or {}
+    rows = [(doc["metric"], doc.get("best_value"), ref.get("value"))]
+    rows += [(k, tuned_metrics.get(k), ref.get(k)) for k in _REFERENCE_KEYS]
+    tuned_test, ref_test = doc.get("test_metrics") or {}, ref.get("test_metrics") or {}
+    rows += [(k, tuned_test[k], ref_test[k]) for k in sorted(set(tuned_test) & set(ref_test))]
+    lines = ["", "| what regularization bought | tuned | regularization off |", "|---|---|---|"]
+    return lines + [f"| {name} | {_fmt(t)} | {_fmt(r)} |" for name, t, r in rows]
+
+
 def render_summary(doc: dict[str, Any]) -> str:
     """A markdown report of one output document: verdict, checks, best params, test metrics."""
     code = ExitCode(doc["gate"]["exit_code"])
@@ -65,6 +99,7 @@ def render_summary(doc: dict[str, Any]) -> str:
         f"| objective | `{doc['metric']}` ({doc['direction']}) |",
         f"| best value | **{_fmt(doc['best_value'])}** (trial {_fmt(doc['best_trial_number'])}) |",
     ]
+    lines += _confirmation_rows(doc.get("best") or {})
     baseline = doc.get("baseline")
     if baseline and baseline.get("best_value") is not None and doc["best_value"] is not None:
         delta = doc["best_value"] - baseline["best_value"]
@@ -99,6 +134,7 @@ def render_summary(doc: dict[str, Any]) -> str:
         if metrics:
             lines += ["", f"| {title} metric | value |", "|---|---|"]
             lines += [f"| {name} | {_fmt(value)} |" for name, value in sorted(metrics.items())]
+    lines += _reference_table(doc)
     lines += ["", f"<sub>regtune {doc['regtune_version']}, study {doc['study_id']}</sub>", ""]
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from service.tune.errors import ExitCode
 from service.tune.gate import Verdict
 from service.tune.output import build_output, output_schema
 from service.tune.progress import Tally, trial_line
+from service.tune.summary import render_summary
 from service.worker import repository as worker_repo
 from tests.api.conftest import run_worker_until_idle
 from tests.support import serve_in_thread, settings_for, tiny_spec
@@ -96,6 +97,9 @@ def test_reference_and_confirmation_over_rest_and_sql(
     assert document["best"]["reference"] == reference
     assert document["best"]["confirmation"] == conf
     assert document["best_value"] == best["value"]
+    summary = render_summary(document)
+    assert "| what regularization bought | tuned | regularization off |" in summary
+    assert f"| confirmed | mean {conf['mean']:.6g}" in summary
 
     with serve_in_thread(create_app(settings_for(migrated_db_url))) as server:
         shown = CliRunner().invoke(cli, ["best", str(study_id), "--server", server])
