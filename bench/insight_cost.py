@@ -1,22 +1,24 @@
-"""What regtune's per-epoch insight metrics cost: training with them against the same training
-without them, for the built-in digits MLP and the `insight-cnn` test plugin.
+"""What regtune's per-epoch insight metrics cost: epochs with them against the same training's
+epochs without them, for the built-in digits MLP and the `insight-cnn` test plugin.
 
 The insight metrics (trainers/insight.py): ``weight_l2`` and ``near_zero_frac`` over the weights,
 and for a declared classifier ``val_nll``, ``val_acc``, ``val_ece`` (torchmetrics, 15 bins),
-``train_nll``, ``train_acc`` and ``gap`` (a forward pass in eval mode over the validation loader
-and a fixed training subset of up to 2,048 rows). Each model trains through ``run_trial`` twice
-per repeat, alternately: with the insight metrics at the default cadence (every epoch) and
-without them (``insight_every=0``); same seed, same parameters, same epochs (no early stopping),
-so the training is the same (the script stops if the objective's values differ). The ratio of a
-pair is the with/without CPU time of the whole trial (process time: with one torch thread it is
-the work done, and other processes on a shared machine do not move it as they move wall time,
-which is shown beside it); the table shows each model's median over the repeats and the extra
-CPU time per epoch, and the last line is the larger of the two medians: ``ratio: 1.03``.
+``train_nll``, ``train_acc`` and ``gap`` (the validation logits and an eval-mode forward pass
+over a fixed 256-row training subset).
 
-    python bench/insight_cost.py                  # 20 epochs x 7 repeats per model
-    python bench/insight_cost.py --short          # 8 epochs x 3 repeats
+Each model trains through ``run_trial`` with ``insight_every=2``: even epochs compute the metrics,
+odd epochs do not, and the training is the same either way (the script checks the objective's
+curve against a run with ``insight_every=0`` and stops if it differs). An epoch's time runs from
+one epoch's end to the next (training, validation, the metrics); a trial's ratio is its median
+even epoch over its median odd epoch (epoch 0 left out), so every epoch with the metrics is
+timed next to one without, under the same load of a shared machine. Times are CPU time (process
+time: with one torch thread, the work done), wall time beside. The table shows each model's
+median over the repeats; the last line is the larger CPU median: ``ratio: 1.03``, the cost at
+the default cadence (every epoch). At cadence N the cost is about (ratio - 1) / N.
+
+    python bench/insight_cost.py                  # 30 epochs x 5 trials per model
+    python bench/insight_cost.py --short          # 8 epochs x 2 trials
     python bench/insight_cost.py --models digits  # one model
-    python bench/insight_cost.py --every 2        # the cost at another cadence
 
 One torch thread by default (small models on a shared machine; see bench/trainer_overhead.py).
 """
@@ -75,57 +77,79 @@ def _spec(model: str, epochs: int, insight_every: int) -> ObjectiveSpec:
     )
 
 
-def _timed(model: str, epochs: int, insight_every: int) -> tuple[float, float, list[float]]:
-    """CPU seconds, wall seconds and the objective's curve of one trial."""
+class _EpochClock:
+    """A TrialObserver that notes the CPU and wall clocks at each epoch's end."""
+
+    def __init__(self) -> None:
+        self.cpu: list[float] = []
+        self.wall: list[float] = []
+
+    def on_start(self, trial: Any, params: Any) -> None:
+        pass
+
+    def on_epoch(self, trial: Any, record: Any) -> None:
+        self.cpu.append(time.process_time())
+        self.wall.append(time.perf_counter())
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def _trial(model: str, epochs: int, insight_every: int) -> tuple[_EpochClock, list[float]]:
     trial = optuna.trial.FixedTrial({})
     trial.set_user_attr("train_seed", 0)
     spec = _spec(model, epochs, insight_every)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    outcome = run_trial(trial, spec)
-    cpu, elapsed = time.process_time() - cpu_start, time.perf_counter() - start
+    clock = _EpochClock()
+    outcome = run_trial(trial, spec, clock)
     if outcome.epochs_run != epochs:
         raise SystemExit(f"{model}: ran {outcome.epochs_run} epochs, expected {epochs}")
-    has = "gap" in outcome.history[0].metrics  # epoch 0 is always due
-    if has != (insight_every > 0):
-        raise SystemExit(f"{model}: insight_every={insight_every} but gap present={has}")
-    return cpu, elapsed, [r.metrics[spec.metric] for r in outcome.history]
+    computed = ["gap" in r.metrics for r in outcome.history]
+    if computed != [insight_every > 0 and e % max(insight_every, 1) == 0 for e in range(epochs)]:
+        raise SystemExit(f"{model}: the metrics were not computed at cadence {insight_every}")
+    return clock, [r.metrics[spec.metric] for r in outcome.history]
 
 
-def measure(model: str, epochs: int, repeats: int, every: int = 1) -> dict[str, Any]:
-    """Alternate with/without for ``repeats`` pairs; per-pair CPU-time and wall-time ratios."""
-    _timed(model, 1, 1)  # warm-up: imports, data loading, first-call allocations
+def _with_without(stamps: list[float]) -> tuple[float, float]:
+    """Median epoch with the metrics (even epochs) and without (odd epochs), epoch 0 left out
+    (it has no start mark and pays the first-call costs)."""
+    took = {e: stamps[e] - stamps[e - 1] for e in range(1, len(stamps))}
+    with_ = [t for e, t in took.items() if e % 2 == 0]
+    without = [t for e, t in took.items() if e % 2 == 1]
+    return _common.median(with_), _common.median(without)
+
+
+def measure(model: str, epochs: int, repeats: int) -> dict[str, Any]:
+    """``repeats`` trials at cadence 2: even epochs compute the metrics, odd ones do not, so
+    each epoch with them is timed next to one without, under the same machine load."""
+    _, off_curve = _trial(model, epochs, 0)
     cpu: list[tuple[float, float]] = []
     wall: list[tuple[float, float]] = []
     for _ in range(repeats):
-        with_cpu, with_wall, with_curve = _timed(model, epochs, every)
-        without_cpu, without_wall, without_curve = _timed(model, epochs, 0)
-        if with_curve != without_curve:
+        clock, curve = _trial(model, epochs, 2)
+        if curve != off_curve:
             raise SystemExit(f"{model}: the training differs with and without the metrics")
-        cpu.append((with_cpu, without_cpu))
-        wall.append((with_wall, without_wall))
+        cpu.append(_with_without(clock.cpu))
+        wall.append(_with_without(clock.wall))
     return {
         "ratio": _common.median([w / wo for w, wo in cpu]),
         "wall_ratio": _common.median([w / wo for w, wo in wall]),
-        "epoch_ms": 1000 * _common.median([wo for _, wo in cpu]) / epochs,
-        "extra_ms": 1000 * _common.median([w - wo for w, wo in cpu]) / epochs,
+        "epoch_ms": 1000 * _common.median([wo for _, wo in cpu]),
+        "extra_ms": 1000 * _common.median([w - wo for w, wo in cpu]),
         "ratios": [w / wo for w, wo in cpu],
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--short", action="store_true", help="8 epochs x 3 repeats")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5, help="trials per model")
+    parser.add_argument("--short", action="store_true", help="8 epochs x 2 trials")
     parser.add_argument("--models", default="digits,cnn", help="comma list of digits, cnn")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
-    parser.add_argument(
-        "--every", type=int, default=1, help="the cadence measured (1: the default, every epoch)"
-    )
     args = parser.parse_args(argv)
-    epochs, repeats = (8, 3) if args.short else (args.epochs, args.repeats)
-    if epochs < 1 or repeats < 1 or args.every < 1:
-        parser.error("--epochs, --repeats and --every must be >= 1")
+    epochs, repeats = (8, 2) if args.short else (args.epochs, args.repeats)
+    if epochs < 3 or repeats < 1:
+        parser.error("--epochs must be >= 3 and --repeats >= 1")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models or any(m not in ("digits", "cnn") for m in models):
         parser.error("--models: a comma list of digits, cnn")
@@ -135,10 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     if "cnn" in models:
         _ensure_cnn()
     names = {"digits": "digits-mlp", "cnn": "insight-cnn"}
-    results = {m: measure(m, epochs, repeats, args.every) for m in models}
+    results = {m: measure(m, epochs, repeats) for m in models}
     print(
-        f"epochs {epochs}, repeats {repeats}, torch threads {torch.get_num_threads()}, "
-        f"insight every {args.every} epoch(s) vs off"
+        f"epochs {epochs}, repeats {repeats}, torch threads {torch.get_num_threads()}: "
+        "epochs with the metrics vs without, alternating within each trial"
     )
     rows = [
         [

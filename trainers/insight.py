@@ -125,8 +125,7 @@ def _subset_batches(loader: Any, size: int) -> list[Any] | None:
         shuffle=False,
         collate_fn=loader.collate_fn,
     )
-    with torch.random.fork_rng(devices=[]):
-        return list(subset)
+    return list(subset)
 
 
 def _forward(module: Any, x: Any) -> torch.Tensor:
@@ -177,7 +176,8 @@ class Insight:
         self.every = every
         self.train_subset = train_subset
         self.names = insight_metrics(task)
-        self._train_batches: Any = None
+        self._train_batches: list[Any] | None = None
+        self._train_device: torch.device | None = None
         self._val = ClassificationMetrics()
         self._train = ClassificationMetrics(ece=False)
         self._hook: Any = None
@@ -258,8 +258,13 @@ class Insight:
 
     def _evaluate(self, trainer: Any, module: Any, captured: bool) -> dict[str, torch.Tensor]:
         datamodule = getattr(trainer, "datamodule", None)
-        if self._train_batches is None:
-            self._train_batches = self._make_train_batches(trainer, datamodule)
+        device = module.device
+        if self._train_batches is None or self._train_device != device:
+            # read once and kept on the module's device (a few hundred rows)
+            with torch.random.fork_rng(devices=[]):  # iterating a loader draws a seed
+                batches = self._make_train_batches(trainer, datamodule)
+                self._train_batches = [_to(batch, device) for batch in batches]
+            self._train_device = device
         was_training = module.training
         module.eval()
         try:
@@ -308,11 +313,18 @@ class Insight:
     def _pass(self, module: Any, batches: Any, prefix: str) -> dict[str, torch.Tensor]:
         device = module.device
         if self.task == "classification":
-            metrics = self._val if prefix == "val" else self._train
-            metrics.reset(ece=prefix == "val")
+            # one metrics update for the whole pass: torchmetrics' per-call overhead is a
+            # sizeable share of a small model's evaluation
+            logits: list[torch.Tensor] = []
+            labels: list[torch.Tensor] = []
             for batch in batches:
                 x, y = self.to_xy(_to(batch, device))
-                metrics.update(_forward(module, x), y)
+                logits.append(_forward(module, x))
+                labels.append(y)
+            metrics = self._val if prefix == "val" else self._train
+            metrics.reset(ece=prefix == "val")
+            if logits:
+                metrics.update(torch.cat(logits), torch.cat(labels))
             return metrics.compute(prefix)
         mean = MeanMetric(nan_strategy="disable").to(device)
         for batch in batches:

@@ -12,7 +12,7 @@ import torch
 def test_prints_a_row_per_model_and_the_ratio_last(capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()
     try:
-        insight_cost.main(["--epochs", "2", "--repeats", "1", "--models", "digits,cnn"])
+        insight_cost.main(["--epochs", "3", "--repeats", "1", "--models", "digits,cnn"])
     finally:
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.strip().splitlines()
@@ -21,7 +21,7 @@ def test_prints_a_row_per_model_and_the_ratio_last(capsys: pytest.CaptureFixture
     assert {"digits-mlp", "insight-cnn"} <= set(rows)
     for name in ("digits-mlp", "insight-cnn"):
         cells = [c.strip() for c in rows[name].strip("|").split("|")]
-        assert float(cells[1]) > 0  # CPU ms per epoch without the metrics
+        assert float(cells[1]) >= 0  # CPU ms of an epoch without the metrics
         assert float(cells[3]) > 0 and float(cells[4]) > 0  # CPU and wall ratios
 
 
@@ -29,4 +29,4 @@ def test_refuses_bad_settings() -> None:
     with pytest.raises(SystemExit):
         insight_cost.main(["--models", "resnet"])
     with pytest.raises(SystemExit):
-        insight_cost.main(["--every", "0"])
+        insight_cost.main(["--epochs", "2"])  # no epoch pair to compare
