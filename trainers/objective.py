@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import optuna
@@ -62,6 +62,9 @@ class ObjectiveSpec:
             `train_seed_for`); None counts as 0.
         insight_every: cadence of regtune's insight metrics for this study (None: the
             trainer's ``insight_every``; 0: off unless the objective is one of them).
+        report_epoch: ``best`` reports (and tests) the best epoch's weights, as every search
+            trial does; ``last`` reports the epoch training ended with (a reference run with
+            regularization off: picking its best epoch would be early stopping, a regularizer).
     """
 
     trainer: str
@@ -82,6 +85,8 @@ class ObjectiveSpec:
     seed: int | None = None
     # every how many epochs regtune computes its insight metrics (None: the trainer's default)
     insight_every: int | None = None
+    # which epoch the outcome reports: "best" (search trials) or "last" (the reference run)
+    report_epoch: Literal["best", "last"] = "best"
 
 
 @dataclass
@@ -242,7 +247,8 @@ class _EpochTracker:
         if improved is not None:
             self.best = improved
             self.epochs_without_improvement = 0
-            self.best_state = host_copy(module.state_dict())
+            if self.spec.report_epoch == "best":  # "last" tests the weights training ends with
+                self.best_state = host_copy(module.state_dict())
         else:
             # Early stopping with Lightning EarlyStopping's rule (strict improvement, stop once
             # `patience` epochs in a row did not improve), done here rather than by that
@@ -308,10 +314,19 @@ class _EpochTracker:
             self.trial.report(record.metrics[self.spec.metric], record.epoch)
 
 
+def _reported(tracker: _EpochTracker) -> BestEpoch | None:
+    """The epoch a trial reports: its best, or its last under ``report_epoch="last"``."""
+    if tracker.spec.report_epoch == "best" or not tracker.history:
+        return tracker.best
+    last = tracker.history[-1]
+    return BestEpoch(last.epoch, last.metrics[tracker.spec.metric], dict(last.metrics))
+
+
 def _record_attrs(trial: optuna.trial.BaseTrial, tracker: _EpochTracker) -> None:
     trial.set_user_attr("epochs_run", len(tracker.history))
-    if tracker.best is not None:
-        trial.set_user_attr("best_epoch", tracker.best.epoch)
+    reported = _reported(tracker)
+    if reported is not None:
+        trial.set_user_attr("best_epoch", reported.epoch)
     if tracker.resumed_at is not None:
         trial.set_user_attr("resumed_at_epoch", tracker.resumed_at)
 
@@ -381,16 +396,18 @@ def _trainer_kwargs(spec: ObjectiveSpec, config: Any) -> dict[str, Any]:
 def _test(
     pl_trainer: Any, ns: Any, module: Any, datamodule: Any, tracker: _EpochTracker
 ) -> dict[str, float] | None:
-    """Score the best epoch's weights on the test split when the module and data module define
-    one; returns the test metrics."""
-    if tracker.best is None or tracker.best_state is None:
+    """Score the reported epoch's weights (`_reported`) on the test split when the module and
+    data module define one; returns the test metrics."""
+    last = tracker.spec.report_epoch == "last"
+    if tracker.best is None or (tracker.best_state is None and not last):
         raise RuntimeError(f"trainer {tracker.spec.trainer!r} ran no validation epoch")
     if not (
         _lightning.overrides(ns, module, "test_step")
         and _lightning.overrides(ns, datamodule, "test_dataloader")
     ):
         return None
-    module.load_state_dict(tracker.best_state)
+    if tracker.best_state is not None:
+        module.load_state_dict(tracker.best_state)
     results = pl_trainer.test(module, datamodule=datamodule, verbose=False)
     test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     tracker.trial.set_user_attr("test_metrics", test_metrics)
@@ -484,8 +501,8 @@ def run_trial(
         _record_attrs(trial, tracker)
         if checkpoint is not None:  # the trial ended (a killed worker never gets here)
             delete_checkpoint(checkpoint.path)
-    assert tracker.best is not None
-    best = tracker.best
+    best = _reported(tracker)
+    assert best is not None
     return TrialOutcome(
         params=params,
         value=best.value,

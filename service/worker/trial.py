@@ -193,9 +193,12 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
         devices=ctx.devices_per_trial,
     )
     if claim.extra is not None and claim.extra.role == TrialRole.reference:
-        # regularization off: every parameter fixed, nothing sampled
+        # regularization off: every parameter fixed, nothing sampled; it reports the epoch
+        # training ended with (its best epoch would be early stopping, a regularizer)
         objective_spec = replace(
-            objective_spec, search_space=extras.reference_space(claim.extra.params)
+            objective_spec,
+            search_space=extras.reference_space(claim.extra.params),
+            report_epoch="last",
         )
 
     def objective(trial: optuna.Trial) -> float | list[float]:

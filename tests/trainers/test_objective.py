@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -111,6 +112,22 @@ def test_test_metrics_come_from_the_best_epochs_weights() -> None:
     assert short.history == long.history[: long.best_epoch + 1]
     assert long.test_metrics == short.test_metrics
     assert long.test_metrics is not None and long.test_metrics["test_acc"] > 0.8  # clean labels
+
+
+def test_report_epoch_last_reports_and_tests_the_weights_training_ended_with() -> None:
+    # the reference run (regularization off) reports its last epoch: picking the best epoch
+    # would be early stopping, itself a regularizer
+    spec = replace(_noisy_digits(max_epochs=6, patience=2), report_epoch="last")
+    ended = run_trial(optuna.trial.FixedTrial({}), spec)
+    best = run_trial(optuna.trial.FixedTrial({}), _noisy_digits(max_epochs=6, patience=2))
+    assert ended.history == best.history  # the same training; patience still stops it
+    assert ended.epochs_run == best.epochs_run < 6
+    assert ended.best_epoch == ended.epochs_run - 1 != best.best_epoch
+    assert ended.value == ended.history[-1].metrics["val_loss"] > best.value
+    assert ended.best_metrics == ended.history[-1].metrics
+    # the test split scores the last weights, not the best epoch's
+    assert ended.test_metrics is not None and best.test_metrics is not None
+    assert ended.test_metrics["test_loss"] != best.test_metrics["test_loss"]
 
 
 def test_study_optimize_with_sampled_params() -> None:
