@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,17 @@ SPEC: dict[str, Any] = {
 }
 
 
+@dataclass
+class Run:
+    url: str  # the server's
+    db: Path  # its SQLite file
+    doc: dict[str, Any]  # the tune JSON
+    summary: str  # the tune markdown summary
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict[str, Any]]]:
-    """A real server; `regtune tune --server` ran the study on it. Yields (url, db, tune JSON)."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """A real server on which `regtune tune --server` ran the study to the end."""
     tmp = tmp_path_factory.mktemp("insight")
     db = tmp / "regtune.db"
     env = dict(
@@ -76,12 +85,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         (tmp / "spec.yaml").write_text(yaml.safe_dump(SPEC))
         tune = subprocess.run(
             [sys.executable, "-m", "service.cli", "tune", "spec.yaml", "--server", running.url,
-             "--output", "best.json", "--poll-interval", "0.2"],
+             "--output", "best.json", "--summary", "summary.md", "--poll-interval", "0.2"],
             cwd=tmp, env=env, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert tune.returncode == 0, tune.stderr
         assert "Traceback" not in tune.stderr
-        yield running.url, db, json.loads((tmp / "best.json").read_text())
+        doc = json.loads((tmp / "best.json").read_text())
+        yield Run(running.url, db, doc, (tmp / "summary.md").read_text())
     assert running.proc.returncode == 0
 
 
@@ -105,8 +115,8 @@ def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
 
-def test_the_plugin_logs_none_of_it_itself(served: tuple[str, Path, dict[str, Any]]) -> None:
-    url, _, _ = served
+def test_the_plugin_logs_none_of_it_itself(served: Run) -> None:
+    url = served.url
     [info] = [t for t in _get(url, "/api/v1/trainers") if t["name"] == TRAINER]
     # what the plugin's own code logs is `val_nll_custom`; the rest is regtune's
     assert info["metrics"][0] == OWN_METRIC
@@ -115,9 +125,9 @@ def test_the_plugin_logs_none_of_it_itself(served: tuple[str, Path, dict[str, An
 
 
 def test_best_carries_gap_ece_sparsity_reference_and_pareto(
-    served: tuple[str, Path, dict[str, Any]],
+    served: Run,
 ) -> None:
-    url, _, doc = served
+    url, doc = served.url, served.doc
     best = _get(url, f"/api/v1/studies/{doc['study_id']}/best")
     assert best["final"] is True and best["status"] == "completed"
     assert best["objectives"] == SPEC["objective"]
@@ -149,8 +159,8 @@ def test_best_carries_gap_ece_sparsity_reference_and_pareto(
         _has_insight(member["metrics"])
 
 
-def test_trials_list_and_detail_carry_them(served: tuple[str, Path, dict[str, Any]]) -> None:
-    url, _, doc = served
+def test_trials_list_and_detail_carry_them(served: Run) -> None:
+    url, doc = served.url, served.doc
     study = doc["study_id"]
     trials = _get(url, f"/api/v1/studies/{study}/trials?limit=100")["items"]
     # the search budget and one reference run, kept apart by role
@@ -174,8 +184,8 @@ def test_trials_list_and_detail_carry_them(served: tuple[str, Path, dict[str, An
         _has_insight(epoch["metrics"])
 
 
-def test_sql_view_has_the_columns(served: tuple[str, Path, dict[str, Any]]) -> None:
-    url, db, doc = served
+def test_sql_view_has_the_columns(served: Run) -> None:
+    url, db, doc = served.url, served.db, served.doc
     trials = {
         t["number"]: t
         for t in _get(url, f"/api/v1/studies/{doc['study_id']}/trials?limit=100")["items"]
@@ -196,8 +206,8 @@ def test_sql_view_has_the_columns(served: tuple[str, Path, dict[str, Any]]) -> N
         assert row["feasible"] == 1
 
 
-def test_tune_json_carries_them(served: tuple[str, Path, dict[str, Any]]) -> None:
-    url, _, doc = served
+def test_tune_json_carries_them(served: Run) -> None:
+    url, doc = served.url, served.doc
     jsonschema.Draft202012Validator(output_schema()).validate(doc)
     best = _get(url, f"/api/v1/studies/{doc['study_id']}/best")
     assert doc["status"] == "completed" and doc["trainer"] == TRAINER
@@ -213,3 +223,14 @@ def test_tune_json_carries_them(served: tuple[str, Path, dict[str, Any]]) -> Non
     assert doc["best"]["objectives"] == SPEC["objective"]
     assert doc["best"]["feasible"] is True
     assert doc["best"]["pareto"] == best["pareto"]
+
+
+def test_tune_summary_sets_the_tuned_best_beside_the_reference(served: Run) -> None:
+    doc, ref = served.doc, served.doc["best"]["reference"]
+    lines = served.summary.splitlines()
+    assert "| what regularization bought | tuned | regularization off |" in lines
+    for key in ("gap", "val_ece", "near_zero_frac"):
+        [row] = [line for line in lines if line.startswith(f"| {key} |") and line.count("|") == 4]
+        tuned, off = (float(cell) for cell in row.strip("|").split("|")[1:])
+        assert tuned == pytest.approx(doc["best_metrics"][key], rel=1e-3)
+        assert off == pytest.approx(ref[key], rel=1e-3)
