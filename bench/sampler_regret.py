@@ -14,10 +14,12 @@ config the sampler would return (its best *observed* trial):
     normalized regret = (f(incumbent) - f*) / (f_median - f*)
 
 with f the seed-mean, f* the table's best seed-mean and f_median the median config's seed-mean:
-0 is the optimum, 1 is what a typical config gives. Reported: mean normalized regret over tables
-and seeds at 25/50/100 % of the trial budget, for random search, regtune's default sampler (built
-by ``service.worker.optimization.build_sampler`` from a default ``SamplerConfig``) and the
-sampler presets in ``PRESETS``. Headline: default's final regret / random's.
+0 is the optimum, 1 is what a typical config gives. Reported: the mean, median and worst decile
+(90th percentile) of normalized regret over tables and seeds at 25/50/100 % of the trial budget,
+for random search, regtune's default sampler (built by
+``service.worker.optimization.build_sampler`` from a default ``SamplerConfig``), the sampler
+presets in ``PRESETS`` and the robustness candidates in ``CANDIDATES``. Headline: default's final
+mean regret / random's.
 
 Prior scale (why regtune's presets put weight decay and L1 on a log scale): the arms in
 ``LINEAR_ARMS`` search every numeric parameter whose grid spans two decades or more (HPOBench's
@@ -25,24 +27,28 @@ L2 ``alpha`` 1e-8..1, learning rate, batch size, width) on a *linear* scale, the
 hand-written ``suggest_float(name, low, high)`` does, snapping each sample to the nearest grid
 value; everything else is unchanged.
 
-    python bench/sampler_regret.py            # all 12 tables, 20 seeds, 100 trials
+    python bench/sampler_regret.py            # all 12 tables, 30 seeds, 100 trials
     python bench/sampler_regret.py --short    # 2 tables, 10 seeds, 50 trials (make bench)
+    python bench/sampler_regret.py --arms random 'regtune default' --jobs 2  # two arms, 2 processes
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import _common
 import numpy as np
 import optuna
 
+from service.samplers import RandomShareSampler
 from service.spec import SamplerConfig, StudySpec
 from service.worker.optimization import build_sampler
 
@@ -166,11 +172,34 @@ PRESETS: dict[str, SamplerConfig] = {
     "tpe startup 5": SamplerConfig(name="tpe", options={"n_startup_trials": 5}),
 }
 
+
+def _random_share(share: float) -> Callable[[int], optuna.samplers.BaseSampler]:
+    return lambda seed: RandomShareSampler(optuna.samplers.TPESampler(seed=seed), share, seed)
+
+
+# Candidates against plateau traps (TPE exploiting a poor region after an unlucky start-up):
+# Optuna's TPE as it comes, a share of random proposals mixed in, a longer random start-up.
+CANDIDATES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "tpe (Optuna defaults)": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "tpe + 10 % random": _random_share(0.1),
+    "tpe + 20 % random": _random_share(0.2),
+    "tpe startup 20": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=20),
+}
+
 # The same samplers on a linear prior scale (see the module docstring).
 LINEAR_ARMS: dict[str, str] = {
     "random, linear scale": "random",
     "regtune default, linear scale": "regtune default",
 }
+
+
+def arms() -> dict[str, Callable[[int], optuna.samplers.BaseSampler]]:
+    """Every arm by name (linear-scale arms use their base sampler; see `LINEAR_ARMS`)."""
+    out = dict(SAMPLERS)
+    out.update({preset: regtune_sampler(config) for preset, config in PRESETS.items()})
+    out.update(CANDIDATES)
+    out.update({arm: SAMPLERS[base] for arm, base in LINEAR_ARMS.items()})
+    return out
 
 
 def regret_curve(
@@ -203,64 +232,126 @@ def at_fraction(curve: list[float], fraction: float) -> float:
     return curve[max(1, round(fraction * len(curve))) - 1]
 
 
+def worst_decile(values: list[float]) -> float:
+    """The 90th percentile: the regret that 10 % of the table-seeds end above."""
+    return float(np.percentile(values, 90))
+
+
+def run_table(
+    name: str, arm_names: list[str], seeds: int, n_trials: int
+) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
+    """Every arm's regret curve on table `name` for seeds 0..seeds-1, and its sampler wall time.
+
+    Arms alternate within a seed (a change in load hits them alike).
+    """
+    table = load_table(name)
+    _spec()  # built once, outside the timed runs (it imports the trainers)
+    makers = arms()
+    curves: dict[str, list[list[float]]] = {a: [] for a in arm_names}
+    wall = dict.fromkeys(arm_names, 0.0)
+    for seed in range(seeds):
+        for arm in arm_names:
+            start = time.perf_counter()
+            curve = regret_curve(table, makers[arm](seed), n_trials, seed, arm in LINEAR_ARMS)
+            wall[arm] += time.perf_counter() - start
+            curves[arm].append(curve)
+    return curves, wall
+
+
+def _run_table_args(
+    job: tuple[str, list[str], int, int],
+) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
+    _common.quiet()
+    return run_table(*job)
+
+
+def summary_rows(
+    regrets: dict[str, dict[float, list[float]]], wall: dict[str, float]
+) -> list[list[Any]]:
+    """Per arm: mean, median and worst decile at each fraction, then the sampler wall time."""
+    rows = []
+    for arm, by_fraction in regrets.items():
+        row: list[Any] = [arm]
+        for f in FRACTIONS:
+            values = by_fraction[f]
+            row += [statistics.fmean(values), statistics.median(values), worst_decile(values)]
+        rows.append([*row, wall[arm]])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="2 tables, 10 seeds, 50 trials")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per table (full: 30)")
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--tables", nargs="*", default=None)
+    parser.add_argument(
+        "--arms", nargs="*", default=None, help=f"arms to run (default all): {', '.join(arms())}"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="tables run in parallel processes")
+    parser.add_argument("--save", type=Path, default=None, help="write the regrets as JSON")
     args = parser.parse_args()
-    seeds = args.seeds or (10 if args.short else 20)
+    seeds = args.seeds or (10 if args.short else 30)
     n_trials = args.trials or (50 if args.short else 100)
     names = args.tables or (list(SHORT_TABLES) if args.short else all_tables())
+    arm_names = args.arms or list(arms())
+    unknown = sorted(set(arm_names) - set(arms()))
+    if unknown:
+        parser.error(f"--arms: unknown arm(s) {', '.join(unknown)}")
     _common.quiet()
 
-    samplers = dict(SAMPLERS)
-    for preset, config in PRESETS.items():
-        samplers[preset] = regtune_sampler(config)
-    for arm, base in LINEAR_ARMS.items():
-        samplers[arm] = SAMPLERS[base]
-    # regrets[sampler][fraction] -> one value per (table, seed)
-    regrets: dict[str, dict[float, list[float]]] = {s: {f: [] for f in FRACTIONS} for s in samplers}
+    jobs = [(name, arm_names, seeds, n_trials) for name in names]
+    if args.jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+            results = pool.map(_run_table_args, jobs)
+    else:
+        results = [run_table(*job) for job in jobs]
+
+    # regrets[arm][fraction] -> one value per (table, seed)
+    regrets: dict[str, dict[float, list[float]]] = {
+        a: {f: [] for f in FRACTIONS} for a in arm_names
+    }
+    wall: dict[str, float] = dict.fromkeys(arm_names, 0.0)
     per_table: list[list[Any]] = []
-    wall: dict[str, float] = dict.fromkeys(samplers, 0.0)
-    for name in names:
-        table = load_table(name)
-        finals: dict[str, list[float]] = {s: [] for s in samplers}
-        for seed in range(seeds):
-            for sname, make in samplers.items():  # alternate samplers within a seed
-                start = time.perf_counter()
-                linear = sname in LINEAR_ARMS
-                curve = regret_curve(table, make(seed), n_trials, seed, linear)
-                wall[sname] += time.perf_counter() - start
+    for name, (curves, table_wall) in zip(names, results, strict=True):
+        for arm in arm_names:
+            wall[arm] += table_wall[arm]
+            for curve in curves[arm]:
                 for f in FRACTIONS:
-                    regrets[sname][f].append(at_fraction(curve, f))
-                finals[sname].append(curve[-1])
-        per_table.append([name, *(statistics.fmean(finals[s]) for s in samplers)])
+                    regrets[arm][f].append(at_fraction(curve, f))
+        finals = {a: [c[-1] for c in curves[a]] for a in arm_names}
+        per_table.append([name, *(statistics.fmean(finals[a]) for a in arm_names)])
         print(
-            f"[{name}] final regret "
-            + ", ".join(f"{s} {statistics.fmean(v):.3f}" for s, v in finals.items()),
+            f"[{name}] final regret mean / worst decile "
+            + ", ".join(
+                f"{a} {statistics.fmean(v):.3f} / {worst_decile(v):.3f}" for a, v in finals.items()
+            ),
             flush=True,
         )
 
+    if args.save:
+        raw = {a: {str(f): v for f, v in by_f.items()} for a, by_f in regrets.items()}
+        args.save.write_text(json.dumps({"regrets": raw, "wall": wall, "tables": names}))
     print(f"\n## final mean normalized regret per table ({seeds} seeds, {n_trials} trials)")
-    print(_common.table(["table", *samplers], per_table, digits=3))
-    rows = [[s, *(statistics.fmean(regrets[s][f]) for f in FRACTIONS), wall[s]] for s in samplers]
-    print(f"\n## mean normalized regret over {len(names)} tables x {seeds} seeds")
+    print(_common.table(["table", *arm_names], per_table, digits=3))
     print(
-        _common.table(
-            [
-                "sampler",
-                *(f"@{int(f * 100)}% ({round(f * n_trials)} trials)" for f in FRACTIONS),
-                "sampler wall s",
-            ],
-            rows,
-            digits=3,
-        )
+        f"\n## normalized regret over {len(names)} tables x {seeds} seeds: mean, median and "
+        "worst decile (90th percentile) at each budget fraction"
     )
-    final_default = statistics.fmean(regrets["regtune default"][1.0])
-    final_random = statistics.fmean(regrets["random"][1.0])
-    print(_common.ratio_line(final_default / final_random if final_random > 0 else math.nan))
+    headers = ["sampler"]
+    for f in FRACTIONS:
+        at = f"@{int(f * 100)}%"
+        headers += [f"{at} mean", f"{at} median", f"{at} p90"]
+    print(_common.table([*headers, "sampler wall s"], summary_rows(regrets, wall), digits=3))
+    if "regtune default" in regrets and "random" in regrets:
+        final_default = statistics.fmean(regrets["regtune default"][1.0])
+        final_random = statistics.fmean(regrets["random"][1.0])
+        ratio = final_default / final_random if final_random > 0 else math.nan
+    else:
+        ratio = math.nan
+    print(_common.ratio_line(ratio))
 
 
 if __name__ == "__main__":

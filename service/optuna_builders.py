@@ -11,15 +11,19 @@ Pure functions: no database, no study.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from service.samplers import MAX_RANDOM_SHARE, RandomShareSampler
+
 if TYPE_CHECKING:  # spec.py imports this module to validate a spec
     from service.spec import PrunerConfig, SamplerConfig, StudySpec
 
 __all__ = [
+    "DEFAULT_RANDOM_SHARE",
     "OPTION_LIMITS",
     "SINGLE_OBJECTIVE_SAMPLERS",
     "SpecError",
@@ -55,6 +59,11 @@ OPTION_LIMITS: dict[str, int] = {
 SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 
 
+DEFAULT_RANDOM_SHARE = 0.0
+"""Share of a TPE study's trials proposed at random (option ``random_share``; see
+`service.samplers.RandomShareSampler` and docs/benchmarks.md, "Sampler regret")."""
+
+
 class SpecError(ValueError):
     """Sampler/pruner options Optuna refuses; the message starts with the field path."""
 
@@ -64,6 +73,10 @@ def build_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The spec's sampler with `seed`; its `options` are passed to the Optuna constructor.
 
+    TPE takes one option of regtune's own, ``random_share`` (0 to `MAX_RANDOM_SHARE`, default
+    `DEFAULT_RANDOM_SHARE`): that share of the trials, evenly spaced by trial number, is proposed
+    at random (`service.samplers.RandomShareSampler`).
+
     `full_grid=False` builds a grid sampler over the first choice of each parameter only: the
     same constructor checks of the options, without enumerating up to `MAX_GRID_POINTS` points.
 
@@ -72,10 +85,12 @@ def build_sampler(
             anything else propagates, and the worker fails the study with it).
     """
     options: dict[str, Any] = dict(config.options)
+    share = _random_share(options) if config.name == "tpe" else 0.0
     try:
         match config.name:
             case "tpe":
-                return optuna.samplers.TPESampler(seed=seed, **options)
+                tpe = optuna.samplers.TPESampler(seed=seed, **options)
+                return RandomShareSampler(tpe, share, seed) if share > 0 else tpe
             case "random":
                 return optuna.samplers.RandomSampler(seed=seed, **options)
             case "grid":
@@ -95,6 +110,27 @@ def build_sampler(
     except (TypeError, ValueError) as exc:
         raise SpecError(f"sampler.options: {_describe(exc)}") from None
     raise SpecError(f"sampler.name: unknown sampler {config.name!r}")
+
+
+def _random_share(options: dict[str, Any]) -> float:
+    """Pop TPE's ``random_share`` option (regtune's, not Optuna's) from `options`, checked."""
+    value = options.pop("random_share", DEFAULT_RANDOM_SHARE)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_RANDOM_SHARE
+    ):
+        raise SpecError(
+            f"sampler.options.random_share: must be a number from 0 to {MAX_RANDOM_SHARE} "
+            f"(the share of trials proposed at random), got {_short(value)}"
+        )
+    return float(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def auto_warmup_steps(spec: StudySpec) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -120,3 +121,41 @@ def test_main_prints_ratio_last(capsys: pytest.CaptureFixture[str], monkeypatch:
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("ratio: ")
     assert "regtune default" in "\n".join(lines)
+    # the summary has mean, median and worst decile at each fraction, for every arm
+    header = next(line for line in lines if line.startswith("| sampler "))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[1:4] == ["@25% mean", "@25% median", "@25% p90"]
+    assert cells[-2:] == ["@100% p90", "sampler wall s"]
+    rows = [line for line in lines[lines.index(header) + 2 :] if line.startswith("| ")]
+    assert [r.split("|")[1].strip() for r in rows] == list(sr.arms())
+    assert all(len(r.strip("|").split("|")) == len(cells) for r in rows)
+
+
+def test_worst_decile_is_the_90th_percentile_over_table_seeds() -> None:
+    values = [float(i) for i in range(11)]  # 0..10: 90 % of them at or below 9
+    assert sr.worst_decile(values) == pytest.approx(9.0)
+    regrets = {"arm": {f: [0.0] * 9 + [1.0] for f in sr.FRACTIONS}}  # one trapped seed in 10
+    (row,) = sr.summary_rows(regrets, {"arm": 2.5})
+    assert row[0] == "arm"
+    for i in range(len(sr.FRACTIONS)):
+        mean, median, p90 = row[1 + 3 * i : 4 + 3 * i]
+        assert (mean, median) == (pytest.approx(0.1), 0.0)
+        assert p90 == pytest.approx(0.1)  # interpolated between the 9th (0) and 10th (1) value
+    assert row[-1] == 2.5
+
+
+def test_arms_and_a_subset_run_in_parallel_processes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: Any, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(sr, "load_table", lambda name: tiny_table())
+    out = tmp_path / "regrets.json"
+    argv = ["x", "--seeds", "2", "--trials", "3", "--tables", "a", "b", "--jobs", "2"]
+    argv += ["--arms", "random", "tpe + 20 % random", "--save", str(out)]
+    monkeypatch.setattr("sys.argv", argv)
+    sr.main()
+    text = capsys.readouterr().out
+    assert "tpe (Optuna defaults)" not in text  # only the arms asked for
+    saved = json.loads(out.read_text())
+    assert set(saved["regrets"]) == {"random", "tpe + 20 % random"}
+    assert all(len(v) == 2 * 2 for v in saved["regrets"]["random"].values())  # 2 tables x 2 seeds
+    assert text.strip().splitlines()[-1] == "ratio: nan"  # no default arm: no headline
