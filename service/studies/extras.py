@@ -5,9 +5,10 @@ completed search trials; the worker repository claims the runs in plan order, on
 (slots ``n_trials .. n_trials + len(plan) - 1``), once every search trial has finished.
 
 - Reference run (spec ``reference``, default on): the single-run best search trial's config
-  with regularization off (weight decay, L1, dropout, label smoothing 0), the largest patience
-  the search space allows, the same batch size and the same training seed, so it differs from
-  the tuned best in the regularization alone.
+  with regularization off (weight decay, L1, dropout, label smoothing 0; no early stopping:
+  patience = the study's ``max_epochs``, and the worker reports the epoch training ended
+  with), the same batch size and the same training seed, so it differs from the tuned best in
+  the regularization alone.
 - Confirmation (spec ``confirm: {top_k, repeats}``): the ``top_k`` best search trials re-trained
   ``repeats`` times each with new seeds, repeat by repeat (every config's first repeat before
   any second one), so a study cut short by its deadline has repeats spread evenly.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.models import TrialRole
+from trainers import get_trainer
 from trainers.params import PARAM_NAMES, RegularizationParams
 from trainers.space import Choices, Fixed, Range, SearchSpace
 
@@ -91,12 +93,23 @@ def max_patience(space: SearchSpace) -> int:
     return _DEFAULTS.patience
 
 
-def reference_params(space: SearchSpace, best: Mapping[str, Any]) -> dict[str, Any]:
-    """The reference run's parameters: `best`'s config with regularization off."""
+def max_epochs(spec: Mapping[str, Any]) -> int | None:
+    """The study's ``max_epochs`` (its trainer config's, or the trainer's default); None when
+    the trainer has no such field."""
+    config = get_trainer(str(spec["trainer"])).validate_config(spec.get("trainer_config"))
+    value = getattr(config, "max_epochs", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def reference_params(
+    space: SearchSpace, best: Mapping[str, Any], epochs: int | None = None
+) -> dict[str, Any]:
+    """The reference run's parameters: `best`'s config with regularization off; its patience is
+    `epochs` (the study's max_epochs: no early stopping), else the largest the space allows."""
     params = {name: best.get(name, getattr(_DEFAULTS, name)) for name in PARAM_NAMES}
     for name in REGULARIZATION_OFF:
         params[name] = 0.0
-    params["patience"] = max_patience(space)
+    params["patience"] = epochs if epochs is not None else max_patience(space)
     if params.get("batch_size") is None:
         params["batch_size"] = _DEFAULTS.batch_size
     return params
@@ -123,7 +136,10 @@ def plan_extras(
         best = ranked[0]
         runs.append(
             ExtraRun(
-                TrialRole.reference, reference_params(space, best.params), best.train_seed, None
+                TrialRole.reference,
+                reference_params(space, best.params, max_epochs(spec)),
+                best.train_seed,
+                None,
             )
         )
     top_k, repeats = _confirm_settings(spec)

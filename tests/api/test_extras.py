@@ -58,7 +58,8 @@ def test_reference_and_confirmation_over_rest_and_sql(
     assert reference["state"] == "complete" and reference["value"] is not None
     params = reference["params"]
     assert (params["weight_decay"], params["l1"], params["dropout"]) == (0.0, 0.0, 0.0)
-    assert params["label_smoothing"] == 0.0 and params["patience"] == 10
+    assert params["label_smoothing"] == 0.0
+    assert params["patience"] == spec["trainer_config"]["max_epochs"]  # no early stopping
 
     conf = best["confirmation"]
     assert conf["n"] == 2 and len(conf["values"]) == 2
