@@ -24,7 +24,8 @@ and the mean worsening of each change. Targets (issue 19): false alarms on (a) <
 detection of (b) >= 80 %. Raw runs go to ``bench/out/gate_reliability.json``. Headline: the new
 gate's detection rate on (b).
 
-    python bench/gate_reliability.py             # 40 PRs, 5 runs per side (~15 min, 1 core)
+    python bench/gate_reliability.py             # 40 PRs, 5 runs per side (~20 min, 1 core)
+    python bench/gate_reliability.py --first-pr 40   # the next 40 PRs (own seeds)
     python bench/gate_reliability.py --short     # 3 PRs, 2 runs, 3 epochs (output shape only)
 """
 
