@@ -8,7 +8,6 @@ nothing of the kind (one objective, no confirmation run), so the page shows no e
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from service.models import TrialRole, TrialState
 from service.plots.figures import BEST_COLOR, Figure, _by_state, _empty, _layout, _marker
 from service.plots.repository import PlotRow
+from service.studies.confirmation import ConfigRuns, RunStats, rank_by_mean
 from service.studies.pareto import pareto_indices
 
 __all__ = ["ConfigRuns", "Objective", "confirmation", "confirmed_configs", "pareto"]
@@ -102,32 +102,11 @@ def _points(
     }
 
 
-@dataclass(frozen=True)
-class ConfigRuns:
-    """A confirmed config: the search trial `number` and the values of all its runs."""
-
-    number: int
-    runs: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.runs)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.runs)
-
-    @property
-    def std(self) -> float:
-        """Sample standard deviation (0 for a single run)."""
-        return statistics.stdev(self.runs) if self.n > 1 else 0.0
-
-
 def confirmed_configs(
     rows: Sequence[PlotRow], extras: Sequence[PlotRow], maximize: bool
 ) -> list[ConfigRuns]:
-    """Each config with confirmation runs: its search run (when plotted) plus its repeats,
-    best mean first (ties: lower trial number)."""
+    """Each config with confirmation runs (its search run, when plotted, then its repeats),
+    ranked as /best ranks them (`service.studies.confirmation.rank_by_mean`)."""
     search = {r.number: r.value for r in rows if r.state == TrialState.complete.value}
     repeats: dict[int, list[float]] = {}
     for r in extras:
@@ -139,9 +118,14 @@ def confirmed_configs(
     for number, values in repeats.items():
         first = search.get(number)
         runs = ([first] if first is not None and math.isfinite(first) else []) + values
-        configs.append(ConfigRuns(number, tuple(runs)))
-    configs.sort(key=lambda c: (-c.mean if maximize else c.mean, c.number))
-    return configs
+        configs.append(ConfigRuns(number, runs))
+    return rank_by_mean(configs, maximize)
+
+
+def _summary(config: ConfigRuns) -> RunStats:
+    stats = config.stats()
+    assert stats is not None  # ranked configs have two finite runs or more
+    return stats
 
 
 def confirmation(
@@ -152,10 +136,11 @@ def confirmation(
     configs = confirmed_configs(rows, extras, maximize)
     if not configs:
         return None
-    x = [f"trial {c.number}" for c in configs]
-    runs_x = [f"trial {c.number}" for c in configs for _ in c.runs]
-    runs_y = [v for c in configs for v in c.runs]
-    winner = configs[0]
+    stats = [_summary(c) for c in configs]
+    x = [f"trial {c.trial_number}" for c in configs]
+    runs_x = [f"trial {c.trial_number}" for c in configs for _ in c.values]
+    runs_y = [v for c in configs for v in c.values]
+    winner, winner_stats = configs[0], stats[0]
     data: list[dict[str, Any]] = [
         {
             "type": "scatter",
@@ -171,9 +156,9 @@ def confirmation(
             "mode": "markers",
             "name": "mean ± std",
             "x": x,
-            "y": [c.mean for c in configs],
-            "error_y": {"type": "data", "array": [c.std for c in configs], "visible": True},
-            "customdata": [[c.std, c.n] for c in configs],
+            "y": [st.mean for st in stats],
+            "error_y": {"type": "data", "array": [st.std for st in stats], "visible": True},
+            "customdata": [[st.std, st.n] for st in stats],
             "marker": {"color": "#1f77b4", "size": 9},
             "hovertemplate": "%{x}: %{y:.4g} ± %{customdata[0]:.2g} (n=%{customdata[1]})"
             "<extra></extra>",
@@ -182,8 +167,8 @@ def confirmation(
             "type": "scatter",
             "mode": "markers",
             "name": "confirmed winner",
-            "x": [f"trial {winner.number}"],
-            "y": [winner.mean],
+            "x": [f"trial {winner.trial_number}"],
+            "y": [winner_stats.mean],
             "marker": {"color": BEST_COLOR, "size": 16, "symbol": "star"},
             "hovertemplate": f"%{{x}}: best mean {metric} %{{y:.4g}}<extra></extra>",
         },
@@ -197,6 +182,9 @@ def confirmation(
     return {
         "data": data,
         "layout": layout,
-        "winner": winner.number,
-        "configs": [{"number": c.number, "n": c.n, "mean": c.mean, "std": c.std} for c in configs],
+        "winner": winner.trial_number,
+        "configs": [
+            {"number": c.trial_number, "n": st.n, "mean": st.mean, "std": st.std}
+            for c, st in zip(configs, stats, strict=True)
+        ],
     }
