@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -187,13 +188,23 @@ def test_baseline_file_repeats_are_read_and_checked(tmp_path: Path) -> None:
         assert caught.value.code == 2 and "best.confirmation.values" in caught.value.message
 
 
+def _confirmation(values: list[float]) -> dict[str, Any]:
+    """/best's confirmation block for `values` (mean, std and a rough interval)."""
+    mean, std = statistics.fmean(values), statistics.stdev(values)
+    return {"n": len(values), "mean": mean, "std": std, "ci95_low": mean - std,
+            "ci95_high": mean + std, "values": values,
+            "trial_numbers": list(range(len(values)))}  # fmt: skip
+
+
 def _fake_run(values: list[float] | None) -> _Run:
     study = {"id": 7, "name": "pr", "trainer": "digits-mlp", "status": "completed",
              "error": None, "metric": "val_loss", "direction": "minimize",
              "progress": {"n_trials": 4, "complete": 4, "pruned": 0, "failed": 0}}  # fmt: skip
     best = {"value": values[0] if values else 1.75, "trial_number": 2, "params": {},
             "metrics": {}, "test_metrics": None, "best_epoch": 3,
-            "confirmation": {"n": len(values), "values": values} if values else None}  # fmt: skip
+            "confirmation": _confirmation(values) if values else None,
+            "objectives": [{"metric": "val_loss", "direction": "minimize"}],
+            "feasible": None, "pareto": None}  # fmt: skip
     return _Run(_Finish(study), best, None, "local")
 
 
