@@ -180,15 +180,18 @@ def build_mlp(
     """Build the module and data module of a built-in trainer.
 
     The split and label noise follow ``config.seed``; initialization, shuffles and dropout
-    follow ``config.train_seed`` when set, else ``seed`` (the trial's training seed, which
-    `run_trial` passes), else ``config.seed``.
+    follow ``seed`` (the trial's training seed, which `run_trial` resolves and passes: see
+    `trainers.objective.train_seed_for`), else ``config.train_seed`` when set, else
+    ``config.seed``.
     """
     # the data depend on `seed` only: re-trainings with another train_seed share one split
     splits = _splits(dataset, config.model_copy(update={"train_seed": None}))
-    if config.train_seed is not None:
+    if seed is not None:
+        train_seed = seed
+    elif config.train_seed is not None:
         train_seed = config.train_seed
     else:
-        train_seed = config.seed if seed is None else seed
+        train_seed = config.seed
     # Seeds initialization and, since nothing else draws from torch's global generator before
     # fit, the dropout masks: same seeds + same params -> same metrics.
     torch.manual_seed(train_seed)

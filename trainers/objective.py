@@ -337,23 +337,24 @@ MAX_SEED = 2**32 - 1
 def train_seed_for(trial: optuna.trial.BaseTrial, spec: ObjectiveSpec, config: Any) -> int:
     """The training seed of a trial, in this order of precedence:
 
-    1. the trainer config's own ``train_seed`` field when it is set (the built-in trainers
-       have one: a study that pins it trains every trial with it);
-    2. the trial's user attribute ``train_seed`` (an enqueued reference or confirmation
-       trial carries one);
+    1. the trial's user attribute ``train_seed`` (an enqueued reference or confirmation
+       trial carries one: a confirmation repeat must train from its own new seed, also in a
+       study that pins one);
+    2. the trainer config's own ``train_seed`` field when it is set (the built-in trainers
+       have one: a study that pins it trains every search trial with it);
     3. derived from the trial number and ``spec.seed``: the first word of
        ``numpy.random.SeedSequence([spec.seed or 0, trial.number])``, so trial n of a study
        always gets the same seed and trials get unrelated ones.
     """
-    pinned = getattr(config, "train_seed", None)
-    if isinstance(pinned, int):
-        return pinned
     attr = trial.user_attrs.get("train_seed")
     if attr is not None:
         seed = int(attr)
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"train_seed: user attribute {seed} is outside 0..{MAX_SEED}")
         return seed
+    pinned = getattr(config, "train_seed", None)
+    if isinstance(pinned, int):
+        return pinned
     number = int(getattr(trial, "number", 0))
     state = np.random.SeedSequence([spec.seed or 0, number]).generate_state(1)
     return int(state[0])

@@ -60,12 +60,20 @@ def test_the_seed_is_derived_from_the_trial_number_and_recorded() -> None:
     )
 
 
-def test_a_builtin_config_train_seed_takes_precedence() -> None:
-    trial = _trial(train_seed=99)
+def test_a_builtin_config_train_seed_pins_search_trials_but_not_repeats() -> None:
+    trial = _trial(number=3)
     pinned = run_trial(trial, synthetic_spec(train_seed=7, max_epochs=2))
     assert trial.user_attrs["train_seed"] == 7  # what it actually trained with
     again = run_trial(_trial(train_seed=7), synthetic_spec(max_epochs=2))
     assert pinned.history == again.history
+    # a confirmation repeat carries its own seed: it wins over the pin, so repeats differ
+    repeat = _trial(train_seed=99)
+    repeated = run_trial(repeat, synthetic_spec(train_seed=7, max_epochs=2))
+    assert repeat.user_attrs["train_seed"] == 99
+    assert repeated.history != pinned.history
+    assert (
+        repeated.history == run_trial(_trial(train_seed=99), synthetic_spec(max_epochs=2)).history
+    )
 
 
 def test_a_build_that_takes_seed_receives_it(
