@@ -1,38 +1,46 @@
-"""Search efficiency: best validation loss reached per training sample, three search strategies.
+"""Search efficiency: the re-trained quality of the config each search strategy returns, at equal
+total training samples.
 
 Tasks (fixed specs, see ``TASKS``): the built-in ``digits-mlp`` with 40 % label noise on the
-train/validation labels (the test split stays clean), 30 epochs, and a larger ``synthetic-mlp``
-task with 20 % label noise, 60 epochs. The search space is the design's default regularization
-space. Arms, all calling ``trainers.run_trial`` in this process on the same ``ObjectiveSpec`` (so
-only the search strategy differs):
+train/validation labels (the test split stays clean), 30 epochs (regularization-sensitive, flat
+optimum); ``synthetic-mlp`` with 20 % label noise, 60 epochs; ``synthetic-wide``: 8,000 rows,
+5 % label noise, 40 epochs and a wider space (``WIDE_SPACE``), the narrow task (the flatness
+probe, ``bench/probes/flatness.py``, finds a small share of it within noise of the best). Arms,
+all calling ``trainers.run_trial`` in this process on the same ``ObjectiveSpec`` (so only the
+search strategy differs):
 
 (a) random search without pruning (``RandomSampler``, ``NopPruner``), ``n_trials`` trials;
 (b) a hand-written Optuna script: ``TPESampler(seed)`` + ``MedianPruner()`` with their defaults;
 (c) regtune's default: the sampler and pruner ``service.worker.optimization`` builds from a
-    ``StudySpec`` that leaves ``sampler`` and ``pruner`` at their defaults.
+    ``StudySpec`` that leaves ``sampler`` and ``pruner`` at their defaults;
+(d) regtune with confirmation (``Confirmer``): the product's ``confirm: {top_k, repeats}``
+    (default 3 x 2): (c)'s search on the share of the budget that leaves room for the
+    confirmation runs, then its top_k configs re-trained ``repeats`` times with the product's
+    seeds (``service.studies.extras.confirm_seed``) and the best mean chosen with the product's
+    ``service.studies.confirmation.rank_by_mean``; confirmation runs count as compute.
+(d@50%) the same within half of (a)'s samples.
 
 Compute is measured in training samples processed = epochs run x training rows, pruned trials
-included (``epochs_run`` user attribute, set by ``run_trial`` also for pruned trials); wall time
-is reported too. (b) and (c) get the sample budget (a) used on the same seed and stop at the first
-trial that exhausts it. The arms of one seed run back to back (a, b, c), seed after seed.
+included (``epochs_run`` user attribute, set by ``run_trial`` also for pruned trials). (b), (c)
+and (d) get the samples (a) used on the same seed. The arms of one seed run back to back.
 
-Reported per task: median over seeds of the best validation loss (best COMPLETE trial, what
-``study.best_trial`` returns) at 25/50/100 % of (a)'s samples, the clean-test accuracy of the
-chosen config, and the samples each arm needs to reach (a)'s final best (as a fraction of (a)'s
-samples; "never" when not reached within the budget). The anytime curves (median over seeds) are
-plotted to ``bench/out/search_efficiency_<task>.png``. Headline: median over tasks and seeds of
-(c)'s samples to reach (a)'s final best / (a)'s samples (target <= 0.25).
+Scoring: every arm's returned config (a: its best after ``n_trials``; b, c: the best COMPLETE
+trial within (a)'s samples; d: the confirmed pick) is re-trained with ``--score-seeds`` training
+seeds (default 5; 1001.., the same for every arm, none of them a search or confirmation seed)
+and scored by its mean best val_loss (``Retrainer``): one run's score is partly luck. Reported
+per task: the median over seeds of the re-trained val_loss and clean-test accuracy, the samples
+used, and paired counts (better / worse / equal: the same score, in practice the same config)
+of (d) against (a), (b), (c), of (c) against (a) and of (d@50%) against (a). The single-run
+anytime table and curves (``bench/out/search_efficiency_<task>.png``) are printed too.
 
-With ``--retrain N`` (default 3 in full mode), the same figures once more with every chosen
-config scored by its mean best val_loss over N re-trainings with other training seeds (same data
-split; the built-in trainers' ``train_seed``): a single run's score is partly luck, and on the
-synthetic task that luck (standard deviation 0.007-0.02 across training seeds near the optimum)
-is larger than the differences between the arms' bests. Printed as an extra table and line; the
-headline stays the single-run figure.
+Targets: (d)'s re-trained pick is better than both (a)'s and (b)'s on the majority of
+task-seeds, and (d@50%) is no worse than (a) at 100 % on at least half of them. Headline
+(``ratio:``): the share of task-seeds where (d)'s re-trained pick is strictly better than both
+(a)'s and (b)'s (target > 0.5).
 
-    python bench/search_efficiency.py            # both tasks, 10 seeds, 30 trials for (a)
+    python bench/search_efficiency.py            # all tasks, 10 seeds, 30 trials for (a)
     python bench/search_efficiency.py --first-seed 5 --seeds 5   # seeds 5-9 (split a run)
-    python bench/search_efficiency.py --short    # digits only, 3 seeds, 20 trials (make bench)
+    python bench/search_efficiency.py --short    # digits only, 3 seeds, 20 trials, 20 epochs
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ import _common
 import optuna
 
 from service.spec import StudySpec
+from service.studies.confirmation import ConfigRuns, rank_by_mean
+from service.studies.extras import confirm_seed
 from service.worker.optimization import build_pruner, build_sampler
 from trainers import ObjectiveSpec, TrialDiverged, get_trainer, run_trial
 
@@ -63,6 +73,16 @@ SEARCH_SPACE: dict[str, Any] = {
     "label_smoothing": {"low": 0.0, "high": 0.3},
     "batch_size": {"choices": [32, 64, 128, 256]},
     "patience": {"low": 2, "high": 10},
+}
+
+# A wider space for the narrow task: weight decay up to 1, dropout up to 0.9 and label smoothing
+# up to 0.5 include strongly over-regularized configurations, so only part of the space is near
+# the optimum and a search strategy can be told apart from random search.
+WIDE_SPACE: dict[str, Any] = {
+    **SEARCH_SPACE,
+    "weight_decay": {"low": 1.0e-6, "high": 1.0, "log": True},
+    "dropout": {"low": 0.0, "high": 0.9},
+    "label_smoothing": {"low": 0.0, "high": 0.5},
 }
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -86,9 +106,28 @@ TASKS: dict[str, dict[str, Any]] = {
             "label_noise": 0.2,
         },
     },
+    # The narrow task: more rows, less label noise (smaller training noise) and the wide space
+    "synthetic-wide": {
+        "trainer": "synthetic-mlp",
+        "search_space": WIDE_SPACE,
+        "trainer_config": {
+            "max_epochs": 40,
+            "hidden_sizes": [128, 128],
+            "n_samples": 8000,
+            "n_features": 40,
+            "n_informative": 12,
+            "n_classes": 5,
+            "class_sep": 0.8,
+            "label_noise": 0.05,
+        },
+    },
 }
 
 FRACTIONS = (0.25, 0.5, 1.0)
+# Every pick is re-trained with these many training seeds (1001..) and scored by the mean
+SCORE_SEEDS = 5
+# Arm (d): the product's `confirm: {top_k, repeats}`
+CONFIRM = (3, 2)
 
 
 def study_spec(
@@ -105,7 +144,7 @@ def study_spec(
             "name": f"bench-{task}",
             "trainer": data["trainer"],
             "trainer_config": config,
-            "search_space": SEARCH_SPACE,
+            "search_space": data.get("search_space", SEARCH_SPACE),
             "objective": {"metric": "val_loss", "direction": "minimize"},
         }
     )
@@ -234,17 +273,6 @@ class Retrainer:
             self._cache[key] = (values, accs)
         return self._cache[key]
 
-    def value_at(self, run: ArmRun, samples: float) -> float:
-        """Re-trained score of the config `run` had chosen after `samples`."""
-        return self(run.incumbent_at(samples))[0]
-
-    def samples_to_reach(self, run: ArmRun, target: float) -> float:
-        """Samples spent when `run`'s chosen config first re-trained to <= `target`."""
-        for spent, params in run.incumbents:
-            if self(params)[0] <= target:
-                return float(spent)
-        return math.inf
-
 
 def run_arm(
     spec: StudySpec,
@@ -347,12 +375,15 @@ def run_task(
     max_epochs: int | None,
     arms: dict[str, Arm] | None = None,
     first_seed: int = 0,
-) -> dict[str, list[ArmRun]]:
-    """Every arm on every seed; arms other than (a) capped at (a)'s samples of that seed."""
+    score: Callable[[dict[str, ArmRun]], SeedScores] | None = None,
+) -> tuple[dict[str, list[ArmRun]], list[SeedScores]]:
+    """Every arm on every seed; arms other than (a) capped at (a)'s samples of that seed. With
+    `score`, each seed's runs are scored (re-trained picks) as soon as they end."""
     arms = arms or ARMS
     spec = study_spec(task, max_epochs)
     rows = train_rows(spec)
     runs: dict[str, list[ArmRun]] = {name: [] for name in arms}
+    scores: list[SeedScores] = []
     for seed in range(first_seed, first_seed + seeds):
         baseline = random_arm(spec, seed, rows, n_trials, math.inf)
         runs["a random"].append(baseline)
@@ -367,7 +398,13 @@ def run_task(
             for n, r in runs.items()
         )
         print(f"[{task} seed {seed}] {line}", flush=True)
-    return runs
+        if score is not None:
+            scores.append(score({name: r[-1] for name, r in runs.items()}))
+            line = ", ".join(
+                f"{n} {v:.4f} ({scores[-1].shares[n]:.2f})" for n, v in scores[-1].values.items()
+            )
+            print(f"[{task} seed {seed} re-trained (samples/(a))] {line}", flush=True)
+    return runs, scores
 
 
 def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, dict[str, list[float]]]:
@@ -418,51 +455,180 @@ def summarize(task: str, runs: dict[str, list[ArmRun]]) -> tuple[str, dict[str, 
     return text, reach
 
 
-def summarize_retrained(
-    task: str, runs: dict[str, list[ArmRun]], retrainer: Retrainer, first_seed: int = 0
-) -> tuple[str, dict[str, list[float]]]:
-    """The task's table with every chosen config re-trained; every arm's per-seed reach.
+def finished_within(run: ArmRun, budget: float) -> list[optuna.trial.FrozenTrial]:
+    """The COMPLETE trials among those `run` finished within `budget` samples (finish order)."""
+    assert run.study is not None
+    finished = run.study.trials[: run.trials_within(budget)]
+    return [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
 
-    Same questions as `summarize`, each config scored by its re-trained mean: (a)'s target is
-    the re-trained score of the config (a) returns after its 30 trials, and an arm reaches it
-    when a config it would have returned re-trains at least as well.
+
+def _top(trials: list[optuna.trial.FrozenTrial], k: int) -> list[optuna.trial.FrozenTrial]:
+    """The `k` best COMPLETE trials, best first (ties: lower number), as the product ranks."""
+    return sorted(
+        trials, key=lambda t: (float(t.value if t.value is not None else math.inf), t.number)
+    )[:k]
+
+
+@dataclass
+class Confirmed:
+    """What regtune with confirmation returns within a sample budget."""
+
+    params: dict[str, Any] | None
+    samples: int  # the search prefix's samples + the confirmation runs'
+    search_trials: int  # trials of (c)'s search it kept (pruned included)
+    changed: bool  # the pick differs from the single-run best of that search
+
+
+class Confirmer:
+    """The product's confirmation (``confirm: {top_k, repeats}``) applied to (c)'s search.
+
+    After a search, the product re-trains its ``top_k`` best COMPLETE trials ``repeats`` times
+    each, repeat ``j`` of a trial trained with ``service.studies.extras.confirm_seed(s, j)``
+    (``s``: the trial's recorded ``train_seed``), and returns the config with the best mean over
+    all its runs (``service.studies.confirmation.rank_by_mean``). Here the search is a prefix of
+    (c)'s run (TPE and the pruner only look back, so the first ``n`` trials of a run are what a
+    study with ``n_trials = n`` would have run): the longest prefix whose samples plus the
+    confirmation's estimated samples (``repeats`` x its top trials' epochs x rows) fit the
+    budget. The confirmation's actual samples are counted. Runs are cached by (config, seed).
     """
-    baselines = runs["a random"]
-    reach: dict[str, list[float]] = {name: [] for name in runs}
-    scores: dict[str, list[list[float]]] = {name: [] for name in runs}
-    accs: dict[str, list[float]] = {name: [] for name in runs}
-    for i, base in enumerate(baselines):
-        target = retrainer.value_at(base, math.inf)
-        for name, arm_runs in runs.items():
-            run = arm_runs[i]
-            reach[name].append(retrainer.samples_to_reach(run, target) / base.samples)
-            scores[name].append([retrainer.value_at(run, f * base.samples) for f in FRACTIONS])
-            accs[name].append(retrainer(run.incumbent_at(base.samples))[1])
-        line = ", ".join(
-            f"{name} {scores[name][-1][-1]:.4f} (reach {_common.fmt(reach[name][-1], 3)})"
-            for name in runs
-        )
-        print(f"[{task} seed {first_seed + i} re-trained x{retrainer.n}] {line}", flush=True)
+
+    def __init__(self, spec: StudySpec, rows: int, top_k: int, repeats: int) -> None:
+        self.spec, self.rows, self.top_k, self.repeats = spec, rows, top_k, repeats
+        self._cache: dict[tuple[tuple[tuple[str, Any], ...], int], tuple[float, int]] = {}
+
+    def _train(self, params: dict[str, Any], seed: int) -> tuple[float, int]:
+        """(best val_loss or inf if it diverged, epochs run) of `params` with `seed`."""
+        key = (tuple(sorted(params.items())), seed)
+        if key not in self._cache:
+            target = dataclasses.replace(
+                objective_spec(self.spec),
+                trainer_config={**self.spec.trainer_config, "train_seed": seed},
+            )
+            trial = optuna.trial.FixedTrial(dict(params))
+            try:
+                outcome = run_trial(trial, target)
+                self._cache[key] = (outcome.value, outcome.epochs_run)
+            except TrialDiverged:
+                self._cache[key] = (math.inf, int(trial.user_attrs.get("epochs_run", 0)))
+        return self._cache[key]
+
+    def _estimate(self, trials: list[optuna.trial.FrozenTrial]) -> int:
+        top = _top(trials, self.top_k)
+        return self.repeats * self.rows * sum(int(t.user_attrs.get("epochs_run", 0)) for t in top)
+
+    def __call__(self, run: ArmRun, budget: float) -> Confirmed:
+        """Regtune with confirmation within `budget` samples, from (c)'s `run`."""
+        assert run.study is not None
+        n = run.trials_within(budget)
+        while (
+            n > 0
+            and run.curve[n - 1][0] + self._estimate(finished_within(run, run.curve[n - 1][0]))
+            > budget
+        ):
+            n -= 1
+        if n == 0:
+            return Confirmed(None, 0, 0, False)
+        spent = run.curve[n - 1][0]
+        top = _top(finished_within(run, spent), self.top_k)
+        if not top:
+            return Confirmed(None, spent, n, False)
+        configs = []
+        for trial in top:
+            base = int(trial.user_attrs["train_seed"])
+            values = [float(trial.value if trial.value is not None else math.inf)]
+            for repeat in range(self.repeats):
+                value, epochs = self._train(dict(trial.params), confirm_seed(base, repeat))
+                values.append(value)
+                spent += epochs * self.rows
+            configs.append(ConfigRuns(trial_number=trial.number, values=values))
+        ranked = rank_by_mean(configs, maximize=False)
+        pick = next(t for t in top if t.number == ranked[0].trial_number) if ranked else top[0]
+        return Confirmed(dict(pick.params), spent, n, pick.number != top[0].number)
+
+
+@dataclass
+class SeedScores:
+    """One task-seed: each arm's pick scored by its mean over the scoring seeds."""
+
+    values: dict[str, float]  # mean best val_loss of the re-trained pick
+    accs: dict[str, float]  # mean clean-test accuracy of the re-trained pick
+    shares: dict[str, float]  # samples the arm used / (a)'s samples
+    changed: dict[str, bool]  # confirmation changed the pick
+
+
+CONFIRM_ARM = "d regtune+confirm"
+HALF_ARM = "d@50% regtune+confirm"
+
+
+def score_seed(runs: dict[str, ArmRun], scorer: Retrainer, confirmer: Confirmer) -> SeedScores:
+    """Every arm's returned config at (a)'s samples, and (d) at half of them, re-trained."""
+    base = runs["a random"]
+    budget = float(base.samples)
+    picks: dict[str, dict[str, Any] | None] = {}
+    shares: dict[str, float] = {}
+    for name, run in runs.items():
+        picks[name] = run.incumbent_at(budget)
+        shares[name] = min(run.samples, budget) / budget if budget else math.nan
+    changed = {}
+    for name, fraction in ((CONFIRM_ARM, 1.0), (HALF_ARM, 0.5)):
+        confirmed = confirmer(runs["c regtune"], fraction * budget)
+        picks[name] = confirmed.params
+        shares[name] = confirmed.samples / budget if budget else math.nan
+        changed[name] = confirmed.changed
+    values, accs = {}, {}
+    for name, params in picks.items():
+        values[name], accs[name] = scorer(params)
+    return SeedScores(values, accs, shares, changed)
+
+
+def paired(scores: list[SeedScores], arm: str, other: str) -> tuple[int, int, int]:
+    """(better, worse, equal) task-seeds of `arm` against `other` (lower re-trained val_loss is
+    better; equal: the same score, in practice the same config)."""
+    better = sum(1 for s in scores if s.values[arm] < s.values[other])
+    worse = sum(1 for s in scores if s.values[arm] > s.values[other])
+    return better, worse, len(scores) - better - worse
+
+
+def beats_both(score: SeedScores) -> bool:
+    """The headline event: (d)'s re-trained pick is better than (a)'s and (b)'s."""
+    d = score.values[CONFIRM_ARM]
+    return d < score.values["a random"] and d < score.values["b tpe+median"]
+
+
+def summarize_scores(task: str, scores: list[SeedScores], n_seeds: int) -> str:
+    """The task's re-trained table and paired comparisons."""
+    names = list(scores[0].values)
     rows_out = [
         [
             name,
-            *(_common.median([s[i] for s in scores[name]]) for i in range(len(FRACTIONS))),
-            _common.median(accs[name]),
-            _common.median(reach[name]),
+            _common.median([s.values[name] for s in scores]),
+            _common.median([s.accs[name] for s in scores]),
+            _common.median([s.shares[name] for s in scores]),
         ]
-        for name in runs
+        for name in names
     ]
-    headers = [
-        "arm",
-        *(f"re-trained val_loss @{int(f * 100)}%" for f in FRACTIONS),
-        "re-trained test acc",
-        "samples to reach (a) re-trained / (a)",
+    headers = ["arm", "re-trained val_loss", "re-trained test acc", "samples / (a)'s"]
+    lines = [
+        f"## {task}: picks re-trained with {n_seeds} training seeds (mean), median over "
+        f"{len(scores)} seeds",
+        _common.table(headers, rows_out),
     ]
-    text = (
-        f"## {task}, chosen configs re-trained with {retrainer.n} other training seeds "
-        f"(mean): median over {len(baselines)} seeds\n" + _common.table(headers, rows_out)
+    for arm, other in (
+        (CONFIRM_ARM, "a random"),
+        (CONFIRM_ARM, "b tpe+median"),
+        (CONFIRM_ARM, "c regtune"),
+        ("c regtune", "a random"),
+        (HALF_ARM, "a random"),
+    ):
+        better, worse, equal = paired(scores, arm, other)
+        lines.append(f"{task}: {arm} vs {other}: better {better}, worse {worse}, equal {equal}")
+    changed = sum(1 for s in scores if s.changed[CONFIRM_ARM])
+    both = sum(1 for s in scores if beats_both(s))
+    lines.append(
+        f"{task}: confirmation changed the pick on {changed}/{len(scores)} seeds; "
+        f"{CONFIRM_ARM} beats both (a) and (b) on {both}/{len(scores)}"
     )
-    return text, reach
+    return "\n".join(lines)
 
 
 def final_bests(runs: dict[str, list[ArmRun]], arm: str) -> list[float]:
@@ -516,12 +682,19 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", choices=sorted(TASKS), default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument(
-        "--retrain",
+        "--score-seeds",
         type=int,
-        default=None,
+        default=SCORE_SEEDS,
         metavar="N",
-        help="also score each chosen config by its mean over N re-trainings with other "
-        "training seeds (default 3; 0 in --short)",
+        help=f"training seeds each pick is re-trained with (default {SCORE_SEEDS})",
+    )
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        nargs=2,
+        default=list(CONFIRM),
+        metavar=("TOP_K", "REPEATS"),
+        help=f"arm (d)'s confirm settings (default {CONFIRM[0]} {CONFIRM[1]})",
     )
     parser.add_argument(
         "--candidate",
@@ -531,59 +704,53 @@ def main() -> None:
         help='extra arm, e.g. asha=\'{"pruner": {"name": "successive_halving"}}\'',
     )
     args = parser.parse_args()
+    if args.score_seeds < 1 or min(args.confirm) < 1:
+        parser.error("--score-seeds and --confirm take positive numbers")
     arms = dict(ARMS)
     for item in args.candidate:
         label, _, text = item.partition("=")
         name, arm = candidate_arm(label, json.loads(text))
         arms[name] = arm
-    # 10 in full mode: with 5, the headline moved from 0.25 to 0.52 when seeds 5-9 were added
     seeds = args.seeds or (3 if args.short else 10)
     n_trials = args.trials or (20 if args.short else 30)
     tasks = args.tasks or (["digits-noisy"] if args.short else list(TASKS))
     max_epochs = args.max_epochs or (20 if args.short else None)
-    retrain = args.retrain if args.retrain is not None else (0 if args.short else 3)
     _common.quiet()
 
-    reach_all: list[float] = []
-    retrained_all: list[float] = []
+    all_scores: list[SeedScores] = []
     for task in tasks:
-        runs = run_task(task, seeds, n_trials, max_epochs, arms, args.first_seed)
-        text, reach_by_arm = summarize(task, runs)
-        reach_all += reach_by_arm["c regtune"]
+        spec = study_spec(task, max_epochs)
+        scorer = Retrainer(spec, args.score_seeds)
+        confirmer = Confirmer(spec, train_rows(spec), *args.confirm)
+
+        def score(
+            seed_runs: dict[str, ArmRun],
+            scorer: Retrainer = scorer,
+            confirmer: Confirmer = confirmer,
+        ) -> SeedScores:
+            return score_seed(seed_runs, scorer, confirmer)
+
+        runs, scores = run_task(task, seeds, n_trials, max_epochs, arms, args.first_seed, score)
+        all_scores += scores
+        text, _ = summarize(task, runs)
         print(text)
         path = plot(task, runs)
         if path:
-            print(f"anytime curve: {path}")
-        finals = {name: final_bests(runs, name) for name in runs}
-        print(
-            f"{task}: at (a)'s samples, median best val_loss "
-            f"(c) {_common.median(finals['c regtune']):.4f} "
-            f"vs (b) {_common.median(finals['b tpe+median']):.4f}"
-        )
-        for name, fractions in reach_by_arm.items():
-            print(
-                f"{task} {name}: reach per seed "
-                + ", ".join(_common.fmt(x, 3) for x in fractions)
-                + "; best within (a)'s samples per seed "
-                + ", ".join(f"{x:.4f}" for x in finals[name])
-            )
-        if retrain > 0:
-            retrainer = Retrainer(study_spec(task, max_epochs), retrain)
-            text, retrained = summarize_retrained(task, runs, retrainer, args.first_seed)
-            retrained_all += retrained["c regtune"]
-            print(text)
-            for name, fractions in retrained.items():
-                print(
-                    f"{task} {name}: re-trained reach per seed "
-                    + ", ".join(_common.fmt(x, 3) for x in fractions)
-                )
-    print(f"tasks {', '.join(tasks)}; seeds {seeds}; (a) trials {n_trials}")
-    if retrained_all:
-        print(
-            f"(c) samples to reach (a)'s chosen config re-trained ({retrain} training seeds), "
-            f"median over task-seeds: {_common.fmt(_common.median(retrained_all), 3)}"
-        )
-    print(_common.ratio_line(_common.median(reach_all)))
+            print(f"anytime curve (single runs): {path}")
+        print(summarize_scores(task, scores, args.score_seeds))
+    top_k, repeats = args.confirm
+    print(
+        f"tasks {', '.join(tasks)}; seeds {seeds}; (a) trials {n_trials}; "
+        f"confirm top_k {top_k} x repeats {repeats}; picks scored over {args.score_seeds} "
+        "training seeds"
+    )
+    half_ok = sum(1 for s in all_scores if s.values[HALF_ARM] <= s.values["a random"])
+    print(
+        f"{HALF_ARM} no worse than (a) at 100 %: {half_ok}/{len(all_scores)} task-seeds "
+        "(target: at least half)"
+    )
+    share = sum(1 for s in all_scores if beats_both(s)) / len(all_scores)
+    print(_common.ratio_line(share))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ strategy can only beat them by luck.
 
     python bench/probes/flatness.py --task digits-noisy --configs 20 --repeats 3
     python bench/probes/flatness.py --task synthetic --set n_samples=1500 --set n_features=60
+    python bench/probes/flatness.py --task synthetic-wide --configs 40 --repeats 2
 """
 
 from __future__ import annotations

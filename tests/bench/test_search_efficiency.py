@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -9,6 +10,8 @@ import optuna
 import pytest
 import search_efficiency as se
 
+from service.studies.confirmation import ConfigRuns, rank_by_mean
+from service.studies.extras import confirm_seed
 from trainers import run_trial
 
 TINY_EPOCHS = 2
@@ -26,6 +29,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
             outcome = run_trial(trial, spec, observer)
         finally:
             call["distributions"] = dict(trial.distributions)
+            call["params"] = dict(trial.params)
             call["epochs_run"] = trial.user_attrs.get("epochs_run")
         return outcome
 
@@ -139,13 +143,6 @@ def test_retrainer_scores_a_config_by_its_mean_over_other_training_seeds(
     nothing, no_acc = retrainer(None)
     assert nothing == math.inf and math.isnan(no_acc)
 
-    run = se.ArmRun(incumbents=[(100, {"x": 1}), (300, params)])
-    retrainer._cache[(("x", 1),)] = ([value + 1.0], [0.5])  # the first incumbent re-trains worse
-    assert retrainer.value_at(run, 200) == value + 1.0
-    assert retrainer.value_at(run, 300) == value
-    assert retrainer.samples_to_reach(run, value) == 300
-    assert retrainer.samples_to_reach(run, value - 1.0) == math.inf
-
 
 def test_candidate_arm_changes_only_sampler_or_pruner(recorded: list[dict[str, Any]]) -> None:
     spec = se.study_spec("digits-noisy", max_epochs=TINY_EPOCHS)
@@ -153,6 +150,107 @@ def test_candidate_arm_changes_only_sampler_or_pruner(recorded: list[dict[str, A
     assert name == "c' none"
     arm(spec, 0, se.train_rows(spec), 1, math.inf)
     assert recorded[0]["spec"] == se.objective_spec(spec)
+
+
+def test_finished_within_keeps_complete_trials_finished_inside_the_budget() -> None:
+    def trial(epochs: int, state: optuna.trial.TrialState) -> Any:
+        return optuna.trial.create_trial(
+            state=state,
+            value=1.0 if state == optuna.trial.TrialState.COMPLETE else None,
+            user_attrs={"epochs_run": epochs},
+        )
+
+    complete, pruned = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+    study = optuna.create_study()
+    study.add_trials([trial(3, complete), trial(1, pruned), trial(2, complete), trial(1, complete)])
+    # what run_arm records: samples spent after each trial, in finish order (10 rows)
+    run = se.ArmRun(curve=[(30, 1.0), (40, 1.0), (60, 1.0), (70, 1.0)], study=study)
+    kept = study.trials
+    assert se.finished_within(run, 50) == [kept[0]]  # 30, 40, then 60 > 50
+    assert se.finished_within(run, 60) == [kept[0], kept[2]]
+    assert se.finished_within(run, math.inf) == [kept[0], kept[2], kept[3]]
+
+
+def _value(trial: optuna.trial.FrozenTrial) -> float:
+    assert trial.value is not None
+    return trial.value
+
+
+def test_confirmation_retrains_the_top_k_with_the_products_seeds_and_ranks_by_mean(
+    recorded: list[dict[str, Any]],
+) -> None:
+    spec = se.study_spec("digits-noisy", max_epochs=TINY_EPOCHS)
+    rows = se.train_rows(spec)
+    run = se.run_arm(
+        spec, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner(), rows, n_trials=4
+    )
+    assert run.study is not None
+    recorded.clear()
+    confirmed = se.Confirmer(spec, rows, top_k=2, repeats=2)(run, math.inf)
+
+    best_two = sorted(run.study.trials, key=_value)[:2]
+    seeds = {
+        (repr(sorted(t.params.items())), confirm_seed(int(t.user_attrs["train_seed"]), j))
+        for t in best_two
+        for j in range(2)
+    }
+    trained = {
+        (repr(sorted(c["params"].items())), c["spec"].trainer_config["train_seed"])
+        for c in recorded
+    }
+    assert len(recorded) == 4
+    assert trained == seeds
+    # patience >= 2: no early stop in 2 epochs; the 4 confirmation runs are counted
+    assert confirmed.samples == run.samples + 4 * TINY_EPOCHS * rows
+    assert confirmed.search_trials == 4
+    # the pick: the product's rank_by_mean over each config's search run and its repeats
+    configs = []
+    for t in best_two:
+        repeats = [
+            run_trial(
+                optuna.trial.FixedTrial(dict(t.params)),
+                dataclasses.replace(
+                    se.objective_spec(spec),
+                    trainer_config={
+                        **spec.trainer_config,
+                        "train_seed": confirm_seed(int(t.user_attrs["train_seed"]), j),
+                    },
+                ),
+            ).value
+            for j in range(2)
+        ]
+        configs.append(ConfigRuns(trial_number=t.number, values=[_value(t), *repeats]))
+    winner = rank_by_mean(configs, maximize=False)[0].trial_number
+    assert confirmed.params == run.study.trials[winner].params
+    assert confirmed.changed == (winner != best_two[0].number)
+
+
+def test_confirmation_keeps_its_estimated_cost_inside_the_budget() -> None:
+    spec = se.study_spec("digits-noisy", max_epochs=TINY_EPOCHS)
+    rows = se.train_rows(spec)
+    run = se.run_arm(
+        spec, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner(), rows, n_trials=4
+    )
+    confirmer = se.Confirmer(spec, rows, top_k=2, repeats=2)
+    # 2 epochs per trial; confirming 2 configs twice costs 8 epochs: 2 search trials fit in 12
+    confirmed = confirmer(run, 12 * rows)
+    assert confirmed.search_trials == 2
+    assert confirmed.samples == 12 * rows
+    one = confirmer(run, 8 * rows)  # one trial (2 epochs) and its 2 repeats fit in 8 epochs
+    assert (one.search_trials, one.samples) == (1, 6 * rows)
+    nothing = confirmer(run, 5 * rows)  # not even one trial and its confirmation
+    assert nothing.params is None and nothing.samples == 0
+
+
+def test_paired_counts_and_the_headline_event() -> None:
+    def seed(a: float, b: float, d: float) -> se.SeedScores:
+        values = {"a random": a, "b tpe+median": b, se.CONFIRM_ARM: d}
+        return se.SeedScores(values, {}, {}, {})
+
+    scores = [seed(1.0, 1.0, 0.9), seed(1.0, 0.8, 0.9), seed(1.0, 1.2, 1.0), seed(0.5, 1.0, 0.6)]
+    assert se.paired(scores, se.CONFIRM_ARM, "a random") == (2, 1, 1)
+    assert se.paired(scores, se.CONFIRM_ARM, "b tpe+median") == (3, 1, 0)
+    assert [se.beats_both(s) for s in scores] == [True, False, False, False]
 
 
 def test_main_prints_ratio_last(capsys: pytest.CaptureFixture[str], monkeypatch: Any) -> None:
@@ -163,18 +261,28 @@ def test_main_prints_ratio_last(capsys: pytest.CaptureFixture[str], monkeypatch:
             "--seeds",
             "1",
             "--trials",
-            "2",
+            "3",
             "--max-epochs",
-            "1",
+            "2",
             "--tasks",
             "digits-noisy",
-            "--retrain",
+            "--score-seeds",
+            "1",
+            "--confirm",
+            "1",
             "1",
         ],
     )
     se.main()
     lines = capsys.readouterr().out.strip().splitlines()
-    assert any(line.startswith("## digits-noisy, chosen configs re-trained") for line in lines)
-    assert lines[-2].startswith("(c) samples to reach (a)'s chosen config re-trained")
+    table = lines.index(
+        "## digits-noisy: picks re-trained with 1 training seeds (mean), median over 1 seeds"
+    )
+    arms = [line.split("|")[1].strip() for line in lines[table + 3 : table + 8]]
+    assert arms == [*se.ARMS, se.CONFIRM_ARM, se.HALF_ARM]
+    assert any(
+        line.startswith("digits-noisy: d regtune+confirm vs a random: better ") for line in lines
+    )
+    assert lines[-2].startswith(f"{se.HALF_ARM} no worse than (a) at 100 %: ")
     assert lines[-1].startswith("ratio: ")
-    float(lines[-1].removeprefix("ratio: "))
+    assert 0.0 <= float(lines[-1].removeprefix("ratio: ")) <= 1.0
