@@ -23,7 +23,9 @@ if TYPE_CHECKING:  # spec.py imports this module to validate a spec
     from service.spec import PrunerConfig, SamplerConfig, StudySpec
 
 __all__ = [
+    "DEFAULT_GAP_EPOCHS",
     "DEFAULT_RANDOM_SHARE",
+    "MAX_GAP_EPOCHS",
     "OPTION_LIMITS",
     "SINGLE_OBJECTIVE_SAMPLERS",
     "SpecError",
@@ -58,6 +60,10 @@ OPTION_LIMITS: dict[str, int] = {
 # (MOTPE), NSGA-II, GP (log EHVI), random, QMC and grid serve several.
 SINGLE_OBJECTIVE_SAMPLERS = frozenset({"cmaes"})
 
+
+DEFAULT_GAP_EPOCHS = 3
+"""The ``gap`` pruner's ``epochs`` (k) when the spec gives none; at most `MAX_GAP_EPOCHS`."""
+MAX_GAP_EPOCHS = 1_000
 
 DEFAULT_RANDOM_SHARE = 0.0
 """Share of a TPE study's trials proposed at random (option ``random_share``; see
@@ -163,6 +169,11 @@ def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePr
         # Optuna cannot report or prune a trial of a multi-objective study; the spec refuses
         # any pruner but "auto" and "none" there, and both mean no pruning (docs/api.md)
         return optuna.pruners.NopPruner()
+    if config.name == "gap":
+        # the epochs rule runs in the trainers' epoch tracker (it sees the gap; an Optuna
+        # pruner sees the objective only): here it is checked, and the rest is "auto"
+        _gap_epochs(options.pop("epochs", DEFAULT_GAP_EPOCHS))
+        config = config.model_copy(update={"name": "auto", "options": options})
     try:
         match config.name:
             case "auto":
@@ -194,6 +205,15 @@ def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePr
     except (TypeError, ValueError) as exc:
         raise SpecError(f"pruner.options: {_describe(exc)}") from None
     raise SpecError(f"pruner.name: unknown pruner {config.name!r}")
+
+
+def _gap_epochs(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_GAP_EPOCHS:
+        raise SpecError(
+            f"pruner.options.epochs: must be a whole number from 1 to {MAX_GAP_EPOCHS} (epochs "
+            f"in a row the gap must widen while the objective stalls), got {_short(value)}"
+        )
+    return value
 
 
 def check_options(spec: StudySpec) -> None:

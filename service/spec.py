@@ -26,7 +26,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service.optuna_builders import SINGLE_OBJECTIVE_SAMPLERS, SpecError, check_options
+from service.optuna_builders import (
+    DEFAULT_GAP_EPOCHS,
+    SINGLE_OBJECTIVE_SAMPLERS,
+    SpecError,
+    check_options,
+)
 from trainers import PARAM_NAMES, Range, SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
 from trainers.space import MAX_ABS_INT, Number, in_distribution
@@ -155,8 +160,20 @@ class PrunerConfig(BaseModel):
         "patient",
         "threshold",
         "auto",
+        "gap",
     ] = "auto"
+    # "gap": the "auto" pruner plus regtune's overfitting rule, option `epochs` (k, default
+    # `DEFAULT_GAP_EPOCHS`): a trial is pruned once its gap rose k epochs in a row while the
+    # objective stalled (trainers.objective; the other options go to the "auto" pruner)
     options: FreeForm = Field(default_factory=dict)
+
+    def gap_stop_epochs(self) -> int | None:
+        """The gap rule's k for the trainers, or None when this pruner is not ``gap``
+        (the option is checked at submit by `service.optuna_builders.build_pruner`)."""
+        if self.name != "gap":
+            return None
+        value = self.options.get("epochs", DEFAULT_GAP_EPOCHS)
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Budget(BaseModel):
@@ -372,6 +389,7 @@ class StudySpec(BaseModel):
             accelerator=accelerator,
             torch_threads=torch_threads,
             precision=self.execution.precision,
+            gap_stop_epochs=self.pruner.gap_stop_epochs(),
         )
 
 

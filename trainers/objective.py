@@ -14,6 +14,8 @@ CONTRACT (used by the service; keep these names and signatures):
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +32,8 @@ from trainers.insight import Insight
 from trainers.params import RegularizationParams
 from trainers.registry import Trainer, get_trainer
 from trainers.space import Direction, SearchSpace
+
+_log = logging.getLogger(__name__)
 
 #: Used when a trainer's config has no ``max_epochs`` field.
 DEFAULT_MAX_EPOCHS = 100
@@ -65,6 +69,10 @@ class ObjectiveSpec:
         report_epoch: ``best`` reports (and tests) the best epoch's weights, as every search
             trial does; ``last`` reports the epoch training ended with (a reference run with
             regularization off: picking its best epoch would be early stopping, a regularizer).
+        gap_stop_epochs: the ``gap`` pruner's rule (docs/api.md, "Pruners"): prune a trial once
+            its ``gap`` rose strictly over this many measured epochs in a row while the
+            objective did not improve in them; None: off. Inactive (a warning logged once) for
+            a trainer that yields no ``gap``.
     """
 
     trainer: str
@@ -87,6 +95,8 @@ class ObjectiveSpec:
     insight_every: int | None = None
     # which epoch the outcome reports: "best" (search trials) or "last" (the reference run)
     report_epoch: Literal["best", "last"] = "best"
+    # the gap pruner's k (None: off); see `_EpochTracker._gap_widened`
+    gap_stop_epochs: int | None = None
 
 
 @dataclass
@@ -195,6 +205,8 @@ class _EpochTracker:
         self._last_save = -math.inf
         self._rng: dict[str, Any] | None = None  # restored at the first resumed epoch
         self.resumed_at: int | None = None  # first epoch trained after a resume
+        self._gaps: list[tuple[int, float]] = []  # (epoch, gap) of the epochs that measured it
+        self._gap_missing_logged = False
 
     def on_epoch(self, trainer: Any, module: Any) -> None:
         if not _ddp.is_distributed(trainer):
@@ -261,7 +273,48 @@ class _EpochTracker:
             raise TrialCancelled(f"study cancelled: trial stopped after epoch {epoch}")
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric}={value:.6g}")
+        reason = self._gap_widened(epoch, metrics)
+        if reason is not None:
+            self.trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
         self._maybe_save(trainer)
+
+    def _gap_widened(self, epoch: int, metrics: Mapping[str, float]) -> str | None:
+        """Why the gap rule prunes the trial at `epoch`, or None.
+
+        With k = ``spec.gap_stop_epochs``: the last k+1 epochs that measured ``gap`` show it
+        rising strictly k times in a row, and the objective's best epoch is not after the first
+        of them (it stalled while the model fitted the training split ever closer). Epochs
+        without a ``gap`` (the insight cadence) neither count nor break the run.
+        """
+        k = self.spec.gap_stop_epochs
+        if k is None:
+            return None
+        gap = metrics.get("gap")
+        if gap is None or not math.isfinite(gap):
+            if not self._gap_missing_logged and not self._gaps:
+                self._gap_missing_logged = True
+                _log.warning(
+                    "pruner gap: trainer %r yielded no gap at epoch %d; the gap rule waits for "
+                    "one (inactive for a trainer that never yields it, docs/trainers.md)",
+                    self.spec.trainer,
+                    epoch,
+                )
+            return None
+        self._gaps.append((epoch, gap))
+        if len(self._gaps) <= k:
+            return None
+        window = self._gaps[-(k + 1) :]
+        if any(later <= earlier for (_, earlier), (_, later) in itertools.pairwise(window)):
+            return None
+        start = window[0][0]
+        if self.best is None or self.best.epoch > start:
+            return None
+        return (
+            f"pruned at epoch {epoch}: gap widened {k} epoch(s) in a row "
+            f"({window[0][1]:.4g} at epoch {start} -> {gap:.4g}) while {self.spec.metric} "
+            f"stalled (best {self.best.value:.6g} at epoch {self.best.epoch})"
+        )
 
     def _maybe_save(self, trainer: Any) -> None:
         plan = self.checkpoint
@@ -307,6 +360,11 @@ class _EpochTracker:
         self.best = BestEpoch(*best) if best is not None else None
         self.best_state = state["best_state"]
         self.epochs_without_improvement = int(state["epochs_without_improvement"])
+        self._gaps = [
+            (r.epoch, r.metrics["gap"])
+            for r in self.history
+            if "gap" in r.metrics and math.isfinite(r.metrics["gap"])
+        ]
         self._rng = state["rng"]
         for record in self.history:
             if self.observer is not None:

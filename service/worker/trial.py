@@ -192,6 +192,8 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
         spec.objective_spec(accelerator=ctx.accelerator, torch_threads=ctx.settings.torch_threads),
         devices=ctx.devices_per_trial,
     )
+    if claim.extra is not None:  # extra runs are never pruned: no gap rule either
+        objective_spec = replace(objective_spec, gap_stop_epochs=None)
     if claim.extra is not None and claim.extra.role == TrialRole.reference:
         # regularization off: every parameter fixed, nothing sampled; it reports the epoch
         # training ended with (its best epoch would be early stopping, a regularizer)

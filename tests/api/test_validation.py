@@ -117,6 +117,39 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "pruner.name: Input should be 'none'",
     ),
     (
+        "gap-pruner-epochs-at-least-one",
+        {"pruner": {"name": "gap", "options": {"epochs": 0}}},
+        ["body", "pruner", "options", "epochs"],
+        "pruner.options.epochs: must be a whole number from 1 to 1000",
+    ),
+    (
+        "gap-pruner-epochs-bounded",
+        {"pruner": {"name": "gap", "options": {"epochs": 10**9}}},
+        ["body", "pruner", "options", "epochs"],
+        "pruner.options.epochs: must be a whole number from 1 to 1000",
+    ),
+    (
+        "gap-pruner-epochs-whole",
+        {"pruner": {"name": "gap", "options": {"epochs": 2.5}}},
+        ["body", "pruner", "options", "epochs"],
+        "pruner.options.epochs: must be a whole number",
+    ),
+    (
+        "gap-pruner-other-options-go-to-auto",
+        {"pruner": {"name": "gap", "options": {"epochs": 2, "percentile": 150}}},
+        ["body", "pruner", "options"],
+        "pruner.options: ",
+    ),
+    (
+        "gap-pruner-needs-one-objective",
+        {
+            "pruner": {"name": "gap"},
+            "objective": [{"metric": "val_loss"}, {"metric": "val_ece"}],
+        },
+        ["body", "pruner", "name"],
+        "pruner.name gap: Optuna does not prune studies with several objectives",
+    ),
+    (
         "grid-needs-choices",
         {"sampler": {"name": "grid"}},
         ["body", "sampler", "name"],
