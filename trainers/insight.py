@@ -31,6 +31,9 @@ from trainers.metrics import ClassificationMetrics
 NEAR_ZERO = 1e-3
 #: Rows of the training split the train-side metrics are measured on (all rows when fewer).
 TRAIN_SUBSET = 256
+#: `weight_stats` copies the weights into one flat tensor up to this many entries (16 MiB of
+#: float32), and works tensor by tensor above it.
+_FLAT_LIMIT = 1 << 22
 
 Task = Literal["classification", "regression"]
 BatchToXY = Callable[[Any], tuple[Any, Any]]
@@ -71,10 +74,18 @@ def weight_stats(
     if not ws:
         zero = torch.zeros(())
         return {"weight_l2": zero, "near_zero_frac": zero.clone()}
-    norms = torch._foreach_norm(ws)  # one L2 norm per tensor, one kernel launch where fused
-    small = torch.stack([torch.count_nonzero(w.abs() < threshold) for w in ws]).sum()
     total = sum(w.numel() for w in ws)
-    return {"weight_l2": torch.stack(norms).float().norm(), "near_zero_frac": small / total}
+    if total <= _FLAT_LIMIT and len({w.device for w in ws}) == 1:
+        # a small model: one flat copy, then a handful of ops instead of three per tensor
+        # (on such models the per-op overhead is the whole cost)
+        flat = torch.cat([w.reshape(-1) for w in ws])
+        l2 = torch.linalg.vector_norm(flat, dtype=torch.float32)
+        small = torch.count_nonzero(flat.abs() < threshold)
+    else:
+        norms = torch._foreach_norm(ws)  # one L2 norm per tensor, one kernel launch where fused
+        l2 = torch.stack(norms).float().norm()
+        small = torch.stack([torch.count_nonzero(w.abs() < threshold) for w in ws]).sum()
+    return {"weight_l2": l2, "near_zero_frac": small / total}
 
 
 def _default_xy(batch: Any) -> tuple[Any, Any]:
@@ -100,14 +111,20 @@ def _first_loader(loaders: Any) -> Any:
     return loaders
 
 
-def _subset_batches(loader: Any, size: int) -> list[Any] | None:
+def _batch_size(loader: Any) -> int:
+    size = getattr(loader, "batch_size", None)
+    return size if isinstance(size, int) and size > 0 else 0
+
+
+def _subset_batches(loader: Any, size: int, batch_size: int) -> list[Any] | None:
     """A fixed, ordered subset of ``size`` rows of a loader's training data, collated once.
 
     A torch ``DataLoader`` over a sized (map-style) dataset: evenly spaced indices
     ``i·len/size`` through ``torch.utils.data.Subset``, in order, collated with the loader's
-    collate function into batches of the loader's batch size, read once and kept (a few hundred
-    rows). No shuffling and no random generator touched: training stays as it was. None for
-    other loaders.
+    collate function into batches of ``batch_size`` rows (the larger of the training and
+    validation loaders' batch sizes: fewer, larger no-grad forward passes), read once and kept
+    (a few hundred rows). No shuffling and no random generator touched: training stays as it
+    was. None for other loaders.
     """
     from torch.utils.data import DataLoader, Subset
 
@@ -121,11 +138,26 @@ def _subset_batches(loader: Any, size: int) -> list[Any] | None:
     idx = list(range(n)) if n <= size else [i * n // size for i in range(size)]
     subset = DataLoader(
         Subset(dataset, idx),  # type: ignore[arg-type]
-        batch_size=loader.batch_size or 256,
+        batch_size=max(batch_size, _batch_size(loader), 1),
         shuffle=False,
         collate_fn=loader.collate_fn,
     )
     return list(subset)
+
+
+def _eval_mode(module: nn.Module) -> list[nn.Module]:
+    """Put ``module`` in eval mode; the submodules that were training (none while Lightning
+    validates, which already switched them), for `_restore_mode`."""
+    training = [m for m in module.modules() if m.training]
+    if training:
+        module.eval()
+    return training
+
+
+def _restore_mode(module: nn.Module, training: list[nn.Module]) -> None:
+    """Undo `_eval_mode`: the flags as they were (as Lightning restores them after validating)."""
+    for m in training:
+        m.training = True
 
 
 def _forward(module: Any, x: Any) -> torch.Tensor:
@@ -184,6 +216,7 @@ class Insight:
         self._outputs: list[torch.Tensor] = []
         self._captured = False  # the validation pass's logits are usable this epoch
         self._capture_ok = True  # no batch so far was ambiguous
+        self._self_reported = False  # the module reports all of these names itself
 
     def due(self, epoch: int) -> bool:
         return self.every > 0 and epoch % self.every == 0
@@ -194,6 +227,7 @@ class Insight:
         self._release()
         if (
             self.task != "classification"
+            or self._self_reported  # e.g. the built-in module: nothing to capture
             or trainer.sanity_checking
             or not self.due(int(trainer.current_epoch))
         ):
@@ -245,6 +279,7 @@ class Insight:
         self._release()
         self._captured = False
         have = set(present)
+        self._self_reported = set(self.names) <= have
         out: dict[str, torch.Tensor] = {}
         if not set(WEIGHT_METRICS) <= have:
             out.update(weight_stats(weights_of(module)))
@@ -253,8 +288,9 @@ class Insight:
         wanted = [n for n in out if n not in have]
         if not wanted:
             return {}
-        values = torch.stack([out[n].detach().float().reshape(()).cpu() for n in wanted])
-        return dict(zip(wanted, values.tolist(), strict=True))
+        # one copy to the host for all of them
+        values = torch.stack([out[n].detach().float().reshape(()) for n in wanted]).tolist()
+        return dict(zip(wanted, values, strict=True))
 
     def _evaluate(self, trainer: Any, module: Any, captured: bool) -> dict[str, torch.Tensor]:
         datamodule = getattr(trainer, "datamodule", None)
@@ -265,8 +301,7 @@ class Insight:
                 batches = self._make_train_batches(trainer, datamodule)
                 self._train_batches = [_to(batch, device) for batch in batches]
             self._train_device = device
-        was_training = module.training
-        module.eval()
+        training = _eval_mode(module)
         try:
             # Iterating a DataLoader draws its base seed from torch's global generator: the
             # generator's state is restored afterwards, so the training's next shuffles and
@@ -275,10 +310,11 @@ class Insight:
                 if captured:
                     val = self._val.compute("val")
                 else:
-                    val = self._pass(module, self._val_loader(trainer, datamodule), "val")
-                train = self._pass(module, self._train_batches, "train")
+                    loader = self._val_loader(trainer, datamodule)
+                    val = self._pass(module, loader, "val", on_device=False)
+                train = self._pass(module, self._train_batches, "train", on_device=True)
         finally:
-            module.train(was_training)
+            _restore_mode(module, training)
         key = "nll" if self.task == "classification" else "task_loss"
         return {**val, **train, "gap": val[f"val_{key}"] - train[f"train_{key}"]}
 
@@ -296,7 +332,8 @@ class Insight:
         loader = _first_loader(getattr(trainer, "train_dataloader", None))
         if loader is None and datamodule is not None:
             loader = _first_loader(datamodule.train_dataloader())
-        subset = _subset_batches(loader, self.train_subset)
+        val_batch = _batch_size(self._val_loader(trainer, datamodule))
+        subset = _subset_batches(loader, self.train_subset, val_batch)
         if subset is not None:
             return subset
         # an iterable loader: its first rows, read once
@@ -310,24 +347,20 @@ class Insight:
                 break
         return kept
 
-    def _pass(self, module: Any, batches: Any, prefix: str) -> dict[str, torch.Tensor]:
+    def _pass(
+        self, module: Any, batches: Any, prefix: str, *, on_device: bool
+    ) -> dict[str, torch.Tensor]:
+        """The metrics of ``module``'s forward over ``batches`` (``on_device``: already moved)."""
         device = module.device
         if self.task == "classification":
-            # one metrics update for the whole pass: torchmetrics' per-call overhead is a
-            # sizeable share of a small model's evaluation
-            logits: list[torch.Tensor] = []
-            labels: list[torch.Tensor] = []
-            for batch in batches:
-                x, y = self.to_xy(_to(batch, device))
-                logits.append(_forward(module, x))
-                labels.append(y)
             metrics = self._val if prefix == "val" else self._train
             metrics.reset(ece=prefix == "val")
-            if logits:
-                metrics.update(torch.cat(logits), torch.cat(labels))
+            for batch in batches:
+                x, y = self.to_xy(batch if on_device else _to(batch, device))
+                metrics.update(_forward(module, x), y)
             return metrics.compute(prefix)
         mean = MeanMetric(nan_strategy="disable").to(device)
         for batch in batches:
-            x, y = self.to_xy(_to(batch, device))
+            x, y = self.to_xy(batch if on_device else _to(batch, device))
             mean.update(self.loss(_forward(module, x), y).detach(), weight=len(y))
         return {f"{prefix}_task_loss": mean.compute()}

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tests.trainers.conftest import fixed_space, synthetic_spec
 from trainers import ObjectiveSpec, RegularizationParams, Trainer, get_trainer, run_trial
+from trainers import insight as insight_module
 from trainers import registry as registry_module
 from trainers.builtin import SyntheticConfig, build_mlp
 from trainers.insight import CLASSIFIER_METRICS, Insight, weight_stats, weights_of
@@ -38,6 +39,21 @@ def test_weight_stats_cover_matrices_and_kernels_not_biases() -> None:
     # 9 + 6 weights at 0.5, 9 at 0
     assert float(stats["weight_l2"]) == pytest.approx((15 * 0.25) ** 0.5)
     assert float(stats["near_zero_frac"]) == pytest.approx(9 / 24)
+
+
+def test_weight_stats_agree_whether_flattened_or_tensor_by_tensor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # small models go through one flat copy, large ones tensor by tensor: same values
+    conv = nn.Conv2d(3, 8, 3)
+    net = nn.Sequential(conv, nn.Flatten(), nn.Linear(8, 5))
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand(conv.weight.shape) < 0.5)  # some exact zeros
+    flat = {k: float(v) for k, v in weight_stats(weights_of(net)).items()}
+    monkeypatch.setattr(insight_module, "_FLAT_LIMIT", 0)
+    split = {k: float(v) for k, v in weight_stats(weights_of(net)).items()}
+    assert flat["near_zero_frac"] == split["near_zero_frac"] > 0
+    assert flat["weight_l2"] == pytest.approx(split["weight_l2"], rel=1e-6)
 
 
 class _Registered:
