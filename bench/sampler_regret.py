@@ -178,12 +178,15 @@ def _random_share(share: float) -> Callable[[int], optuna.samplers.BaseSampler]:
 
 
 # Candidates against plateau traps (TPE exploiting a poor region after an unlucky start-up):
-# Optuna's TPE as it comes, a share of random proposals mixed in, a longer random start-up.
+# Optuna's TPE as it comes, a share of random proposals mixed in, a longer random start-up, and
+# two less greedy TPEs (more weight on the flat prior; the best of fewer candidates).
 CANDIDATES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe (Optuna defaults)": lambda seed: optuna.samplers.TPESampler(seed=seed),
     "tpe + 10 % random": _random_share(0.1),
     "tpe + 20 % random": _random_share(0.2),
     "tpe startup 20": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=20),
+    "tpe prior weight 2": lambda seed: optuna.samplers.TPESampler(seed=seed, prior_weight=2.0),
+    "tpe 8 ei candidates": lambda seed: optuna.samplers.TPESampler(seed=seed, n_ei_candidates=8),
 }
 
 # The same samplers on a linear prior scale (see the module docstring).
