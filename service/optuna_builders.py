@@ -173,6 +173,12 @@ def build_pruner(config: PrunerConfig, spec: StudySpec) -> optuna.pruners.BasePr
         # the epochs rule runs in the trainers' epoch tracker (it sees the gap; an Optuna
         # pruner sees the objective only): here it is checked, and the rest is "auto"
         _gap_epochs(options.pop("epochs", DEFAULT_GAP_EPOCHS))
+        action = options.pop("action", "prune")
+        if action not in ("prune", "stop"):
+            raise SpecError(
+                f"pruner.options.action: must be prune or stop (what the gap rule does to the "
+                f"trial), got {_short(action)}"
+            )
         config = config.model_copy(update={"name": "auto", "options": options})
     try:
         match config.name:

@@ -164,7 +164,8 @@ class PrunerConfig(BaseModel):
     ] = "auto"
     # "gap": the "auto" pruner plus regtune's overfitting rule, option `epochs` (k, default
     # `DEFAULT_GAP_EPOCHS`): a trial is pruned once its gap rose k epochs in a row while the
-    # objective stalled (trainers.objective; the other options go to the "auto" pruner)
+    # objective stalled (trainers.objective), or stopped like an early stop with option
+    # `action: stop`; the other options go to the "auto" pruner
     options: FreeForm = Field(default_factory=dict)
 
     def gap_stop_epochs(self) -> int | None:
@@ -174,6 +175,10 @@ class PrunerConfig(BaseModel):
             return None
         value = self.options.get("epochs", DEFAULT_GAP_EPOCHS)
         return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def gap_stop_action(self) -> Literal["prune", "stop"]:
+        """The gap rule's action (option ``action``, checked at submit like ``epochs``)."""
+        return "stop" if self.options.get("action") == "stop" else "prune"
 
 
 class Budget(BaseModel):
@@ -390,6 +395,7 @@ class StudySpec(BaseModel):
             torch_threads=torch_threads,
             precision=self.execution.precision,
             gap_stop_epochs=self.pruner.gap_stop_epochs(),
+            gap_stop_action=self.pruner.gap_stop_action(),
         )
 
 

@@ -73,6 +73,8 @@ class ObjectiveSpec:
             its ``gap`` rose strictly over this many measured epochs in a row while the
             objective did not improve in them; None: off. Inactive (a warning logged once) for
             a trainer that yields no ``gap``.
+        gap_stop_action: ``prune`` ends such a trial PRUNED; ``stop`` ends it like an early
+            stop (COMPLETE, its best epoch reported), its reason in ``stopped_reason``.
     """
 
     trainer: str
@@ -97,6 +99,9 @@ class ObjectiveSpec:
     report_epoch: Literal["best", "last"] = "best"
     # the gap pruner's k (None: off); see `_EpochTracker._gap_widened`
     gap_stop_epochs: int | None = None
+    # what the gap rule does: "prune" (the trial ends PRUNED) or "stop" (it ends like an early
+    # stop: COMPLETE with its best epoch)
+    gap_stop_action: Literal["prune", "stop"] = "prune"
 
 
 @dataclass
@@ -274,9 +279,12 @@ class _EpochTracker:
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric}={value:.6g}")
         reason = self._gap_widened(epoch, metrics)
-        if reason is not None:
+        if reason is not None and self.spec.gap_stop_action == "prune":
             self.trial.set_user_attr("pruned_reason", reason)
-            raise optuna.TrialPruned(reason)
+            raise optuna.TrialPruned(f"pruned {reason}")
+        if reason is not None:  # "stop": an early stop, the trial completes with its best epoch
+            self.trial.set_user_attr("stopped_reason", reason)
+            trainer.should_stop = True
         self._maybe_save(trainer)
 
     def _gap_widened(self, epoch: int, metrics: Mapping[str, float]) -> str | None:
@@ -311,7 +319,7 @@ class _EpochTracker:
         if self.best is None or self.best.epoch > start:
             return None
         return (
-            f"pruned at epoch {epoch}: gap widened {k} epoch(s) in a row "
+            f"at epoch {epoch}: gap widened {k} epoch(s) in a row "
             f"({window[0][1]:.4g} at epoch {start} -> {gap:.4g}) while {self.spec.metric} "
             f"stalled (best {self.best.value:.6g} at epoch {self.best.epoch})"
         )

@@ -135,6 +135,12 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "pruner.options.epochs: must be a whole number",
     ),
     (
+        "gap-pruner-action-known",
+        {"pruner": {"name": "gap", "options": {"action": "warn"}}},
+        ["body", "pruner", "options", "action"],
+        "pruner.options.action: must be prune or stop",
+    ),
+    (
         "gap-pruner-other-options-go-to-auto",
         {"pruner": {"name": "gap", "options": {"epochs": 2, "percentile": 150}}},
         ["body", "pruner", "options"],

@@ -38,7 +38,7 @@ def test_prunes_once_the_gap_widened_k_epochs_while_the_objective_stalled() -> N
     study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
     trial = study.ask()
     observer = Recorder()
-    with pytest.raises(optuna.TrialPruned, match="gap widened 2 epoch"):
+    with pytest.raises(optuna.TrialPruned, match=r"pruned at epoch .*gap widened 2 epoch"):
         run_trial(trial, _gap_spec(max_epochs=12, k=k), observer)
     history = observer.epochs
     assert len(history) < 12  # stopped before the end
@@ -51,6 +51,20 @@ def test_prunes_once_the_gap_widened_k_epochs_while_the_objective_stalled() -> N
     # why it was pruned is kept with the trial
     reason = study.trials[0].user_attrs["pruned_reason"]
     assert f"epoch {len(history) - 1}" in reason and "val_loss stalled" in reason
+
+
+def test_action_stop_ends_the_trial_like_an_early_stop_with_its_best_epoch() -> None:
+    k = 2
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    spec = replace(_gap_spec(max_epochs=12, k=k), gap_stop_action="stop")
+    outcome = run_trial(trial, spec)  # no TrialPruned: the trial completes
+    gaps = [r.metrics["gap"] for r in outcome.history]
+    losses = [r.metrics["val_loss"] for r in outcome.history]
+    assert outcome.epochs_run < 12
+    assert _widened(gaps, losses, k) and not _widened(gaps[:-1], losses[:-1], k)
+    assert outcome.value == min(losses) and outcome.best_epoch == losses.index(min(losses))
+    assert "gap widened 2 epoch" in study.trials[0].user_attrs["stopped_reason"]
 
 
 def test_does_not_prune_when_k_is_not_shorter_than_the_run() -> None:
@@ -78,4 +92,9 @@ def test_the_spec_hands_k_to_the_trainers_and_keeps_the_auto_pruner() -> None:
     assert isinstance(build_pruner(spec.pruner, spec), optuna.pruners.PercentilePruner)
     given = StudySpec.model_validate(tiny_spec(pruner={"name": "gap", "options": {"epochs": 5}}))
     assert given.objective_spec().gap_stop_epochs == 5
+    assert given.objective_spec().gap_stop_action == "prune"
+    stop = StudySpec.model_validate(
+        tiny_spec(pruner={"name": "gap", "options": {"action": "stop"}})
+    )
+    assert stop.objective_spec().gap_stop_action == "stop"
     assert StudySpec.model_validate(tiny_spec()).objective_spec().gap_stop_epochs is None
