@@ -304,7 +304,7 @@ class _EpochTracker:
                 self._gap_missing_logged = True
                 _log.warning(
                     "pruner gap: trainer %r yielded no gap at epoch %d; the gap rule waits for "
-                    "one (inactive for a trainer that never yields it, docs/trainers.md)",
+                    "one (inactive for a trainer that never yields it, docs/api.md, Pruners)",
                     self.spec.trainer,
                     epoch,
                 )
