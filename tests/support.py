@@ -74,6 +74,19 @@ def settings_for(url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `regtune serve`/`worker` subprocess in a test: this process's, UTC,
+    the given database, a fast worker poll, then `extra` (e.g. ``REGTUNE_AUTH="off"``)."""
+    env = dict(
+        os.environ,
+        TZ="UTC",
+        REGTUNE_DATABASE_URL=database_url,
+        REGTUNE_WORKER_POLL_INTERVAL="0.2",
+    )
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on right now."""
     with socket.socket() as s:

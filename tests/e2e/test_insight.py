@@ -11,7 +11,6 @@ a trial's detail, the SQL view and the tune JSON.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import pytest
 import yaml
 
 from service.tune import output_schema
-from tests.support import serve_process
+from tests.support import serve_process, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -73,13 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """A real server on which `regtune tune --server` ran the study to the end."""
     tmp = tmp_path_factory.mktemp("insight")
     db = tmp / "regtune.db"
-    env = dict(
-        os.environ,
-        TZ="UTC",
-        REGTUNE_DATABASE_URL=f"sqlite:///{db}",
-        REGTUNE_WORKER_POLL_INTERVAL="0.2",
-        REGTUNE_AUTH="off",
-    )
+    env = server_env(f"sqlite:///{db}", REGTUNE_AUTH="off")
     env.pop("REGTUNE_SERVER_URL", None)
     with serve_process("--workers", "1", env=env, cwd=tmp, stop_timeout=60) as running:
         (tmp / "spec.yaml").write_text(yaml.safe_dump(SPEC))

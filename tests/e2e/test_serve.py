@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import serve_process, tiny_spec
+from tests.support import serve_process, server_env, tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +24,7 @@ SPEC = tiny_spec("e2e", n_trials=4, sampler={"name": "tpe", "seed": 0}, pruner={
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     db = tmp_path / "regtune.db"
-    env = dict(
-        os.environ,
-        TZ="UTC",
-        REGTUNE_DATABASE_URL=f"sqlite:///{db}",
-        REGTUNE_WORKER_POLL_INTERVAL="0.2",
-    )
+    env = server_env(f"sqlite:///{db}")
     with serve_process("--workers", "1", env=env, cwd=tmp_path, stop_timeout=60) as running:
         yield running.url, db, dict(env, REGTUNE_SERVER_URL=running.url)
     # the embedded worker went down with the server

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support import serve_process, stop_process
+from tests.support import serve_process, server_env, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 # Registers the test-only trainers, then runs the real CLI (see tests/reliability/trainers.py).
@@ -20,17 +19,13 @@ _CLI_WITH_TEST_TRAINERS = (
 
 
 def env_for(url: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        TZ="UTC",
-        REGTUNE_DATABASE_URL=url,
-        REGTUNE_WORKER_POLL_INTERVAL="0.2",
+    return server_env(
+        url,
         REGTUNE_HEARTBEAT_INTERVAL="1",
         REGTUNE_HEARTBEAT_GRACE_PERIOD="3",
         PYTHONPATH=str(REPO),
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 def regtune(

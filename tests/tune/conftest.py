@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.tune import output_schema
 from tests import support
-from tests.support import TINY_CONFIG, serve_process
+from tests.support import TINY_CONFIG, serve_process, server_env
 
 
 def tiny_spec(name: str = "ci", n_trials: int = 2, **overrides: Any) -> dict[str, Any]:
@@ -91,13 +91,7 @@ class Server:
 
 def _serve(tmp: Path, workers: int, auth: str) -> Iterator[Server]:
     db = tmp / "regtune.db"
-    env = dict(
-        os.environ,
-        TZ="UTC",
-        REGTUNE_DATABASE_URL=f"sqlite:///{db}",
-        REGTUNE_WORKER_POLL_INTERVAL="0.2",
-        REGTUNE_AUTH=auth,
-    )
+    env = server_env(f"sqlite:///{db}", REGTUNE_AUTH=auth)
     with serve_process("--workers", str(workers), env=env, cwd=tmp, stop_timeout=60) as running:
         yield Server(running.url, db)
 
