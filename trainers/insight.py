@@ -292,6 +292,15 @@ class Insight:
         values = torch.stack([out[n].detach().float().reshape(()) for n in wanted]).tolist()
         return dict(zip(wanted, values, strict=True))
 
+    def compute_now(self, trainer: Any, module: Any, present: Iterable[str]) -> dict[str, float]:
+        """`compute` for the module's current weights outside a validation epoch (after fit:
+        the reported epoch's weights loaded): the validation side by a forward pass over the
+        validation loader, nothing captured; torch's generator state left as it was."""
+        self._release()
+        self._captured = False
+        with torch.random.fork_rng(devices=[]):
+            return self.compute(trainer, module, present)
+
     def _evaluate(self, trainer: Any, module: Any, captured: bool) -> dict[str, torch.Tensor]:
         datamodule = getattr(trainer, "datamodule", None)
         device = module.device

@@ -437,7 +437,12 @@ def seed_training(seed: int) -> None:
 def _insight_for(definition: Trainer, spec: ObjectiveSpec, module: Any) -> Insight:
     """The trial's insight computation; its cadence also drives a module that computes the
     same metrics itself (an int attribute ``insight_every``, as the built-in module has)."""
-    insight = definition.insight(spec.insight_every)
+    every = spec.insight_every if spec.insight_every is not None else definition.insight_every
+    if every is None and spec.devices > 1:
+        # DDP: no after-fit fill of a skipped reported epoch (`_fill_reported`), so the default
+        # cadence stays every epoch there
+        every = 1
+    insight = definition.insight(every)
     if spec.metric in insight.names:  # the objective needs them every epoch
         insight.every = 1
     if isinstance(getattr(module, "insight_every", None), int):
@@ -458,6 +463,32 @@ def _trainer_kwargs(spec: ObjectiveSpec, config: Any) -> dict[str, Any]:
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
     }
+
+
+def _fill_reported(pl_trainer: Any, module: Any, tracker: _EpochTracker) -> dict[str, float]:
+    """The insight metrics of the reported epoch (`_reported`) when the cadence skipped it.
+
+    The reported epoch's weights (the best epoch's, kept on the CPU; under
+    ``report_epoch="last"`` the live ones) go through the same `Insight.compute` once after
+    fit, on the device the trial trained on, so the trial's gap, ECE and sparsity are its
+    reported epoch's own. Torch's generator state is restored (`Insight.compute_now`). Empty
+    for a DDP trial, a cadence of 0 (off) or an epoch that has them.
+    """
+    insight, reported = tracker.insight, _reported(tracker)
+    if insight is None or reported is None or insight.every == 0 or tracker.spec.devices > 1:
+        return {}
+    if insight.due(reported.epoch) or set(insight.names) <= set(reported.metrics):
+        return {}
+    if tracker.spec.report_epoch == "best":
+        if tracker.best_state is None:
+            return {}
+        module.load_state_dict(tracker.best_state)
+    before = module.device
+    module.to(pl_trainer.strategy.root_device)
+    try:
+        return insight.compute_now(pl_trainer, module, reported.metrics)
+    finally:
+        module.to(before)
 
 
 def _test(
@@ -559,6 +590,7 @@ def run_trial(
         else:
             test_trainer = ns.Trainer(callbacks=callbacks, **kwargs)
             test_trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        filled = _fill_reported(test_trainer, module, tracker)
         test_metrics = _test(test_trainer, ns, module, datamodule, tracker)
     except TrialDiverged as exc:
         # Optuna keeps no message for a FAIL trial; the reason stays readable on the trial.
@@ -576,7 +608,7 @@ def run_trial(
         best_epoch=best.epoch,
         epochs_run=len(tracker.history),
         history=tracker.history,
-        best_metrics=dict(best.metrics),
+        best_metrics={**best.metrics, **filled},  # the history keeps the cadence's epochs
         test_metrics=test_metrics,
     )
 

@@ -24,6 +24,9 @@ from trainers.insight import BatchToXY, Insight, LossFn, Task, insight_metrics
 from trainers.params import RegularizationParams
 
 ENTRY_POINT_GROUP = "regtune.trainers"
+#: The insight cadence when neither the trainer nor the study sets one: every 2nd epoch (the
+#: reported epoch gets them after training when skipped; docs/trainers.md).
+DEFAULT_INSIGHT_EVERY = 2
 log = logging.getLogger(__name__)
 
 
@@ -64,8 +67,9 @@ class Trainer:
         batch_to_xy: maps a loader's batch to ``(x, y)`` when batches have another shape.
         loss: the regression loss ``loss(pred, y)`` (mean squared error when None).
         insight_every: compute the insight metrics every this many epochs (1: every epoch;
-            0: never); an expensive model may take a larger cadence. When the study's objective
-            is one of them they are computed every epoch.
+            0: never); None: regtune's default, `DEFAULT_INSIGHT_EVERY` (every epoch for a DDP
+            trial). When the study's objective is one of them they are computed every epoch;
+            the reported epoch gets them after training when the cadence skipped it.
     """
 
     name: str
@@ -77,7 +81,7 @@ class Trainer:
     task: Task | None = None
     batch_to_xy: BatchToXY | None = None
     loss: LossFn | None = None
-    insight_every: int = 1
+    insight_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.task not in (None, "classification", "regression"):
@@ -87,8 +91,9 @@ class Trainer:
             )
         if self.loss is not None and self.task != "regression":
             raise ValueError(f"trainer {self.name!r}: loss= is for task='regression' only")
-        if not isinstance(self.insight_every, int) or self.insight_every < 0:
-            raise ValueError(f"trainer {self.name!r}: insight_every must be an int >= 0")
+        every = self.insight_every
+        if every is not None and (not isinstance(every, int) or every < 0):
+            raise ValueError(f"trainer {self.name!r}: insight_every must be an int >= 0 or None")
         extra = [m for m in insight_metrics(self.task) if m not in self.metrics]
         object.__setattr__(self, "metrics", (*self.metrics, *extra))
 
@@ -120,13 +125,11 @@ class Trainer:
         return self.build(params, config)
 
     def insight(self, every: int | None = None) -> Insight:
-        """regtune's per-epoch insight computation for this trainer's modules."""
-        return Insight(
-            self.task,
-            batch_to_xy=self.batch_to_xy,
-            loss=self.loss,
-            every=self.insight_every if every is None else every,
-        )
+        """regtune's per-epoch insight computation for this trainer's modules, at cadence
+        ``every`` (None: the trainer's ``insight_every``, else `DEFAULT_INSIGHT_EVERY`)."""
+        if every is None:
+            every = DEFAULT_INSIGHT_EVERY if self.insight_every is None else self.insight_every
+        return Insight(self.task, batch_to_xy=self.batch_to_xy, loss=self.loss, every=every)
 
 
 def _load() -> dict[str, Trainer]:

@@ -170,11 +170,13 @@ def test_trials_list_and_detail_carry_them(served: Run) -> None:
     number = doc["best_trial_number"]
     detail = _get(url, f"/api/v1/studies/{study}/trials/{number}")
     assert detail["gap"] == detail["metrics"]["gap"]
-    # learning curves: every epoch has the plugin's metric and regtune's beside it
+    # learning curves: every epoch has the plugin's metric, regtune's beside it at the default
+    # cadence (every 2nd epoch); the trial's own columns are its reported epoch's either way
     assert len(detail["epochs"]) == detail["epochs_run"] >= 1
-    for epoch in detail["epochs"]:
+    for i, epoch in enumerate(detail["epochs"]):
         assert OWN_METRIC in epoch["metrics"]
-        _has_insight(epoch["metrics"])
+        if i % 2 == 0:
+            _has_insight(epoch["metrics"])
 
 
 def test_sql_view_has_the_columns(served: Run) -> None:

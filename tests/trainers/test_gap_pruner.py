@@ -29,8 +29,9 @@ def _widened(gaps: list[float], losses: list[float], k: int) -> bool:
     return rose and losses.index(min(losses)) <= len(losses) - 1 - k
 
 
-def _gap_spec(max_epochs: int, k: int | None) -> ObjectiveSpec:
-    return replace(_noisy_digits(max_epochs=max_epochs, patience=100), gap_stop_epochs=k)
+def _gap_spec(max_epochs: int, k: int | None, every: int | None = 1) -> ObjectiveSpec:
+    spec = _noisy_digits(max_epochs=max_epochs, patience=100)
+    return replace(spec, gap_stop_epochs=k, insight_every=every)
 
 
 def test_prunes_once_the_gap_widened_k_epochs_while_the_objective_stalled() -> None:
@@ -65,6 +66,20 @@ def test_action_stop_ends_the_trial_like_an_early_stop_with_its_best_epoch() -> 
     assert _widened(gaps, losses, k) and not _widened(gaps[:-1], losses[:-1], k)
     assert outcome.value == min(losses) and outcome.best_epoch == losses.index(min(losses))
     assert "gap widened 2 epoch" in study.trials[0].user_attrs["stopped_reason"]
+
+
+def test_at_the_default_cadence_only_the_measured_epochs_count() -> None:
+    # every 2nd epoch has a gap: the rule reads those alone, skipped epochs break no run
+    k = 2
+    observer = Recorder()
+    with pytest.raises(optuna.TrialPruned, match=r"gap widened 2 epoch"):
+        run_trial(optuna.trial.FixedTrial({}), _gap_spec(16, k, every=None), observer)
+    history = observer.epochs
+    assert [("gap" in r.metrics) for r in history] == [e % 2 == 0 for e in range(len(history))]
+    measured = [r for r in history if "gap" in r.metrics]
+    assert history[-1] is measured[-1]  # it fires at a measured epoch
+    gaps = [r.metrics["gap"] for r in measured]
+    assert all(b > a for a, b in itertools.pairwise(gaps[-k - 1 :]))
 
 
 def test_does_not_prune_when_k_is_not_shorter_than_the_run() -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import optuna
@@ -21,6 +22,7 @@ from trainers import registry as registry_module
 from trainers.builtin import SyntheticConfig, build_mlp
 from trainers.insight import CLASSIFIER_METRICS, Insight, weight_stats, weights_of
 from trainers.metrics import expected_calibration_error
+from trainers.objective import _insight_for
 
 INSIGHT = {"weight_l2", "near_zero_frac", "val_nll", "val_acc", "val_ece", "train_nll", "gap"}
 
@@ -79,7 +81,9 @@ def test_plugin_that_logs_only_its_own_metric_gets_every_insight_metric(
     spec = ObjectiveSpec(trainer="insight-cnn", metric="val_nll_custom")
     outcome = run_trial(optuna.trial.FixedTrial({}), spec)
     assert outcome.epochs_run == 4
-    for record in outcome.history:
+    # the default cadence: every 2nd epoch
+    assert ["gap" in r.metrics for r in outcome.history] == [True, False, True, False]
+    for record in outcome.history[::2]:
         m = record.metrics
         assert set(m) >= INSIGHT
         assert m["gap"] == pytest.approx(m["val_nll"] - m["train_nll"], abs=1e-6)
@@ -88,7 +92,7 @@ def test_plugin_that_logs_only_its_own_metric_gets_every_insight_metric(
         assert 0.0 <= m["val_ece"] <= 1.0 and 0.0 <= m["val_acc"] <= 1.0
         assert m["weight_l2"] > 0 and 0.0 <= m["near_zero_frac"] < 1.0
     # it learns: the metrics are measured on the trained weights, epoch by epoch
-    assert outcome.history[-1].metrics["val_acc"] > outcome.history[0].metrics["val_acc"]
+    assert outcome.history[2].metrics["val_acc"] > outcome.history[0].metrics["val_acc"]
     assert set(outcome.best_metrics) >= INSIGHT
 
 
@@ -111,7 +115,7 @@ def test_overfitting_shows_as_a_widening_gap(test_plugin: str) -> None:
         metric="val_nll_custom",
     )
     outcome = run_trial(optuna.trial.FixedTrial({}), spec)
-    gaps = [r.metrics["gap"] for r in outcome.history]
+    gaps = [r.metrics["gap"] for r in outcome.history if "gap" in r.metrics]
     assert gaps[-1] > gaps[0] + 0.3
 
 
@@ -209,8 +213,8 @@ def test_batch_to_xy_hook_reads_other_batch_shapes(
     outcome = run_trial(
         optuna.trial.FixedTrial({}), ObjectiveSpec(trainer="dict-batches", metric="val_mine")
     )
-    for record in outcome.history:
-        m = record.metrics
+    # the epochs the default cadence computes, and the reported epoch (filled when skipped)
+    for m in [*(r.metrics for r in outcome.history[::2]), outcome.best_metrics]:
         # train and validation are the same rows here: no gap, the same loss as the module's
         assert m["gap"] == pytest.approx(0.0, abs=1e-6)
         assert m["val_nll"] == pytest.approx(m["val_mine"], rel=1e-5)
@@ -264,13 +268,13 @@ def _regression_trainer(**declaration: Any) -> Trainer:
 def test_regression_gets_the_gap_on_its_loss(register: _Registered) -> None:
     register(_regression_trainer())
     spec = ObjectiveSpec(trainer="tiny-regression", metric="val_mse")
-    last = run_trial(optuna.trial.FixedTrial({}), spec).history[-1].metrics
+    last = run_trial(optuna.trial.FixedTrial({}), spec).best_metrics
     assert last["val_task_loss"] == pytest.approx(last["val_mse"], rel=1e-5)  # MSE by default
     assert last["gap"] == pytest.approx(last["val_task_loss"] - last["train_task_loss"], abs=1e-6)
     assert "val_ece" not in last and "weight_l2" in last
     # the declared loss is the one measured
     register(_regression_trainer(loss=F.l1_loss))
-    l1 = run_trial(optuna.trial.FixedTrial({}), spec).history[-1].metrics
+    l1 = run_trial(optuna.trial.FixedTrial({}), spec).best_metrics
     assert l1["val_task_loss"] != pytest.approx(l1["val_mse"], rel=1e-3)
 
 
@@ -294,7 +298,8 @@ def test_cadence_computes_every_nth_epoch_unless_the_objective_needs_it(
     )
     assert all("gap" in r.metrics for r in run_trial(optuna.trial.FixedTrial({}), needed).history)
     # the built-in module follows the same cadence
-    builtin = run_trial(optuna.trial.FixedTrial({}), synthetic_spec(max_epochs=3))
+    every = replace(synthetic_spec(max_epochs=3), insight_every=1)
+    builtin = run_trial(optuna.trial.FixedTrial({}), every)
     assert all(set(CLASSIFIER_METRICS) <= set(r.metrics) for r in builtin.history)
     sparse = ObjectiveSpec(
         trainer="synthetic-mlp",
@@ -325,6 +330,73 @@ def test_the_metrics_leave_the_training_unchanged(test_plugin: str) -> None:
         return [r.metrics["val_nll_custom"] for r in run_trial(trial, spec).history]
 
     assert curve(1) == curve(0)
+
+
+def _cnn_trial(every: int | None, report_epoch: Literal["best", "last"], epochs: int) -> Any:
+    # 50 % label noise on 200 rows: validation NLL falls to epoch 3, then rises at epoch 4
+    trial = optuna.trial.FixedTrial({})
+    trial.set_user_attr("train_seed", 5)
+    spec = ObjectiveSpec(
+        trainer="insight-cnn",
+        trainer_config={
+            "max_epochs": epochs,
+            "n_train": 200,
+            "label_noise": 0.5,
+            "learning_rate": 0.03,
+        },
+        search_space=fixed_space(batch_size=16, patience=100),
+        metric="val_nll_custom",
+        insight_every=every,
+        report_epoch=report_epoch,
+    )
+    return run_trial(trial, spec)
+
+
+@pytest.mark.parametrize(("report_epoch", "epochs"), [("best", 5), ("last", 4)])
+def test_a_skipped_reported_epoch_gets_its_own_metrics_after_training(
+    test_plugin: str, report_epoch: Literal["best", "last"], epochs: int
+) -> None:
+    # The default cadence skips odd epochs; the reported one (epoch 3: the best of 5, before
+    # the last; or the last of 4) still gets the metrics cadence 1 gives it, on its weights.
+    sparse = _cnn_trial(None, report_epoch, epochs)
+    dense = _cnn_trial(1, report_epoch, epochs)
+    curve = [r.metrics["val_nll_custom"] for r in sparse.history]
+    assert curve == [r.metrics["val_nll_custom"] for r in dense.history]  # same training
+    assert ["gap" in r.metrics for r in sparse.history] == [e % 2 == 0 for e in range(epochs)]
+    assert sparse.best_epoch == dense.best_epoch == 3
+    assert "gap" not in sparse.history[3].metrics  # the history stays as the observer got it
+    expected = dense.history[3].metrics
+    for name in INSIGHT | {"train_acc"}:
+        assert sparse.best_metrics[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-6)
+    assert sparse.best_metrics["val_nll_custom"] == expected["val_nll_custom"]
+
+
+def test_the_default_cadence_fills_the_builtin_modules_best_epoch() -> None:
+    spec = replace(
+        synthetic_spec(max_epochs=2), search_space=fixed_space(dropout=0.2, patience=100)
+    )
+    sparse = run_trial(optuna.trial.FixedTrial({}), spec)
+    dense = run_trial(optuna.trial.FixedTrial({}), replace(spec, insight_every=1))
+    assert "val_ece" not in sparse.history[1].metrics
+    assert sparse.best_epoch == dense.best_epoch == 1
+    for name in ("gap", "val_ece", "near_zero_frac", "weight_l2", "train_nll"):
+        assert sparse.best_metrics[name] == pytest.approx(
+            dense.best_metrics[name], rel=1e-5, abs=1e-6
+        ), name
+
+
+def test_the_default_cadence_is_every_2nd_epoch_and_every_epoch_under_ddp(
+    test_plugin: str,
+) -> None:
+    # a DDP trial gets no after-training fill of a skipped reported epoch: every epoch there
+    definition = get_trainer("insight-cnn")
+    module = object()
+    spec = ObjectiveSpec(trainer="insight-cnn", metric="val_nll_custom")
+    assert _insight_for(definition, spec, module).every == 2
+    assert _insight_for(definition, replace(spec, devices=2), module).every == 1
+    # a cadence set by the study (or the trainer) is kept
+    assert _insight_for(definition, replace(spec, devices=2, insight_every=3), module).every == 3
+    assert _insight_for(replace(definition, insight_every=4), spec, module).every == 4
 
 
 def test_a_declared_classifier_without_forward_is_a_clear_error(test_plugin: str) -> None:
