@@ -166,6 +166,7 @@ TINY_SPEC = {
     "sampler": {"name": "random", "seed": 0},
     "pruner": {"name": "none"},
     "budget": {"n_trials": 3},
+    "reference": False,  # the three search trials alone
 }  # fmt: skip
 
 
