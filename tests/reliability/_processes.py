@@ -19,13 +19,12 @@ _CLI_WITH_TEST_TRAINERS = (
 
 
 def env_for(url: str, **extra: str) -> dict[str, str]:
-    return server_env(
-        url,
-        REGTUNE_HEARTBEAT_INTERVAL="1",
-        REGTUNE_HEARTBEAT_GRACE_PERIOD="3",
-        PYTHONPATH=str(REPO),
-        **extra,
-    )
+    defaults = {
+        "REGTUNE_HEARTBEAT_INTERVAL": "1",
+        "REGTUNE_HEARTBEAT_GRACE_PERIOD": "3",
+        "PYTHONPATH": str(REPO),
+    }
+    return server_env(url, **{**defaults, **extra})  # `extra` may override the defaults
 
 
 def regtune(
