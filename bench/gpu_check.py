@@ -134,7 +134,8 @@ def _worker(
         "TZ": "UTC",
         "REGTUNE_WORKER_POLL_INTERVAL": "0.2",
         "REGTUNE_EPOCH_FLUSH_INTERVAL": "0",
-        "PYTHONPATH": str(REPO),
+        # the checkout first, then whatever the caller's environment adds (a packages folder)
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "service.cli", "worker", "--study", str(study_id), *args]

@@ -404,6 +404,7 @@ def run_task(
                 f"{n} {v:.4f} ({scores[-1].shares[n]:.2f})" for n, v in scores[-1].values.items()
             )
             print(f"[{task} seed {seed} re-trained (samples/(a))] {line}", flush=True)
+            print(f"{SEED_LINE}{scores[-1].to_json(task, seed)}", flush=True)
     return runs, scores
 
 
@@ -492,9 +493,17 @@ class Confirmer:
     budget. The confirmation's actual samples are counted. Runs are cached by (config, seed).
     """
 
-    def __init__(self, spec: StudySpec, rows: int, top_k: int, repeats: int) -> None:
+    def __init__(
+        self,
+        spec: StudySpec,
+        rows: int,
+        top_k: int,
+        repeats: int,
+        cache: dict[tuple[tuple[tuple[str, Any], ...], int], tuple[float, int]] | None = None,
+    ) -> None:
         self.spec, self.rows, self.top_k, self.repeats = spec, rows, top_k, repeats
-        self._cache: dict[tuple[tuple[tuple[str, Any], ...], int], tuple[float, int]] = {}
+        # shared between confirm settings of one task: the same (config, seed) trains once
+        self._cache = {} if cache is None else cache
 
     def _train(self, params: dict[str, Any], seed: int) -> tuple[float, int]:
         """(best val_loss or inf if it diverged, epochs run) of `params` with `seed`."""
@@ -554,31 +563,66 @@ class SeedScores:
     accs: dict[str, float]  # mean clean-test accuracy of the re-trained pick
     shares: dict[str, float]  # samples the arm used / (a)'s samples
     changed: dict[str, bool]  # confirmation changed the pick
+    # search trials each arm ran within (a)'s samples, and how many of them were pruned
+    trials: dict[str, int] = field(default_factory=dict)
+    pruned: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self, task: str, seed: int) -> str:
+        """One line that ``--merge`` reads back (split runs are summarized together)."""
+        return json.dumps({"task": task, "seed": seed, **dataclasses.asdict(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> tuple[str, int, SeedScores]:
+        data = json.loads(text)
+        task, seed = data.pop("task"), data.pop("seed")
+        data["values"] = {k: float(v) for k, v in data["values"].items()}
+        return task, int(seed), cls(**data)
 
 
 CONFIRM_ARM = "d regtune+confirm"
+# the prefix of the one-line JSON record printed per scored task-seed (read back by --merge)
+SEED_LINE = "seed-scores: "
 HALF_ARM = "d@50% regtune+confirm"
 
 
-def score_seed(runs: dict[str, ArmRun], scorer: Retrainer, confirmer: Confirmer) -> SeedScores:
-    """Every arm's returned config at (a)'s samples, and (d) at half of them, re-trained."""
+def confirm_arm_name(top_k: int, repeats: int) -> str:
+    """The arm of another confirm setting (``--also-confirm``)."""
+    return f"d' confirm {top_k}x{repeats}"
+
+
+def score_seed(
+    runs: dict[str, ArmRun],
+    scorer: Retrainer,
+    confirmer: Confirmer,
+    also: dict[str, Confirmer] | None = None,
+) -> SeedScores:
+    """Every arm's returned config at (a)'s samples, (d) also at half of them, and each `also`
+    confirm setting at (a)'s samples (from the same search of (c)), re-trained."""
     base = runs["a random"]
     budget = float(base.samples)
     picks: dict[str, dict[str, Any] | None] = {}
     shares: dict[str, float] = {}
+    trials: dict[str, int] = {}
+    pruned: dict[str, int] = {}
     for name, run in runs.items():
         picks[name] = run.incumbent_at(budget)
         shares[name] = min(run.samples, budget) / budget if budget else math.nan
+        assert run.study is not None
+        within = run.study.trials[: run.trials_within(budget)]
+        trials[name] = len(within)
+        pruned[name] = sum(1 for t in within if t.state == optuna.trial.TrialState.PRUNED)
     changed = {}
-    for name, fraction in ((CONFIRM_ARM, 1.0), (HALF_ARM, 0.5)):
-        confirmed = confirmer(runs["c regtune"], fraction * budget)
+    settings = [(CONFIRM_ARM, confirmer, 1.0), (HALF_ARM, confirmer, 0.5)]
+    settings += [(name, other, 1.0) for name, other in (also or {}).items()]
+    for name, chosen, fraction in settings:
+        confirmed = chosen(runs["c regtune"], fraction * budget)
         picks[name] = confirmed.params
         shares[name] = confirmed.samples / budget if budget else math.nan
         changed[name] = confirmed.changed
     values, accs = {}, {}
     for name, params in picks.items():
         values[name], accs[name] = scorer(params)
-    return SeedScores(values, accs, shares, changed)
+    return SeedScores(values, accs, shares, changed, trials, pruned)
 
 
 def paired(scores: list[SeedScores], arm: str, other: str) -> tuple[int, int, int]:
@@ -589,9 +633,9 @@ def paired(scores: list[SeedScores], arm: str, other: str) -> tuple[int, int, in
     return better, worse, len(scores) - better - worse
 
 
-def beats_both(score: SeedScores) -> bool:
-    """The headline event: (d)'s re-trained pick is better than (a)'s and (b)'s."""
-    d = score.values[CONFIRM_ARM]
+def beats_both(score: SeedScores, arm: str = CONFIRM_ARM) -> bool:
+    """The headline event: (d)'s (or `arm`'s) re-trained pick is better than (a)'s and (b)'s."""
+    d = score.values[arm]
     return d < score.values["a random"] and d < score.values["b tpe+median"]
 
 
@@ -602,31 +646,53 @@ def summarize_scores(task: str, scores: list[SeedScores], n_seeds: int) -> str:
         [
             name,
             _common.median([s.values[name] for s in scores]),
+            _common.percentile([s.values[name] for s in scores], 90),
             _common.median([s.accs[name] for s in scores]),
             _common.median([s.shares[name] for s in scores]),
+            _common.median([float(s.trials[name]) for s in scores if name in s.trials]),
+            _common.median([float(s.pruned[name]) for s in scores if name in s.pruned]),
         ]
         for name in names
     ]
-    headers = ["arm", "re-trained val_loss", "re-trained test acc", "samples / (a)'s"]
+    headers = [
+        "arm",
+        "re-trained val_loss",
+        "worst decile",
+        "re-trained test acc",
+        "samples / (a)'s",
+        "trials",
+        "pruned",
+    ]
     lines = [
-        f"## {task}: picks re-trained with {n_seeds} training seeds (mean), median over "
-        f"{len(scores)} seeds",
+        f"## {task}: picks re-trained with {n_seeds} training seeds (mean), median and 90th "
+        f"percentile over {len(scores)} seeds",
         _common.table(headers, rows_out),
     ]
-    for arm, other in (
+    pairs = [
         (CONFIRM_ARM, "a random"),
         (CONFIRM_ARM, "b tpe+median"),
         (CONFIRM_ARM, "c regtune"),
         ("c regtune", "a random"),
         (HALF_ARM, "a random"),
-    ):
+    ]
+    # other confirm settings against the baselines, candidates against regtune's default
+    for name in names:
+        if name.startswith("d' "):
+            pairs += [(name, "a random"), (name, "b tpe+median"), (name, "c regtune")]
+        elif name.startswith("c' "):
+            pairs.append((name, "c regtune"))
+    for arm, other in pairs:
         better, worse, equal = paired(scores, arm, other)
         lines.append(f"{task}: {arm} vs {other}: better {better}, worse {worse}, equal {equal}")
     changed = sum(1 for s in scores if s.changed[CONFIRM_ARM])
-    both = sum(1 for s in scores if beats_both(s))
     lines.append(
         f"{task}: confirmation changed the pick on {changed}/{len(scores)} seeds; "
-        f"{CONFIRM_ARM} beats both (a) and (b) on {both}/{len(scores)}"
+        + "; ".join(
+            f"{arm} beats both (a) and (b) on "
+            f"{sum(1 for s in scores if beats_both(s, arm))}/{len(scores)}"
+            for arm in names
+            if arm == CONFIRM_ARM or arm.startswith("d' ")
+        )
     )
     return "\n".join(lines)
 
@@ -697,6 +763,20 @@ def main() -> None:
         help=f"arm (d)'s confirm settings (default {CONFIRM[0]} {CONFIRM[1]})",
     )
     parser.add_argument(
+        "--also-confirm",
+        action="append",
+        default=[],
+        metavar="KxR",
+        help="another confirm setting, from the same search as (d), e.g. 2x1 (repeatable)",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="LOG",
+        help="summarize the per-seed records of earlier runs' output instead of running",
+    )
+    parser.add_argument(
         "--candidate",
         action="append",
         default=[],
@@ -706,6 +786,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.score_seeds < 1 or min(args.confirm) < 1:
         parser.error("--score-seeds and --confirm take positive numbers")
+    if args.merge:
+        merge(args.merge, args.score_seeds)
+        return
+    also: list[tuple[int, int]] = []
+    for item in args.also_confirm:
+        top_k, _, repeats = item.partition("x")
+        if not (top_k.isdigit() and repeats.isdigit() and int(top_k) and int(repeats)):
+            parser.error(f"--also-confirm: KxR with positive numbers, e.g. 2x1; got {item!r}")
+        also.append((int(top_k), int(repeats)))
     arms = dict(ARMS)
     for item in args.candidate:
         label, _, text = item.partition("=")
@@ -722,13 +811,18 @@ def main() -> None:
         spec = study_spec(task, max_epochs)
         scorer = Retrainer(spec, args.score_seeds)
         confirmer = Confirmer(spec, train_rows(spec), *args.confirm)
+        others = {
+            confirm_arm_name(k, r): Confirmer(spec, train_rows(spec), k, r, confirmer._cache)
+            for k, r in also
+        }
 
         def score(
             seed_runs: dict[str, ArmRun],
             scorer: Retrainer = scorer,
             confirmer: Confirmer = confirmer,
+            others: dict[str, Confirmer] = others,
         ) -> SeedScores:
-            return score_seed(seed_runs, scorer, confirmer)
+            return score_seed(seed_runs, scorer, confirmer, others)
 
         runs, scores = run_task(task, seeds, n_trials, max_epochs, arms, args.first_seed, score)
         all_scores += scores
@@ -744,6 +838,11 @@ def main() -> None:
         f"confirm top_k {top_k} x repeats {repeats}; picks scored over {args.score_seeds} "
         "training seeds"
     )
+    print_headline(all_scores)
+
+
+def print_headline(all_scores: list[SeedScores]) -> None:
+    """The targets over every task-seed; the ``ratio:`` line last."""
     half_ok = sum(1 for s in all_scores if s.values[HALF_ARM] <= s.values["a random"])
     print(
         f"{HALF_ARM} no worse than (a) at 100 %: {half_ok}/{len(all_scores)} task-seeds "
@@ -751,6 +850,28 @@ def main() -> None:
     )
     share = sum(1 for s in all_scores if beats_both(s)) / len(all_scores)
     print(_common.ratio_line(share))
+
+
+def merge(paths: list[str], n_seeds: int) -> None:
+    """Summarize the per-seed records (``seed-scores:`` lines) in the output of split runs.
+
+    A task-seed recorded twice (a rerun) counts once, its last record kept."""
+    by_task: dict[str, dict[int, SeedScores]] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as log:
+            for line in log:
+                if line.startswith(SEED_LINE):
+                    task, seed, record = SeedScores.from_json(line.removeprefix(SEED_LINE))
+                    by_task.setdefault(task, {})[seed] = record
+    if not by_task:
+        raise SystemExit(f"--merge: no '{SEED_LINE}' lines in {', '.join(paths)}")
+    all_scores: list[SeedScores] = []
+    for task, seeds in by_task.items():
+        scores = [seeds[s] for s in sorted(seeds)]
+        print(f"{task}: seeds {', '.join(str(s) for s in sorted(seeds))}")
+        print(summarize_scores(task, scores, n_seeds))
+        all_scores += scores
+    print_headline(all_scores)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,22 @@ def test_the_gpu_check_passes_on_a_cuda_host() -> None:
     out = _run(timeout=8 * 60)
     _assert_every_check_passed(out, ddp=torch.cuda.device_count() > 1)
     assert "peak GPU memory per trial" in out
+
+
+def test_workers_see_the_checkout_and_the_callers_python_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GPU host with packages in a side folder (PYTHONPATH) runs the workers with both."""
+    import gpu_check
+
+    seen: dict[str, str] = {}
+
+    def popen(cmd: list[str], env: dict[str, str], **kwargs: object) -> object:
+        seen.update(env)
+        return object()
+
+    monkeypatch.setenv("PYTHONPATH", "/opt/side-packages")
+    monkeypatch.setattr("gpu_check.subprocess.Popen", popen)
+    worker = gpu_check._worker("sqlite:///x.db", 1)
+    worker.log.close()
+    assert seen["PYTHONPATH"].split(":") == [str(SCRIPT.parents[1]), "/opt/side-packages"]

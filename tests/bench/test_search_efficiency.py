@@ -253,7 +253,9 @@ def test_paired_counts_and_the_headline_event() -> None:
     assert [se.beats_both(s) for s in scores] == [True, False, False, False]
 
 
-def test_main_prints_ratio_last(capsys: pytest.CaptureFixture[str], monkeypatch: Any) -> None:
+def test_main_prints_ratio_last_and_its_records_merge_to_the_same_headline(
+    capsys: pytest.CaptureFixture[str], monkeypatch: Any, tmp_path: Any
+) -> None:
     monkeypatch.setattr(
         "sys.argv",
         [
@@ -271,18 +273,77 @@ def test_main_prints_ratio_last(capsys: pytest.CaptureFixture[str], monkeypatch:
             "--confirm",
             "1",
             "1",
+            "--also-confirm",
+            "2x1",
         ],
     )
     se.main()
-    lines = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
     table = lines.index(
-        "## digits-noisy: picks re-trained with 1 training seeds (mean), median over 1 seeds"
+        "## digits-noisy: picks re-trained with 1 training seeds (mean), median and 90th "
+        "percentile over 1 seeds"
     )
-    arms = [line.split("|")[1].strip() for line in lines[table + 3 : table + 8]]
-    assert arms == [*se.ARMS, se.CONFIRM_ARM, se.HALF_ARM]
+    arms = [line.split("|")[1].strip() for line in lines[table + 3 : table + 9]]
+    assert arms == [*se.ARMS, se.CONFIRM_ARM, se.HALF_ARM, se.confirm_arm_name(2, 1)]
     assert any(
         line.startswith("digits-noisy: d regtune+confirm vs a random: better ") for line in lines
     )
+    assert any(line.startswith("digits-noisy: d' confirm 2x1 vs c regtune: ") for line in lines)
     assert lines[-2].startswith(f"{se.HALF_ARM} no worse than (a) at 100 %: ")
     assert lines[-1].startswith("ratio: ")
     assert 0.0 <= float(lines[-1].removeprefix("ratio: ")) <= 1.0
+
+    # the per-seed record reads back: --merge prints the same headline from the log
+    log = tmp_path / "run.log"
+    log.write_text(out)
+    monkeypatch.setattr("sys.argv", ["search_efficiency.py", "--merge", str(log)])
+    se.main()
+    merged = capsys.readouterr().out.strip().splitlines()
+    assert merged[-2:] == lines[-2:]
+
+
+def _scores(a: float, b: float, d: float, half: float) -> se.SeedScores:
+    values = {"a random": a, "b tpe+median": b, "c regtune": d, se.CONFIRM_ARM: d}
+    values[se.HALF_ARM] = half
+    return se.SeedScores(
+        values,
+        {name: 0.5 for name in values},
+        {name: 1.0 for name in values},
+        {se.CONFIRM_ARM: False, se.HALF_ARM: False},
+        {"a random": 30},
+        {"a random": 0},
+    )
+
+
+def test_merge_counts_each_task_seed_once_across_split_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    first, second = tmp_path / "0.log", tmp_path / "1.log"
+    # seed 0: (d) beats both; seed 1 first loses, then a rerun (the later record) wins
+    first.write_text(
+        "noise\n"
+        + se.SEED_LINE
+        + _scores(1.0, 1.0, 0.9, 1.0).to_json("digits-noisy", 0)
+        + "\n"
+        + se.SEED_LINE
+        + _scores(1.0, 1.0, 1.1, 1.2).to_json("digits-noisy", 1)
+        + "\n"
+    )
+    second.write_text(
+        se.SEED_LINE + _scores(1.0, 1.0, 0.8, 0.9).to_json("digits-noisy", 1) + "\n"
+        "[digits-noisy seed 1] other output\n"
+    )
+    se.merge([str(first), str(second)], n_seeds=5)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "digits-noisy: seeds 0, 1"
+    assert "digits-noisy: d regtune+confirm vs a random: better 2, worse 0, equal 0" in lines
+    assert (
+        lines[-2]
+        == f"{se.HALF_ARM} no worse than (a) at 100 %: 2/2 task-seeds (target: at least half)"
+    )
+    assert lines[-1] == "ratio: 1.00"
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing scored\n")
+    with pytest.raises(SystemExit, match="no 'seed-scores: ' lines"):
+        se.merge([str(empty)], 5)
