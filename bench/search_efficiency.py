@@ -49,6 +49,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from typing import Any, TypeVar
 
 import _common
 import optuna
+from scipy import stats
 
 from service.spec import StudySpec
 from service.studies.confirmation import ConfigRuns, rank_by_mean
@@ -633,6 +635,22 @@ def paired(scores: list[SeedScores], arm: str, other: str) -> tuple[int, int, in
     return better, worse, len(scores) - better - worse
 
 
+def mean_difference(scores: list[SeedScores], arm: str, other: str) -> tuple[float, float, float]:
+    """`arm`'s re-trained val_loss minus `other`'s, paired by task-seed: (mean, low, high) with a
+    95 % Student-t interval over the task-seeds where both are finite (negative: `arm` better).
+    NaN when fewer than two such task-seeds."""
+    diffs = [
+        s.values[arm] - s.values[other]
+        for s in scores
+        if math.isfinite(s.values[arm]) and math.isfinite(s.values[other])
+    ]
+    if len(diffs) < 2:
+        return math.nan, math.nan, math.nan
+    mean = statistics.fmean(diffs)
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean, mean - half, mean + half
+
+
 def beats_both(score: SeedScores, arm: str = CONFIRM_ARM) -> bool:
     """The headline event: (d)'s (or `arm`'s) re-trained pick is better than (a)'s and (b)'s."""
     d = score.values[arm]
@@ -683,7 +701,11 @@ def summarize_scores(task: str, scores: list[SeedScores], n_seeds: int) -> str:
             pairs.append((name, "c regtune"))
     for arm, other in pairs:
         better, worse, equal = paired(scores, arm, other)
-        lines.append(f"{task}: {arm} vs {other}: better {better}, worse {worse}, equal {equal}")
+        mean, low, high = mean_difference(scores, arm, other)
+        lines.append(
+            f"{task}: {arm} vs {other}: better {better}, worse {worse}, equal {equal}; "
+            f"mean difference {mean:+.4f} (95 % interval {low:+.4f} to {high:+.4f})"
+        )
     changed = sum(1 for s in scores if s.changed[CONFIRM_ARM])
     lines.append(
         f"{task}: confirmation changed the pick on {changed}/{len(scores)} seeds; "

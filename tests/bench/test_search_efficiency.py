@@ -251,6 +251,13 @@ def test_paired_counts_and_the_headline_event() -> None:
     assert se.paired(scores, se.CONFIRM_ARM, "a random") == (2, 1, 1)
     assert se.paired(scores, se.CONFIRM_ARM, "b tpe+median") == (3, 1, 0)
     assert [se.beats_both(s) for s in scores] == [True, False, False, False]
+    # (d) - (a) per seed: -0.1, -0.1, 0, +0.1; a 95 % Student-t interval over the 4 (t = 3.1824)
+    mean, low, high = se.mean_difference(scores, se.CONFIRM_ARM, "a random")
+    assert mean == pytest.approx(-0.025)
+    assert (low, high) == (pytest.approx(-0.177349, abs=1e-5), pytest.approx(0.127349, abs=1e-5))
+    # a config that diverged (inf) leaves its task-seed out; one finite pair is no interval
+    diverged = [seed(math.inf, 1.0, 0.9), seed(1.0, 1.0, 0.9)]
+    assert all(math.isnan(x) for x in se.mean_difference(diverged, se.CONFIRM_ARM, "a random"))
 
 
 def test_main_prints_ratio_last_and_its_records_merge_to_the_same_headline(
@@ -337,7 +344,10 @@ def test_merge_counts_each_task_seed_once_across_split_runs(
     se.merge([str(first), str(second)], n_seeds=5)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "digits-noisy: seeds 0, 1"
-    assert "digits-noisy: d regtune+confirm vs a random: better 2, worse 0, equal 0" in lines
+    assert any(
+        line.startswith("digits-noisy: d regtune+confirm vs a random: better 2, worse 0, equal 0;")
+        for line in lines
+    )
     assert (
         lines[-2]
         == f"{se.HALF_ARM} no worse than (a) at 100 %: 2/2 task-seeds (target: at least half)"
