@@ -25,11 +25,14 @@ from tests.support import TINY_CONFIG, serve_process, server_env
 
 def tiny_spec(name: str = "ci", n_trials: int = 2, **overrides: Any) -> dict[str, Any]:
     """`tests.support.tiny_spec` as the tune tests use it: 2 epochs (a few hundred milliseconds
-    per trial), TPE, and the objective spelled out as a CI spec file would."""
+    per trial), TPE, the objective spelled out as a CI spec file would, and no confirmation."""
     fields: dict[str, Any] = {
         "trainer_config": {**TINY_CONFIG, "max_epochs": 2},
         "objective": {"metric": "val_loss", "direction": "minimize"},
         "sampler": {"name": "tpe", "seed": 0},
+        # single runs unless a test asks for repeats (regtune tune's own default re-trains the
+        # best config 4 more times: tests/tune/test_gate.py checks that default)
+        "confirm": None,
     }
     return support.tiny_spec(name, n_trials, **{**fields, **overrides})
 

@@ -10,8 +10,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from service.spec import ObjectiveConfig
 from service.tune import command, output_schema
-from service.tune.command import _Finish, _Run
+from service.tune.command import TUNE_CONFIRM, _Finish, _Run, with_tune_confirm
 from service.tune.errors import TuneError
 from service.tune.gate import GateOptions, evaluate, welch_worsening
 from service.tune.output import load_previous
@@ -244,16 +245,30 @@ def test_tune_gates_the_run_values_and_reports_the_test(
         assert "test" not in check and "p-value" not in summary
 
 
+def test_tune_repeats_the_best_config_unless_the_spec_says_otherwise() -> None:
+    one = [ObjectiveConfig(metric="val_loss", direction="minimize")]
+    assert with_tune_confirm({"name": "x"}, one)["confirm"] == {"top_k": 1, "repeats": 4}
+    assert with_tune_confirm({"name": "x"}, None)["confirm"] == TUNE_CONFIRM  # default objective
+    off = {"name": "x", "confirm": None}
+    assert with_tune_confirm(off, one) == off  # `confirm: null` turns it off
+    own = {"name": "x", "confirm": {"top_k": 3, "repeats": 2}}
+    assert with_tune_confirm(own, one) == own
+    two = [*one, ObjectiveConfig(metric="val_ece", direction="minimize")]
+    assert "confirm" not in with_tune_confirm({"name": "x"}, two)  # confirm needs one objective
+
+
 @pytest.mark.slow  # two local tune runs with confirmation (1-3 min on a loaded 2-core VM)
 def test_a_confirmed_main_run_is_the_baseline_of_a_confirmed_pr_run(tmp_path: Path) -> None:
-    """End to end: the main branch's output JSON carries its repeats; the PR's run is judged
-    against them with the Welch test (the same spec: no regression)."""
-    confirmed = tiny_spec(name="main", confirm={"top_k": 1, "repeats": 2})
+    """End to end with tune's default repeats (the spec has no `confirm` key): the main
+    branch's output JSON carries 5 runs of its best config; the PR's run is judged against them
+    with the Welch test (the same spec: no regression)."""
+    confirmed = tiny_spec(name="main")
+    del confirmed["confirm"]
     spec = write_spec(tmp_path / "spec.yaml", confirmed)
     main = tune(tmp_path, str(spec), "--output", "main.json")
     assert main.returncode == 0, main.stderr
     baseline = load_valid_output(tmp_path / "main.json")
-    assert len(baseline["best"]["confirmation"]["values"]) == 3  # the search run + 2 repeats
+    assert len(baseline["best"]["confirmation"]["values"]) == 5  # the search run + 4 repeats
 
     pr = tune(
         tmp_path, str(spec), "--name", "pr", "--output", "pr.json",
@@ -261,7 +276,7 @@ def test_a_confirmed_main_run_is_the_baseline_of_a_confirmed_pr_run(tmp_path: Pa
     )  # fmt: skip
     doc = load_valid_output(tmp_path / "pr.json")
     (check,) = doc["gate"]["checks"]
-    assert check["test"]["n"] == check["test"]["baseline_n"] == 3
+    assert check["test"]["n"] == check["test"]["baseline_n"] == 5
     assert check["test"]["baseline_mean"] == pytest.approx(baseline["best"]["confirmation"]["mean"])
     # the same spec and seeds re-train to the same values: no worsening, no regression
     assert check["test"]["worsening"] == pytest.approx(0.0, abs=1e-6)
