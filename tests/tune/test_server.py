@@ -18,11 +18,23 @@ from tests.tune.conftest import Server, load_valid_output, tiny_spec, write_spec
 pytestmark = pytest.mark.slow
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a terminal delivers it: a runner that started the tests in the background
+    (a non-interactive shell's `&`) ignores SIGINT, and Python keeps an inherited SIG_IGN."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_tune(cwd: Path, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, TZ="UTC")
     cmd = [sys.executable, "-m", "service.cli", "tune", *args, "--poll-interval", "0.2"]
     return subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_interruptible,
     )
 
 
