@@ -49,7 +49,6 @@ import argparse
 import dataclasses
 import json
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,10 +56,9 @@ from typing import Any, TypeVar
 
 import _common
 import optuna
-from scipy import stats
 
 from service.spec import StudySpec
-from service.studies.confirmation import ConfigRuns, rank_by_mean
+from service.studies.confirmation import ConfigRuns, rank_by_mean, run_stats
 from service.studies.extras import confirm_seed
 from service.worker.optimization import build_pruner, build_sampler
 from trainers import ObjectiveSpec, TrialDiverged, get_trainer, run_trial
@@ -507,6 +505,10 @@ class Confirmer:
         # shared between confirm settings of one task: the same (config, seed) trains once
         self._cache = {} if cache is None else cache
 
+    def sharing(self, top_k: int, repeats: int) -> Confirmer:
+        """Another confirm setting on the same task that reuses this one's trained runs."""
+        return Confirmer(self.spec, self.rows, top_k, repeats, self._cache)
+
     def _train(self, params: dict[str, Any], seed: int) -> tuple[float, int]:
         """(best val_loss or inf if it diverged, epochs run) of `params` with `seed`."""
         key = (tuple(sorted(params.items())), seed)
@@ -577,7 +579,6 @@ class SeedScores:
     def from_json(cls, text: str) -> tuple[str, int, SeedScores]:
         data = json.loads(text)
         task, seed = data.pop("task"), data.pop("seed")
-        data["values"] = {k: float(v) for k, v in data["values"].items()}
         return task, int(seed), cls(**data)
 
 
@@ -639,16 +640,11 @@ def mean_difference(scores: list[SeedScores], arm: str, other: str) -> tuple[flo
     """`arm`'s re-trained val_loss minus `other`'s, paired by task-seed: (mean, low, high) with a
     95 % Student-t interval over the task-seeds where both are finite (negative: `arm` better).
     NaN when fewer than two such task-seeds."""
-    diffs = [
-        s.values[arm] - s.values[other]
-        for s in scores
-        if math.isfinite(s.values[arm]) and math.isfinite(s.values[other])
-    ]
-    if len(diffs) < 2:
+    # the product's own summary of repeated runs (a diverged side makes the difference non-finite)
+    summary = run_stats([s.values[arm] - s.values[other] for s in scores])
+    if summary is None or summary.ci95_low is None or summary.ci95_high is None:
         return math.nan, math.nan, math.nan
-    mean = statistics.fmean(diffs)
-    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return mean, mean - half, mean + half
+    return summary.mean, summary.ci95_low, summary.ci95_high
 
 
 def beats_both(score: SeedScores, arm: str = CONFIRM_ARM) -> bool:
@@ -833,10 +829,7 @@ def main() -> None:
         spec = study_spec(task, max_epochs)
         scorer = Retrainer(spec, args.score_seeds)
         confirmer = Confirmer(spec, train_rows(spec), *args.confirm)
-        others = {
-            confirm_arm_name(k, r): Confirmer(spec, train_rows(spec), k, r, confirmer._cache)
-            for k, r in also
-        }
+        others = {confirm_arm_name(k, r): confirmer.sharing(k, r) for k, r in also}
 
         def score(
             seed_runs: dict[str, ArmRun],
