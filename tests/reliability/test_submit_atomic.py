@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import optuna
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from service.db import make_engine, normalize_url
 from service.migrations import upgrade
@@ -39,6 +41,77 @@ def _optuna_trials(url: str) -> int:
     try:
         with engine.connect() as conn:
             return int(conn.scalar(select(func.count()).select_from(OPTUNA_TRIALS)) or 0)
+    finally:
+        engine.dispose()
+
+
+STALL_AFTER = 10  # warm-start trials that commit before the submission stalls
+_STALL_LOCK = 7219  # PostgreSQL advisory lock key the stalled insert waits on
+
+
+@contextmanager
+def _stall_enqueue_after(url: str, n: int) -> Iterator[None]:
+    """Make the server's `n + 1`-th Optuna trial insert hang, so a kill lands mid-submission.
+
+    A trigger on Optuna's `trials` table, not a sleep in the test: the first `n` warm-start
+    trials commit, the next one waits (PostgreSQL: on an advisory lock this connection holds;
+    SQLite, whose triggers cannot wait: a 600-row three-way cross join, about 20 s of CPU on
+    the insert against the test's 0.1 s poll). On exit the stalled backends are ended and the
+    trigger is dropped, so what follows runs on the plain schema.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text(f"SELECT pg_advisory_lock({_STALL_LOCK})"))
+                conn.execute(
+                    text(
+                        "CREATE FUNCTION stall() RETURNS trigger AS $$ BEGIN "
+                        f"IF (SELECT count(*) FROM trials) >= {n} THEN "
+                        f"PERFORM pg_advisory_xact_lock({_STALL_LOCK}); END IF; "
+                        "RETURN NEW; END $$ LANGUAGE plpgsql"
+                    )
+                )
+                conn.execute(
+                    text(
+                        "CREATE TRIGGER stall BEFORE INSERT ON trials "
+                        "FOR EACH ROW EXECUTE FUNCTION stall()"
+                    )
+                )
+            else:
+                conn.execute(text("CREATE TABLE stall_rows (x INTEGER)"))
+                conn.execute(
+                    text(
+                        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                        "WHERE x < 600) INSERT INTO stall_rows SELECT x FROM c"
+                    )
+                )
+                conn.execute(
+                    text(
+                        f"CREATE TRIGGER stall BEFORE INSERT ON trials "
+                        f"WHEN (SELECT count(*) FROM trials) >= {n} BEGIN "
+                        "SELECT count(*) FROM stall_rows a, stall_rows b, stall_rows c "
+                        "WHERE a.x + b.x + c.x < 0; END"
+                    )
+                )
+            conn.commit()
+            try:
+                yield
+            finally:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    )
+                    conn.execute(text(f"SELECT pg_advisory_unlock({_STALL_LOCK})"))
+                    conn.execute(text("DROP TRIGGER stall ON trials"))
+                    conn.execute(text("DROP FUNCTION stall()"))
+                else:
+                    conn.execute(text("DROP TRIGGER stall"))
+                    conn.execute(text("DROP TABLE stall_rows"))
+                conn.commit()
     finally:
         engine.dispose()
 
@@ -74,18 +147,24 @@ def test_sigkill_mid_submission_leaves_nothing_and_the_name_free(
 
     proc = regtune(db_url, "serve", "--port", str(port), "--workers", "0")
     try:
-        wait_healthy(base, proc)
-        client = threading.Thread(target=submit)
-        client.start()
-        # mid-submission: some of the 100 warm-start trials are in Optuna's tables, not all
-        wait_for(lambda: _optuna_trials(db_url) > 0 or not client.is_alive(), 60, "enqueue")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-        client.join(60)
+        with _stall_enqueue_after(db_url, STALL_AFTER):
+            wait_healthy(base, proc)
+            client = threading.Thread(target=submit)
+            client.start()
+            # mid-submission: 10 of the 100 warm-start trials are in Optuna's tables, the
+            # 11th is being inserted
+            wait_for(
+                lambda: _optuna_trials(db_url) >= STALL_AFTER or not client.is_alive(),
+                60,
+                "enqueue",
+            )
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            client.join(60)
     finally:
         stop(proc)
     assert answers == ["lost"], "the submission ended before the kill: nothing was tested"
-    assert 0 < _optuna_trials(db_url) < 100
+    assert _optuna_trials(db_url) == STALL_AFTER
     # none of the study exists: no Optuna study by that name (only a pending one)
     left = _optuna_studies(db_url)
     assert "warm" not in left and all(n.startswith(PENDING_PREFIX) for n in left), left
