@@ -198,6 +198,11 @@ class ConfirmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     top_k: int = Field(3, ge=1, le=MAX_CONFIRM_TOP_K)
     repeats: int = Field(2, ge=1, le=MAX_CONFIRM_REPEATS)
+    race: bool = Field(
+        False,
+        description="repeat round by round and stop re-training a configuration once a "
+        "one-sided Welch test at 0.05 finds it worse than the leader (docs/api.md, 'Racing')",
+    )
 
 
 class ExecutionConfig(BaseModel):

@@ -12,6 +12,12 @@ completed search trials; the worker repository claims the runs in plan order, on
 - Confirmation (spec ``confirm: {top_k, repeats}``): the ``top_k`` best search trials re-trained
   ``repeats`` times each with new seeds, repeat by repeat (every config's first repeat before
   any second one), so a study cut short by its deadline has repeats spread evenly.
+- Racing (``confirm.race: true``): the same rounds, but round ``r + 1`` is planned only once
+  every run of rounds ``0..r`` has finished, and holds only the configurations
+  `service.studies.confirmation.race_survivors` keeps (a configuration clearly behind the
+  leader is not re-trained again). Until a round is decided the plan ends before it, and
+  `ExtraPlan.total` counts the undecided rounds at the current survivors (an upper bound that
+  only falls).
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.models import TrialRole
+from service.studies.confirmation import ConfigRuns, race_survivors
 from trainers import get_trainer
 from trainers.params import PARAM_NAMES, RegularizationParams
 from trainers.space import Choices, Fixed, Range, SearchSpace
 
 __all__ = [
     "REGULARIZATION_OFF",
+    "ExtraPlan",
     "ExtraRun",
     "SearchRun",
     "confirm_seed",
@@ -72,9 +80,22 @@ class ExtraRun:
         return attrs
 
 
-def _confirm_settings(spec: Mapping[str, Any]) -> tuple[int, int]:
+@dataclass(frozen=True)
+class ExtraPlan:
+    """The extra runs decided so far, in claim order, and how many the study will have at most
+    (more than ``len(runs)`` only while a race has undecided rounds)."""
+
+    runs: list[ExtraRun]
+    total: int
+
+
+def _confirm_settings(spec: Mapping[str, Any]) -> tuple[int, int, bool]:
     confirm = spec.get("confirm") or {}
-    return int(confirm.get("top_k", 0) or 0), int(confirm.get("repeats", 0) or 0)
+    return (
+        int(confirm.get("top_k", 0) or 0),
+        int(confirm.get("repeats", 0) or 0),
+        bool(confirm.get("race", False)),
+    )
 
 
 def _reference_on(spec: Mapping[str, Any]) -> bool:
@@ -126,11 +147,20 @@ def confirm_seed(base: int, repeat: int) -> int:
 
 
 def plan_extras(
-    spec: Mapping[str, Any], ranked: Sequence[SearchRun], space: SearchSpace
-) -> list[ExtraRun]:
-    """The extra runs in claim order; `ranked`: complete search trials, best first."""
+    spec: Mapping[str, Any],
+    ranked: Sequence[SearchRun],
+    space: SearchSpace,
+    confirmed: Mapping[int, Sequence[float]] | None = None,
+    *,
+    maximize: bool = False,
+) -> ExtraPlan:
+    """The extra runs in claim order; `ranked`: complete search trials, best first.
+
+    `confirmed` (racing only): the values of each repeated trial's finished confirmation runs,
+    by its number, in repeat order (a diverged run as NaN).
+    """
     if not ranked:
-        return []
+        return ExtraPlan([], 0)
     runs: list[ExtraRun] = []
     if _reference_on(spec):
         best = ranked[0]
@@ -142,16 +172,30 @@ def plan_extras(
                 None,
             )
         )
-    top_k, repeats = _confirm_settings(spec)
+    top_k, repeats, race = _confirm_settings(spec)
+    alive = list(ranked[:top_k])
+    done = confirmed or {}
     for repeat in range(repeats):
-        for run in ranked[:top_k]:
-            base = run.train_seed if run.train_seed is not None else run.number
-            runs.append(
-                ExtraRun(
-                    TrialRole.confirm,
-                    {name: run.params.get(name) for name in PARAM_NAMES},
-                    confirm_seed(base, repeat),
-                    run.number,
-                )
-            )
-    return runs
+        runs.extend(_repeat(run, repeat) for run in alive)
+        if not race or repeat == repeats - 1:
+            continue
+        if any(len(done.get(run.number, ())) <= repeat for run in alive):
+            # this round is still running: the next ones are undecided, at most all survivors
+            return ExtraPlan(runs, len(runs) + (repeats - 1 - repeat) * len(alive))
+        kept = race_survivors(
+            [ConfigRuns(run.number, [run.value, *done[run.number][: repeat + 1]]) for run in alive],
+            maximize,
+        )
+        numbers = {config.trial_number for config in kept}
+        alive = [run for run in alive if run.number in numbers]
+    return ExtraPlan(runs, len(runs))
+
+
+def _repeat(run: SearchRun, repeat: int) -> ExtraRun:
+    base = run.train_seed if run.train_seed is not None else run.number
+    return ExtraRun(
+        TrialRole.confirm,
+        {name: run.params.get(name) for name in PARAM_NAMES},
+        confirm_seed(base, repeat),
+        run.number,
+    )

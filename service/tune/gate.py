@@ -15,13 +15,11 @@ Against a baseline, two rules:
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scipy import stats
-
+from service.studies.confirmation import WelchTest, welch_worsening
 from trainers.best import maximizes
 
 __all__ = [
@@ -68,35 +66,6 @@ class GateOptions:
     @property
     def empty(self) -> bool:
         return self.min_score is None and self.max_score is None and self.baseline_value is None
-
-
-@dataclass(frozen=True)
-class WelchTest:
-    """A one-sided Welch t-test of "the new config is worse than the baseline's".
-
-    ``worsening`` is the mean difference in the worse direction (new - baseline when
-    minimizing, baseline - new when maximizing); the interval is its two-sided
-    ``confidence`` = ``1 - 2 alpha`` Welch interval.
-    """
-
-    test: str
-    alpha: float
-    n: int
-    mean: float
-    std: float
-    baseline_n: int
-    baseline_mean: float
-    baseline_std: float
-    worsening: float
-    p_value: float
-    confidence: float
-    interval_low: float
-    interval_high: float
-
-    @property
-    def rejects(self) -> bool:
-        """The test says the new config is worse (p < alpha)."""
-        return self.p_value < self.alpha
 
 
 @dataclass(frozen=True)
@@ -150,46 +119,6 @@ def _repeats(values: Sequence[float] | None) -> list[float] | None:
     run). A run without a finite value (diverged) says nothing about the mean, as in /best."""
     kept = [float(v) for v in values or () if math.isfinite(v)]
     return kept if len(kept) >= 2 else None
-
-
-def welch_worsening(
-    new: Sequence[float], baseline: Sequence[float], *, maximize: bool, alpha: float
-) -> WelchTest:
-    """One-sided Welch t-test (scipy) of H0 "new is not worse" against H1 "new is worse".
-
-    Both samples need at least two values. When both have zero spread the t statistic is
-    undefined; then the difference is exact: p = 0 when the new mean is worse, else 1.
-    """
-    if len(new) < 2 or len(baseline) < 2:
-        raise ValueError("the Welch test needs at least two values on each side")
-    sign = -1.0 if maximize else 1.0  # worse = larger after the sign
-    x = [sign * v for v in new]
-    b = [sign * v for v in baseline]
-    worsening = statistics.fmean(x) - statistics.fmean(b)
-    confidence = 1.0 - 2.0 * alpha
-    if statistics.stdev(x) == 0.0 and statistics.stdev(b) == 0.0:
-        p_value = 0.0 if worsening > 0 else 1.0
-        low = high = worsening
-    else:
-        one_sided = stats.ttest_ind(x, b, equal_var=False, alternative="greater")
-        p_value = float(one_sided.pvalue)
-        interval = stats.ttest_ind(x, b, equal_var=False).confidence_interval(confidence)
-        low, high = float(interval.low), float(interval.high)
-    return WelchTest(
-        test="welch_one_sided",
-        alpha=alpha,
-        n=len(new),
-        mean=statistics.fmean(new),
-        std=statistics.stdev(new),
-        baseline_n=len(baseline),
-        baseline_mean=statistics.fmean(baseline),
-        baseline_std=statistics.stdev(baseline),
-        worsening=worsening,
-        p_value=p_value,
-        confidence=confidence,
-        interval_low=low,
-        interval_high=high,
-    )
 
 
 def _statistical_check(

@@ -238,16 +238,43 @@ def ranked_search_runs(session: Session, study: StudyRecord) -> list[extras.Sear
 
 
 def _extra_plan(session: Session, study: StudyRecord) -> list[extras.ExtraRun]:
-    """The study's extra runs once its search is done (empty before, or when none is planned);
-    lowers `n_extra` to the plan's length (confirmation repeats at most the completed trials)."""
+    """The study's extra runs decided so far once its search is done (empty before, or when
+    none is planned); lowers `n_extra` to the plan's total (confirmation repeats at most the
+    completed trials; a race drops the repeats of configurations it leaves behind)."""
     if not study.n_extra or not _search_done(session, study):
         return []
     space = SearchSpace.model_validate(study.spec.get("search_space") or {})
-    plan = extras.plan_extras(study.spec, ranked_search_runs(session, study), space)
-    plan = plan[: study.n_extra]
-    if len(plan) < study.n_extra:
-        study.n_extra = len(plan)
-    return plan
+    plan = extras.plan_extras(
+        study.spec,
+        ranked_search_runs(session, study),
+        space,
+        _confirmed_values(session, study),
+        maximize=maximizes(study.direction),
+    )
+    runs = plan.runs[: study.n_extra]
+    if plan.total < study.n_extra:
+        study.n_extra = plan.total
+    return runs
+
+
+def _confirmed_values(session: Session, study: StudyRecord) -> dict[int, list[float]]:
+    """Each repeated trial's finished confirmation values in slot (= repeat) order; a run that
+    finished without a value (diverged) as NaN."""
+    rows = session.execute(
+        select(TrialRecord.repeat_of, TrialRecord.value)
+        .where(
+            TrialRecord.study_id == study.id,
+            TrialRecord.role == TrialRole.confirm.value,
+            TrialRecord.state == TrialState.complete.value,
+            TrialRecord.slot.is_not(None),
+        )
+        .order_by(TrialRecord.slot)
+    ).all()
+    values: dict[int, list[float]] = {}
+    for repeat_of, value in rows:
+        if repeat_of is not None:
+            values.setdefault(repeat_of, []).append(math.nan if value is None else float(value))
+    return values
 
 
 def extra_run(row: TrialRecord) -> extras.ExtraRun | None:
