@@ -18,7 +18,9 @@ search strategy differs):
     confirmation runs, then its top_k configs re-trained ``repeats`` times with the product's
     seeds (``service.studies.extras.confirm_seed``) and the best mean chosen with the product's
     ``service.studies.confirmation.rank_by_mean``; confirmation runs count as compute.
-(d@50%) the same within half of (a)'s samples.
+(d@50%) the same within half of (a)'s samples;
+(d') other confirm settings from the same search (``--also-confirm KxR``; ``KxRrace``: with
+    ``confirm.race``, compared with the plain ``KxR`` when both are given).
 
 Compute is measured in training samples processed = epochs run x training rows, pruned trials
 included (``epochs_run`` user attribute, set by ``run_trial`` also for pruned trials). (b), (c)
@@ -59,9 +61,10 @@ import optuna
 
 from service.spec import StudySpec
 from service.studies.confirmation import ConfigRuns, rank_by_mean, run_stats
-from service.studies.extras import confirm_seed
+from service.studies.extras import SearchRun, plan_extras
 from service.worker.optimization import build_pruner, build_sampler
 from trainers import ObjectiveSpec, TrialDiverged, get_trainer, run_trial
+from trainers.space import SearchSpace
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -491,6 +494,10 @@ class Confirmer:
     study with ``n_trials = n`` would have run): the longest prefix whose samples plus the
     confirmation's estimated samples (``repeats`` x its top trials' epochs x rows) fit the
     budget. The confirmation's actual samples are counted. Runs are cached by (config, seed).
+    The runs come from the product's plan (``service.studies.extras.plan_extras``); with
+    ``race`` (``confirm.race``) it is asked again after each round, so a configuration the race
+    drops is not re-trained and its runs cost nothing (the reservation stays the full
+    ``top_k x repeats``: the product cannot know the race's savings in advance either).
     """
 
     def __init__(
@@ -500,14 +507,16 @@ class Confirmer:
         top_k: int,
         repeats: int,
         cache: dict[tuple[tuple[tuple[str, Any], ...], int], tuple[float, int]] | None = None,
+        race: bool = False,
     ) -> None:
         self.spec, self.rows, self.top_k, self.repeats = spec, rows, top_k, repeats
+        self.race = race
         # shared between confirm settings of one task: the same (config, seed) trains once
         self._cache = {} if cache is None else cache
 
-    def sharing(self, top_k: int, repeats: int) -> Confirmer:
+    def sharing(self, top_k: int, repeats: int, race: bool = False) -> Confirmer:
         """Another confirm setting on the same task that reuses this one's trained runs."""
-        return Confirmer(self.spec, self.rows, top_k, repeats, self._cache)
+        return Confirmer(self.spec, self.rows, top_k, repeats, self._cache, race)
 
     def _train(self, params: dict[str, Any], seed: int) -> tuple[float, int]:
         """(best val_loss or inf if it diverged, epochs run) of `params` with `seed`."""
@@ -545,17 +554,41 @@ class Confirmer:
         top = _top(finished_within(run, spent), self.top_k)
         if not top:
             return Confirmed(None, spent, n, False)
-        configs = []
-        for trial in top:
-            base = int(trial.user_attrs["train_seed"])
-            values = [float(trial.value if trial.value is not None else math.inf)]
-            for repeat in range(self.repeats):
-                value, epochs = self._train(dict(trial.params), confirm_seed(base, repeat))
-                values.append(value)
+        by_number = {t.number: t for t in top}
+        searched = [
+            SearchRun(
+                number=t.number,
+                value=float(t.value if t.value is not None else math.inf),
+                params=t.params,
+                train_seed=int(t.user_attrs["train_seed"]),
+            )
+            for t in top
+        ]
+        # the product's plan (service.studies.extras.plan_extras): with racing, each round is
+        # decided by the finished ones before it, so the plan is asked again after every round
+        plan_spec = {
+            "reference": False,
+            "confirm": {"top_k": self.top_k, "repeats": self.repeats, "race": self.race},
+        }
+        confirmed: dict[int, list[float]] = {}
+        trained = 0
+        while True:
+            plan = plan_extras(plan_spec, searched, SearchSpace(), confirmed)
+            if trained == len(plan.runs):
+                break
+            for extra in plan.runs[trained:]:
+                assert extra.repeat_of is not None and extra.train_seed is not None
+                params = dict(by_number[extra.repeat_of].params)
+                value, epochs = self._train(params, extra.train_seed)
+                confirmed.setdefault(extra.repeat_of, []).append(value)
                 spent += epochs * self.rows
-            configs.append(ConfigRuns(trial_number=trial.number, values=values))
+                trained += 1
+        configs = [
+            ConfigRuns(trial_number=r.number, values=[r.value, *confirmed.get(r.number, [])])
+            for r in searched
+        ]
         ranked = rank_by_mean(configs, maximize=False)
-        pick = next(t for t in top if t.number == ranked[0].trial_number) if ranked else top[0]
+        pick = by_number[ranked[0].trial_number] if ranked else top[0]
         return Confirmed(dict(pick.params), spent, n, pick.number != top[0].number)
 
 
@@ -588,9 +621,9 @@ SEED_LINE = "seed-scores: "
 HALF_ARM = "d@50% regtune+confirm"
 
 
-def confirm_arm_name(top_k: int, repeats: int) -> str:
+def confirm_arm_name(top_k: int, repeats: int, race: bool = False) -> str:
     """The arm of another confirm setting (``--also-confirm``)."""
-    return f"d' confirm {top_k}x{repeats}"
+    return f"d' confirm {top_k}x{repeats}" + (" race" if race else "")
 
 
 def score_seed(
@@ -693,6 +726,9 @@ def summarize_scores(task: str, scores: list[SeedScores], n_seeds: int) -> str:
     for name in names:
         if name.startswith("d' "):
             pairs += [(name, "a random"), (name, "b tpe+median"), (name, "c regtune")]
+            plain = name.removesuffix(" race")
+            if plain != name and plain in names:  # racing against re-training every config
+                pairs.append((name, plain))
         elif name.startswith("c' "):
             pairs.append((name, "c regtune"))
     for arm, other in pairs:
@@ -784,8 +820,9 @@ def main() -> None:
         "--also-confirm",
         action="append",
         default=[],
-        metavar="KxR",
-        help="another confirm setting, from the same search as (d), e.g. 2x1 (repeatable)",
+        metavar="KxR[race]",
+        help="another confirm setting, from the same search as (d), e.g. 2x1, or 3x4race for "
+        "confirm.race (repeatable)",
     )
     parser.add_argument(
         "--merge",
@@ -807,12 +844,14 @@ def main() -> None:
     if args.merge:
         merge(args.merge, args.score_seeds)
         return
-    also: list[tuple[int, int]] = []
+    also: list[tuple[int, int, bool]] = []
     for item in args.also_confirm:
-        top_k, _, repeats = item.partition("x")
+        top_k, _, repeats = item.removesuffix("race").partition("x")
         if not (top_k.isdigit() and repeats.isdigit() and int(top_k) and int(repeats)):
-            parser.error(f"--also-confirm: KxR with positive numbers, e.g. 2x1; got {item!r}")
-        also.append((int(top_k), int(repeats)))
+            parser.error(
+                f"--also-confirm: KxR with positive numbers, e.g. 2x1 or 3x4race; got {item!r}"
+            )
+        also.append((int(top_k), int(repeats), item.endswith("race")))
     arms = dict(ARMS)
     for item in args.candidate:
         label, _, text = item.partition("=")
@@ -829,7 +868,7 @@ def main() -> None:
         spec = study_spec(task, max_epochs)
         scorer = Retrainer(spec, args.score_seeds)
         confirmer = Confirmer(spec, train_rows(spec), *args.confirm)
-        others = {confirm_arm_name(k, r): confirmer.sharing(k, r) for k, r in also}
+        others = {confirm_arm_name(k, r, x): confirmer.sharing(k, r, x) for k, r, x in also}
 
         def score(
             seed_runs: dict[str, ArmRun],

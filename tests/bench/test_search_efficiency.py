@@ -10,6 +10,7 @@ import optuna
 import pytest
 import search_efficiency as se
 
+from service.studies import extras
 from service.studies.confirmation import ConfigRuns, rank_by_mean
 from service.studies.extras import confirm_seed
 from trainers import run_trial
@@ -240,6 +241,45 @@ def test_confirmation_keeps_its_estimated_cost_inside_the_budget() -> None:
     assert (one.search_trials, one.samples) == (1, 6 * rows)
     nothing = confirmer(run, 5 * rows)  # not even one trial and its confirmation
     assert nothing.params is None and nothing.samples == 0
+
+
+def test_racing_asks_the_products_plan_again_after_each_round(
+    recorded: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`confirm.race` in the benchmark is the product's plan: after round 0 the race (here a
+    stand-in rule that keeps the first configuration) leaves one config, which alone gets
+    repeats 2 and 3; the runs not trained cost nothing."""
+    spec = se.study_spec("digits-noisy", max_epochs=TINY_EPOCHS)
+    rows = se.train_rows(spec)
+    run = se.run_arm(
+        spec, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner(), rows, n_trials=4
+    )
+    assert run.study is not None
+    rounds: list[list[list[float]]] = []
+
+    def keep_first(configs: list[ConfigRuns], maximize: bool) -> list[ConfigRuns]:
+        rounds.append([list(c.values) for c in configs])
+        return configs[:1]
+
+    monkeypatch.setattr(extras, "race_survivors", keep_first)
+    recorded.clear()
+    confirmed = se.Confirmer(spec, rows, top_k=2, repeats=3, race=True)(run, math.inf)
+
+    best, second = sorted(run.study.trials, key=_value)[:2]
+    repeated = [c["spec"].trainer_config["train_seed"] for c in recorded]
+    base = int(best.user_attrs["train_seed"])
+    other = int(second.user_attrs["train_seed"])
+    assert repeated == [
+        confirm_seed(base, 0),
+        confirm_seed(other, 0),
+        confirm_seed(base, 1),
+        confirm_seed(base, 2),
+    ]
+    # round 0 was decided on each config's search run and its first repeat (the plan is
+    # rebuilt, so later rounds' decisions repeat it)
+    assert [len(v) for v in rounds[0]] == [2, 2]
+    assert rounds[0][0][0] == _value(best) and rounds[0][1][0] == _value(second)
+    assert confirmed.samples == run.samples + 4 * TINY_EPOCHS * rows
 
 
 def test_paired_counts_and_the_headline_event() -> None:
