@@ -157,7 +157,7 @@ def plan_extras(
     """The extra runs in claim order; `ranked`: complete search trials, best first.
 
     `confirmed` (racing only): the values of each repeated trial's finished confirmation runs,
-    by its number, in repeat order (a diverged run as NaN).
+    by its number, in repeat order.
     """
     if not ranked:
         return ExtraPlan([], 0)

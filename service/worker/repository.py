@@ -248,33 +248,15 @@ def _extra_plan(session: Session, study: StudyRecord) -> list[extras.ExtraRun]:
         study.spec,
         ranked_search_runs(session, study),
         space,
-        _confirmed_values(session, study),
+        # each repeated config's finished repeats in trial-number order, which is round order:
+        # a race plans a round only once the one before it has finished
+        {c.trial_number: c.values[1:] for c in studies_repo.confirmed_configs(session, study.id)},
         maximize=maximizes(study.direction),
     )
     runs = plan.runs[: study.n_extra]
     if plan.total < study.n_extra:
         study.n_extra = plan.total
     return runs
-
-
-def _confirmed_values(session: Session, study: StudyRecord) -> dict[int, list[float]]:
-    """Each repeated trial's finished confirmation values in slot (= repeat) order; a run that
-    finished without a value (diverged) as NaN."""
-    rows = session.execute(
-        select(TrialRecord.repeat_of, TrialRecord.value)
-        .where(
-            TrialRecord.study_id == study.id,
-            TrialRecord.role == TrialRole.confirm.value,
-            TrialRecord.state == TrialState.complete.value,
-            TrialRecord.slot.is_not(None),
-        )
-        .order_by(TrialRecord.slot)
-    ).all()
-    values: dict[int, list[float]] = {}
-    for repeat_of, value in rows:
-        if repeat_of is not None:
-            values.setdefault(repeat_of, []).append(math.nan if value is None else float(value))
-    return values
 
 
 def extra_run(row: TrialRecord) -> extras.ExtraRun | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -117,6 +118,25 @@ def failing_trainer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trainer]:
     monkeypatch.setattr(registry, "_cache", {**trainers, "failing": FAILING})
     _builds["count"] = 0
     yield FAILING
+
+
+def run_workers_in_threads(settings: Settings, n: int) -> list[int]:
+    """`n` in-process workers (exit when idle) claiming side by side; the trials each ran."""
+    from service.worker import WorkerOptions, run_worker
+
+    counts: list[int] = []
+
+    def work(name: str) -> None:
+        options = WorkerOptions(exit_when_idle=True, name=name)
+        counts.append(run_worker(settings, options, handle_signals=False))
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a worker did not finish within 5 min"
+    return counts
 
 
 def worker_process(url: str, *args: str) -> subprocess.Popen[bytes]:

@@ -3,7 +3,6 @@ repeats, claimed by workers like trials, counted apart from n_trials, retried af
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import optuna
@@ -19,7 +18,7 @@ from service.worker import repository as repo
 from service.worker import stale as sweep_module
 from service.worker.optimization import open_extra_study, open_storage
 from tests.support import sweep_once
-from tests.worker.conftest import Db, insert_study, settings_for, tiny_spec
+from tests.worker.conftest import Db, insert_study, run_workers_in_threads, settings_for, tiny_spec
 
 IDLE = WorkerOptions(exit_when_idle=True)
 
@@ -73,17 +72,7 @@ def test_confirmation_runs_claimed_by_two_workers_are_counted_exactly(
     spec = tiny_spec(name="conf", n_trials=4, confirm={"top_k": 2, "repeats": 2})
     study_id = insert_study(migrated_db_url, spec)
     settings = settings_for(migrated_db_url)
-    counts: list[int] = []
-
-    def work(name: str) -> None:
-        options = WorkerOptions(exit_when_idle=True, name=name)
-        counts.append(run_worker(settings, options, handle_signals=False))
-
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    counts = run_workers_in_threads(settings, 2)
 
     db = Db(migrated_db_url)
     study = db.study(study_id)

@@ -3,7 +3,6 @@ clearly behind the leader (one-sided Welch test at 0.05) is not re-trained again
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -11,8 +10,7 @@ import pytest
 from service.models import StudyStatus, TrialRole, TrialState
 from service.studies.confirmation import ConfigRuns, race_survivors
 from service.studies.extras import SearchRun, confirm_seed, plan_extras
-from service.worker import WorkerOptions, run_worker
-from tests.worker.conftest import Db, insert_study, settings_for, tiny_spec
+from tests.worker.conftest import Db, insert_study, run_workers_in_threads, settings_for, tiny_spec
 from trainers.space import SearchSpace
 
 SPACE = SearchSpace()
@@ -109,18 +107,7 @@ def test_a_raced_confirmation_with_two_workers_skips_the_config_left_behind(
     )
     study_id = insert_study(migrated_db_url, spec)
     settings = settings_for(migrated_db_url)
-    counts: list[int] = []
-
-    def work(name: str) -> None:
-        options = WorkerOptions(exit_when_idle=True, name=name)
-        counts.append(run_worker(settings, options, handle_signals=False))
-
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert not any(t.is_alive() for t in threads)
+    counts = run_workers_in_threads(settings, 2)
 
     db = Db(migrated_db_url)
     study = db.study(study_id)
