@@ -186,6 +186,12 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "confirm.repeats: Input should be greater than or equal to 1",
     ),
     (
+        "confirm-race-is-a-boolean",
+        {"confirm": {"top_k": 3, "repeats": 2, "race": "fast"}},
+        ["body", "confirm", "race"],
+        "confirm.race: Input should be a valid boolean",
+    ),
+    (
         "confirm-needs-one-objective",
         {
             "confirm": {"top_k": 2, "repeats": 2},
