@@ -32,6 +32,7 @@ from service.optuna_builders import (
     SpecError,
     check_options,
 )
+from service.studies.confirmation import RACE_ALPHA
 from trainers import PARAM_NAMES, Range, SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
 from trainers.space import MAX_ABS_INT, Number, in_distribution
@@ -201,7 +202,8 @@ class ConfirmConfig(BaseModel):
     race: bool = Field(
         False,
         description="repeat round by round and stop re-training a configuration once a "
-        "one-sided Welch test at 0.05 finds it worse than the leader (docs/api.md, 'Racing')",
+        f"one-sided Welch test at {RACE_ALPHA:g} finds it worse than the leader (docs/api.md, "
+        "'Racing')",
     )
 
 
