@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import optuna
 import pytest
@@ -13,6 +14,7 @@ from service.config import Settings
 from service.worker.optimization import open_storage
 from service.worker.rdb import WorkerRDBStorage
 
+QUEUED, POPPERS = 40, 4
 VALUES = [(0, 1.25), (1, math.inf), (2, -math.inf), (3, math.nan), (4, 0.5)]
 
 
@@ -86,3 +88,30 @@ def test_a_pruner_reads_the_reports_through_a_study(storage: WorkerRDBStorage) -
     assert trial.should_prune()
     study.tell(trial, state=TrialState.PRUNED)
     assert study.trials[0].intermediate_values == {0: 0.5, 1: 2.0}
+
+
+def test_concurrent_asks_never_start_one_waiting_trial_twice(migrated_db_url: str) -> None:
+    """Workers popping enqueued (WAITING) trials side by side each get a different one.
+
+    Optuna reads the state, then writes RUNNING: on SQLite (no SELECT ... FOR UPDATE) two
+    processes could both read WAITING and both start the same trial."""
+    settings = Settings(database_url=migrated_db_url)
+    setup = open_storage(migrated_db_url, settings)
+    study = optuna.create_study(study_name="pop", storage=setup)
+    for i in range(QUEUED):
+        study.enqueue_trial({"x": float(i)})
+    popped: list[int] = []
+    barrier = threading.Barrier(POPPERS)
+
+    def pop() -> None:
+        own = optuna.load_study(study_name="pop", storage=open_storage(migrated_db_url, settings))
+        barrier.wait()
+        while (number := own.ask().number) < QUEUED:
+            popped.append(number)
+
+    threads = [threading.Thread(target=pop) for _ in range(POPPERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(popped) == list(range(QUEUED))
