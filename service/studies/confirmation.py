@@ -68,7 +68,7 @@ class ConfigRuns:
 
 def run_stats(values: Sequence[float], confidence: float = CONFIDENCE) -> RunStats | None:
     """n, mean, std and the Student-t interval of the finite `values`; None when there are none."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    finite = _finite(values)
     n = len(finite)
     if n == 0:
         return None

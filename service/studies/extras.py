@@ -39,6 +39,7 @@ __all__ = [
     "SearchRun",
     "confirm_seed",
     "plan_extras",
+    "races",
     "reference_params",
     "reference_space",
 ]
@@ -96,6 +97,12 @@ def _confirm_settings(spec: Mapping[str, Any]) -> tuple[int, int, bool]:
         int(confirm.get("repeats", 0) or 0),
         bool(confirm.get("race", False)),
     )
+
+
+def races(spec: Mapping[str, Any]) -> bool:
+    """The spec races its confirmation (``confirm.race``): only then does the plan read the
+    finished repeats."""
+    return _confirm_settings(spec)[2]
 
 
 def _reference_on(spec: Mapping[str, Any]) -> bool:

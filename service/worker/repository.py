@@ -244,13 +244,19 @@ def _extra_plan(session: Session, study: StudyRecord) -> list[extras.ExtraRun]:
     if not study.n_extra or not _search_done(session, study):
         return []
     space = SearchSpace.model_validate(study.spec.get("search_space") or {})
+    # a race's plan reads each repeated config's finished repeats, in trial-number order, which
+    # is round order (a race plans a round only once the one before it has finished); a plain
+    # plan does not, so claims and refreshes skip the query
+    confirmed = (
+        {c.trial_number: c.values[1:] for c in studies_repo.confirmed_configs(session, study.id)}
+        if extras.races(study.spec)
+        else None
+    )
     plan = extras.plan_extras(
         study.spec,
         ranked_search_runs(session, study),
         space,
-        # each repeated config's finished repeats in trial-number order, which is round order:
-        # a race plans a round only once the one before it has finished
-        {c.trial_number: c.values[1:] for c in studies_repo.confirmed_configs(session, study.id)},
+        confirmed,
         maximize=maximizes(study.direction),
     )
     runs = plan.runs[: study.n_extra]
