@@ -137,6 +137,14 @@ def best(
     _print_reference(result)
 
 
+def _failed_note(conf: dict[str, Any]) -> str:
+    """ "; N failed (trials ...)" when some repeats failed, else nothing."""
+    failed = conf.get("failed") or []
+    if not failed:
+        return ""
+    return f"; {len(failed)} failed (trials {', '.join(str(n) for n in failed)}), not in the mean"
+
+
 def _print_confirmation(result: dict[str, Any]) -> None:
     """The winning config's runs (mean, spread, 95 % interval) and the single-run best."""
     conf = result.get("confirmation")
@@ -146,6 +154,7 @@ def _print_confirmation(result: dict[str, Any]) -> None:
             + ", ".join(str(n) for n in conf["trial_numbers"])
             + f"): mean {_fmt(conf['mean'])}, std {_fmt(conf['std'])}, "
             f"95 % interval [{_fmt(conf['ci95_low'])}, {_fmt(conf['ci95_high'])}]"
+            + _failed_note(conf)
         )
     single = result.get("single_run")
     if single:

@@ -99,17 +99,36 @@ def accepts_claims(status: str, deadline_at: datetime | None, now: datetime) -> 
     return is_active(status) and (deadline_at is None or now < deadline_at)
 
 
-def failure_streak(previous: int, state: TrialState, counts_as_failure: bool) -> int:
+def failure_streak(
+    previous: int, state: TrialState, counts_as_failure: bool, *, extra: bool = False
+) -> int:
     """Consecutive failed trials after one ends in `state`.
 
     A complete or pruned trial resets the streak; a trial abandoned by a worker shutdown or a
-    lost worker (`counts_as_failure` False) and a cancelled one leave it as it was.
+    lost worker (`counts_as_failure` False), a cancelled one and a failed `extra` run (a
+    reference or confirmation run: never re-run, see `keeps_slot`, so it cannot burn the
+    budget) leave it as it was.
     """
     if state == TrialState.fail and counts_as_failure:
-        return previous + 1
+        return previous if extra else previous + 1
     if state.is_finished:
         return 0
     return previous
+
+
+def keeps_slot(state: TrialState, counts_as_failure: bool, *, extra: bool) -> bool:
+    """Whether a trial that ended in `state` keeps its slot (counts as done in the budget).
+
+    Complete and pruned trials do. A failed search trial gives its slot back, so the study
+    still ends with `n_trials` finished trials (another point is sampled). A failed `extra` run
+    (reference, confirmation repeat) whose own training failed (diverged, raised) keeps it: run
+    again it would train the same configuration from the same seed and fail the same way, so
+    the failure is its result. A trial ended by a lost worker or a shutdown
+    (`counts_as_failure` False) gives its slot back and is retried.
+    """
+    if state in (TrialState.complete, TrialState.pruned):
+        return True
+    return extra and state == TrialState.fail and counts_as_failure
 
 
 def ending_after_trials(

@@ -15,6 +15,7 @@ response never shows (`test_metrics`, the study `spec`) than on everything else 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
+    or_,
     select,
     text,
     update,
@@ -280,15 +282,18 @@ def reference_values(session: Session, study_ids: Sequence[int]) -> dict[int, fl
 
 
 def confirmed_configs(session: Session, study_id: int) -> list[ConfigRuns]:
-    """Each search trial with complete confirmation repeats and every run's value: the search
-    run first, then its repeats by trial number (configs by search trial number)."""
+    """Each search trial with finished confirmation repeats and every run's value: the search
+    run first, then its repeats by trial number (configs by search trial number). A repeat that
+    failed (diverged, raised; never re-run: `lifecycle.keeps_slot`) has the value NaN, which
+    the statistics leave out of the mean (`confirmation.run_stats`)."""
+    complete = (TrialRecord.state == TrialState.complete.value) & TrialRecord.value.is_not(None)
+    failed = (TrialRecord.state == TrialState.fail.value) & TrialRecord.slot.is_not(None)
     repeats = session.execute(
-        select(TrialRecord.repeat_of, TrialRecord.number, TrialRecord.value)
+        select(TrialRecord.repeat_of, TrialRecord.number, TrialRecord.value, TrialRecord.state)
         .where(
             TrialRecord.study_id == study_id,
             TrialRecord.role == TrialRole.confirm.value,
-            TrialRecord.state == TrialState.complete.value,
-            TrialRecord.value.is_not(None),
+            or_(complete, failed),
             TrialRecord.repeat_of.is_not(None),
         )
         .order_by(TrialRecord.number)
@@ -315,7 +320,7 @@ def confirmed_configs(session: Session, study_id: int) -> list[ConfigRuns]:
         config = configs.setdefault(
             row.repeat_of, ConfigRuns(row.repeat_of, [original], [row.repeat_of])
         )
-        config.values.append(row.value)
+        config.values.append(row.value if row.state == TrialState.complete.value else math.nan)
         config.trial_numbers.append(row.number)
     return sorted(configs.values(), key=lambda c: c.trial_number)
 

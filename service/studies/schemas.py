@@ -190,6 +190,8 @@ class Confirmation(BaseModel):
     ci95_high: float | None
     values: list[float]
     trial_numbers: list[int]
+    # repeats whose training failed (diverged, raised): not re-run, not in n or the mean
+    failed: list[int] = []
 
 
 class SingleRun(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -405,14 +406,16 @@ def _confirmed_best(
 
 
 def _confirmation(summary: confirmation.RunStats, runs: confirmation.ConfigRuns) -> dict[str, Any]:
+    finite = [math.isfinite(v) for v in runs.values]
     return {
         "n": summary.n,
         "mean": summary.mean,
         "std": summary.std,
         "ci95_low": summary.ci95_low,
         "ci95_high": summary.ci95_high,
-        "values": runs.values,
-        "trial_numbers": runs.trial_numbers,
+        "values": [v for v, ok in zip(runs.values, finite, strict=True) if ok],
+        "trial_numbers": [n for n, ok in zip(runs.trial_numbers, finite, strict=True) if ok],
+        "failed": [n for n, ok in zip(runs.trial_numbers, finite, strict=True) if not ok],
     }
 
 

@@ -61,7 +61,9 @@ def _confirmation_rows(best: dict[str, Any]) -> list[str]:
     if conf:
         rows.append(
             f"| confirmed | mean {_fmt(conf['mean'])} ± {_fmt(conf['std'])} over {conf['n']} "
-            f"runs, 95 % interval [{_fmt(conf['ci95_low'])}, {_fmt(conf['ci95_high'])}] |"
+            f"runs, 95 % interval [{_fmt(conf['ci95_low'])}, {_fmt(conf['ci95_high'])}]"
+            + (f"; {len(conf['failed'])} failed, not in the mean" if conf.get("failed") else "")
+            + " |"
         )
     single = best.get("single_run")
     if single:

@@ -361,14 +361,16 @@ def add_epochs(
 def finish_trial(session: Session, study: StudyRecord, trial_id: int, result: TrialResult) -> None:
     """Write a trial's final state (the study must be locked), then refresh the study.
 
-    A failed or cancelled trial gives its slot back, so finished trials still reach n_trials.
+    A failed or cancelled trial gives its slot back, so finished trials still reach n_trials,
+    except an extra run's own failure, which is its result (`lifecycle.keeps_slot`).
     """
     row = session.get(TrialRecord, trial_id, populate_existing=True)
     if row is None:
         return
     now = utcnow()
     row.state = result.state.value
-    if result.state not in (TrialState.complete, TrialState.pruned):
+    extra = row.role != TrialRole.search.value
+    if not lifecycle.keeps_slot(result.state, result.counts_as_failure, extra=extra):
         row.slot = None
     if _finite(result.value) is not None:
         row.value = result.value
@@ -395,7 +397,7 @@ def finish_trial(session: Session, study: StudyRecord, trial_id: int, result: Tr
     session.flush()
 
     study.consecutive_failures = lifecycle.failure_streak(
-        study.consecutive_failures or 0, result.state, result.counts_as_failure
+        study.consecutive_failures or 0, result.state, result.counts_as_failure, extra=extra
     )
 
 
@@ -422,18 +424,18 @@ def refresh_study(
     """Recompute a locked study's counters and best trial; end it when its budget is met.
 
     The counters count search trials (what ``n_trials`` budgets), except ``n_running``, which
-    counts every trial in progress; ``n_extra_finished`` counts finished extra runs. With
+    counts every trial in progress; ``n_extra_finished`` counts finished extra runs (a failed
+    one that kept its slot included: `lifecycle.keeps_slot`). With
     confirmation runs, the best is the confirmed configuration with the best mean.
     """
     search = TrialRecord.role == TrialRole.search.value
-    finished_states = (TrialState.complete.value, TrialState.pruned.value)
     counts = session.execute(
         select(
             _count((TrialRecord.state == "complete") & search),
             _count((TrialRecord.state == "pruned") & search),
             _count((TrialRecord.state == "fail") & search),
             _count(TrialRecord.state.in_(IN_PROGRESS)),
-            _count(TrialRecord.state.in_(finished_states) & ~search),
+            _count(_run_done & ~search),
         ).where(TrialRecord.study_id == study.id)
     ).one()
     study.n_complete, study.n_pruned, study.n_failed, study.n_running, extra_finished = (
@@ -459,6 +461,12 @@ def refresh_study(
     if ending is not None:
         end_study(session, study, ending)
     session.flush()
+
+
+# a finished trial that kept its slot: complete, pruned, or an extra run that failed on its own
+_run_done = TrialRecord.slot.is_not(None) & TrialRecord.state.in_(
+    (TrialState.complete.value, TrialState.pruned.value, TrialState.fail.value)
+)
 
 
 def _count(condition: Any) -> Any:

@@ -1,0 +1,106 @@
+"""An extra run (confirmation repeat) whose training fails."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from service.app import create_app
+from service.cli import app as cli
+from service.models import StudyRecord, StudyStatus, TrialRole, TrialState
+from service.studies.extras import confirm_seed
+from service.studies.service import best_result
+from tests.support import TINY_CONFIG, serve_in_thread
+from tests.worker.conftest import Db, insert_study, run_workers_in_threads, settings_for, tiny_spec
+from trainers import registry
+from trainers.builtin import SYNTHETIC_MLP
+from trainers.registry import Trainer
+
+
+class _Config(BaseModel):
+    max_epochs: int = 3
+    seeds_that_train: list[int] = []  # seeds that train normally; any other diverges
+
+
+def _build(params: Any, config: Any) -> tuple[Any, Any]:
+    diverges = torch.initial_seed() not in config.seeds_that_train  # regtune seeded torch
+    module, data = SYNTHETIC_MLP.build(
+        params, SYNTHETIC_MLP.validate_config({**TINY_CONFIG, "max_epochs": config.max_epochs})
+    )
+    if diverges:
+        forward = module.backbone.forward
+        module.backbone.forward = lambda x: forward(x) * float("nan")
+    return module, data
+
+
+REPEATS_DIVERGE = Trainer(
+    name="repeats-diverge",
+    description="trains on the given seeds, diverges on any other (tests only)",
+    config_model=_Config,
+    build=_build,
+)
+
+
+@pytest.fixture
+def repeats_diverge(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trainer]:
+    trainers = registry.available_trainers()
+    monkeypatch.setattr(registry, "_cache", {**trainers, "repeats-diverge": REPEATS_DIVERGE})
+    yield REPEATS_DIVERGE
+
+
+def _seeds_that_train(n_trials: int) -> list[int]:
+    """The training seeds of search trials 0..n-1 (`trainers.objective.train_seed_for`)."""
+    return [int(np.random.SeedSequence([0, n]).generate_state(1)[0]) for n in range(n_trials)]
+
+
+@pytest.mark.parametrize("race", [False, True])
+def test_a_failed_confirmation_repeat_is_its_result_and_the_study_completes(
+    migrated_db_url: str, repeats_diverge: Trainer, race: bool
+) -> None:
+    """Every config's repeats 0 and 2 diverge, repeat 1 trains: each failed repeat runs once
+    (the same seed would diverge again) instead of being re-run until the study fails, a race
+    still moves on to its next round, and /best ranks the winner by its finite runs and lists
+    the failed ones."""
+    search = _seeds_that_train(2)
+    trains = [*search, *(confirm_seed(seed, 1) for seed in search)]
+    spec = tiny_spec(
+        name="diverge",
+        n_trials=2,
+        trainer="repeats-diverge",
+        trainer_config={"max_epochs": 3, "seeds_that_train": trains},
+        confirm={"top_k": 2, "repeats": 3, "race": race},
+    )
+    study_id = insert_study(migrated_db_url, spec)
+    run_workers_in_threads(settings_for(migrated_db_url), 1)
+
+    db = Db(migrated_db_url)
+    study = db.study(study_id)
+    confirms = [t for t in db.trials(study_id) if t.role == TrialRole.confirm]
+    assert study.status == StudyStatus.completed, study.error
+    assert study.n_extra == study.n_extra_finished == len(confirms)
+    # a race decides after round 1 (two finite runs a side) and may drop a config's last repeat
+    assert len(confirms) == 6 if not race else len(confirms) in (5, 6)
+    assert len({t.train_seed for t in confirms}) == len(confirms)  # no repeat ran twice
+    failed = sorted(t.number or 0 for t in confirms if t.state == TrialState.fail)
+    assert len(failed) == len(confirms) - 2  # every repeat 0 and 2 that ran
+    assert all("diverged" in (t.error or "") for t in confirms if t.state == TrialState.fail)
+
+    best = db.execute(lambda s: best_result(s, s.get(StudyRecord, study_id)))
+    confirmation = best.confirmation
+    assert confirmation is not None
+    assert confirmation.n == len(confirmation.values) == 2  # the search run and repeat 1
+    assert all(math.isfinite(v) for v in confirmation.values)
+    assert set(confirmation.failed) < set(failed) and len(confirmation.failed) == 2
+
+    # `regtune best` says so beside the interval
+    with serve_in_thread(create_app(settings_for(migrated_db_url))) as server:
+        shown = CliRunner().invoke(cli, ["best", str(study_id), "--server", server])
+    assert shown.exit_code == 0, shown.output
+    assert "; 2 failed (trials " in shown.stdout and "), not in the mean" in shown.stdout
