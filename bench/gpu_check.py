@@ -11,7 +11,10 @@ stored through the service layer as ``POST /api/v1/studies`` stores it):
 4. resume: a worker SIGKILLed mid-trial with ``REGTUNE_CHECKPOINT_DIR`` set; the retry must
    resume from a later epoch than 0;
 5. memory: peak GPU memory of one trial (``torch.cuda.max_memory_allocated``) against the
-   model's own size (parameters only): the best epoch's weights must not add a second copy.
+   model's own size (parameters only): the best epoch's weights must not add a second copy;
+6. repeats: a study with confirmation (``confirm: {top_k: 2, repeats: 2}``) run twice, 2 trials
+   packed per device: every run once with its own training seed, and each seed's value the
+   same in both runs (within ``SEED_TOLERANCE``).
 
     python bench/gpu_check.py             # on a CUDA host (under 8 minutes on one GPU)
     python bench/gpu_check.py --dry-run   # same code path on CPU devices (CI: no GPU needed)
@@ -197,6 +200,53 @@ def check_ddp(url: str, plan: Plan) -> None:
     print(f"ddp: 1 trial over {ranks} ranks complete, {row.epochs_run} epochs")
 
 
+# two runs of one configuration with one training seed may differ by at most this much on a
+# device (training noise between seeds is 0.007-0.02 in val_loss: docs/benchmarks.md)
+SEED_TOLERANCE = 1e-3
+
+
+def check_repeats(url: str, plan: Plan) -> None:
+    """Training seeds on the device: one configuration searched twice (two warm-start points,
+    so packing cannot change which trial gets which parameters) and each search trial
+    re-trained twice (``confirm: {top_k: 2, repeats: 2}``), 2 trials packed per device; the
+    study run twice. Each run: 6 complete runs with 6 seeds; between the two runs, each seed's
+    value within `SEED_TOLERANCE` (the largest difference is printed)."""
+    point = {"dropout": 0.2, "weight_decay": 1e-4}
+    fields = {"confirm": {"top_k": 2, "repeats": 2}, "enqueue": [point, point]}
+    runs: list[dict[int | None, float | None]] = []
+    for attempt in (1, 2):
+        study_id = _common.submit_study(url, _spec(f"repeats-{attempt}", plan, 2, **fields))
+        _finish(_worker(url, study_id, *plan.devices(), "--trials-per-device", "2"))
+        rows = _trials(url, study_id)
+        bad = [
+            f"{t.number}: {t.state} {t.error or ''}" for t in rows if t.state != TrialState.complete
+        ]
+        by_seed = {t.train_seed: t.value for t in rows}
+        if bad or len(rows) != 6 or len(by_seed) != 6:
+            raise RuntimeError(
+                f"repeats: expected 6 complete runs with 6 seeds, got {len(rows)} runs, "
+                f"{len(by_seed)} seeds, not complete: {bad}"
+            )
+        runs.append(by_seed)
+    first, second = runs
+    if set(first) != set(second):
+        raise RuntimeError(f"repeats: other seeds in the second run: {first} vs {second}")
+    differences = []
+    for seed, value in first.items():
+        other = second[seed]
+        if value is None or other is None:
+            raise RuntimeError(f"repeats: seed {seed} has no value")
+        differences.append(abs(value - other))
+    worst = max(differences)
+    identical = sum(d == 0 for d in differences)
+    print(
+        f"repeats: 6 runs (2 search + 4 confirmation, 2 packed per device) twice: "
+        f"{identical} of 6 identical, largest difference {worst:.2e} (same seeds)"
+    )
+    if worst > SEED_TOLERANCE:
+        raise RuntimeError(f"repeats: one seed trained to values {worst:.2e} apart")
+
+
 # the resume study trains this many epochs past the kill: the kill must land mid-trial
 RESUME_EXTRA_EPOCHS = 30
 # generous: a loaded CI machine starts a worker (torch, Lightning) in tens of seconds
@@ -347,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: check_ddp(url, plan),
             lambda: check_resume(url, plan, Path(tmp) / "checkpoints"),
             lambda: check_memory(plan),
+            lambda: check_repeats(url, plan),
         ]
         failed = 0
         for check in checks:

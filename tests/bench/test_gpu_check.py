@@ -32,6 +32,7 @@ def _assert_every_check_passed(out: str, ddp: bool) -> None:
     assert resumed is not None and int(resumed.group(1)) >= 1
     assert re.search(r"packing: 4 trial\(s\) per device: [\d.]+ trials/minute", out)
     assert re.search(r"^ratio: 4/1 packed trials per device = [\d.]+$", out, re.MULTILINE)
+    assert "repeats: 6 runs (2 search + 4 confirmation, 2 packed per device) twice" in out
 
 
 @pytest.mark.slow
