@@ -144,6 +144,7 @@ def claim_next(
                         spec=spec,
                         extra=repo.extra_run(row),
                         slot=row.slot,
+                        index=repo.claim_index(session, row),
                     )
             except IntegrityError:
                 continue  # someone took that slot between our read and insert: look again

@@ -2,9 +2,9 @@
 
 Optuna keeps neither the sampler nor the pruner in the database, so every trial rebuilds them
 from the study spec (with `service.optuna_builders`, which the API also uses at submit). Each
-trial gets its own sampler seed derived from the study seed and the trial's claim id: two
-workers never replay the same random start-up suggestions, and a one-worker study stays
-reproducible.
+trial gets its own sampler seed derived from the study seed and the claim's index in its study
+(`trial_seed`): two workers never replay the same random start-up suggestions, and a seeded
+study run by one worker samples the same trials again, also on a database holding other studies.
 """
 
 from __future__ import annotations
@@ -82,11 +82,12 @@ def _new_rdb_storage(url: str, settings: Settings) -> RDBStorage:
     )
 
 
-def trial_seed(study_seed: int | None, claim_id: int) -> int | None:
-    """A distinct, reproducible seed per trial; None (entropy) when the study has no seed."""
+def trial_seed(study_seed: int | None, claim_index: int) -> int | None:
+    """A distinct, reproducible seed per claim of a study (`claim_index`: claims of the study
+    before it, `repository.claim_index`); None (entropy) when the study has no seed."""
     if study_seed is None:
         return None
-    return (study_seed * 1_000_003 + claim_id) % _SEED_MODULUS
+    return (study_seed * 1_000_003 + claim_index) % _SEED_MODULUS
 
 
 class ExtraStudy(optuna.Study):
@@ -149,12 +150,13 @@ def open_extra_study(
     return ExtraStudy(spec.name, storage, run, slot)
 
 
-def open_study(storage: BaseStorage, spec: StudySpec, claim_id: int) -> optuna.Study:
-    """The Optuna study named like the regtune study, with a freshly seeded sampler and pruner.
+def open_study(storage: BaseStorage, spec: StudySpec, claim_index: int) -> optuna.Study:
+    """The Optuna study named like the regtune study, with a sampler seeded for this claim
+    (`trial_seed`) and a fresh pruner.
 
     Created if missing (``load_if_exists`` makes concurrent creation by several workers safe).
     """
-    sampler = build_sampler(spec.sampler, spec, trial_seed(spec.sampler.seed, claim_id))
+    sampler = build_sampler(spec.sampler, spec, trial_seed(spec.sampler.seed, claim_index))
     pruner = build_pruner(spec.pruner, spec)
     return optuna.create_study(
         study_name=spec.name,

@@ -39,6 +39,7 @@ __all__ = [
     "add_epochs",
     "bind_trial",
     "candidate_studies",
+    "claim_index",
     "claim_slot",
     "clean_metrics",
     "delete_claim",
@@ -198,6 +199,18 @@ def claim_slot(session: Session, study: StudyRecord, worker: str) -> TrialRecord
     session.flush()  # IntegrityError here means another worker took the slot: caller retries
     study.n_running = (study.n_running or 0) + 1
     return row
+
+
+def claim_index(session: Session, row: TrialRecord) -> int:
+    """How many trials of the row's study were claimed before it (and kept: a claim given back
+    before its trial existed is deleted). Per study, so a seeded study samples the same trials
+    again on a database that already holds others (`optimization.trial_seed`)."""
+    before = session.scalar(
+        select(func.count(TrialRecord.id)).where(
+            TrialRecord.study_id == row.study_id, TrialRecord.id < row.id
+        )
+    )
+    return int(before or 0)
 
 
 def _search_done(session: Session, study: StudyRecord) -> bool:

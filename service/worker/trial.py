@@ -94,6 +94,7 @@ class Claim:
     spec: StudySpec
     extra: extras.ExtraRun | None = None  # a reference or confirmation run, not a search trial
     slot: int | None = None
+    index: int = 0  # claims of the study before this one (seeds the sampler: open_study)
 
 
 @dataclass
@@ -339,7 +340,7 @@ def _open(ctx: WorkerContext, claim: Claim) -> optuna.Study:
         storage = ctx.study_storage(claim.study_id)
         if claim.extra is not None and claim.slot is not None:
             return open_extra_study(storage, claim.spec, claim.extra, claim.slot)
-        return open_study(storage, claim.spec, claim.trial_id)
+        return open_study(storage, claim.spec, claim.index)
     except SpecError:
         raise
     except Exception as exc:

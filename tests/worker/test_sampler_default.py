@@ -19,6 +19,7 @@ from service.samplers import RandomShareSampler, is_random_trial
 from service.spec import StudySpec
 from service.worker.optimization import trial_seed
 from tests.support import settings_for, tiny_spec
+from tests.worker.conftest import Db, insert_study, run_workers_in_threads
 
 SPACE: dict[str, BaseDistribution] = {
     "x": FloatDistribution(0.0, 1.0),
@@ -157,3 +158,22 @@ def test_a_bad_random_share_is_a_422_naming_the_option(migrated_db_url: str, bad
     (detail,) = response.json()["detail"]
     assert detail["loc"] == ["body", "sampler", "options", "random_share"]
     assert "random_share" in detail["msg"]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_a_seeded_study_submitted_again_samples_the_same_trials(
+    migrated_db_url: str, sampler: str
+) -> None:
+    """`sampler.seed` repeats a study on a database that already holds others (a server's):
+    one worker, the same spec twice, the same parameters trial by trial."""
+    spec = tiny_spec(n_trials=4, sampler={"name": sampler, "seed": 3})
+    first = insert_study(migrated_db_url, {**spec, "name": "seeded-1"})
+    second = insert_study(migrated_db_url, {**spec, "name": "seeded-2"})
+    run_workers_in_threads(settings_for(migrated_db_url), 1)
+    db = Db(migrated_db_url)
+    params = [
+        [(t.number, t.dropout, t.weight_decay) for t in db.trials(study)]
+        for study in (first, second)
+    ]
+    assert len(params[0]) == 4
+    assert params[0] == params[1]
