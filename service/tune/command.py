@@ -24,9 +24,10 @@ from service.tune.errors import ExitCode, TuneError
 from service.tune.gate import DEFAULT_ALPHA, GateOptions, Verdict, alpha_error, evaluate
 from service.tune.local import LocalStudy, database_url
 from service.tune.output import (
+    BestRuns,
     Previous,
+    best_runs,
     build_output,
-    confirmation_values,
     load_previous,
     write_json,
 )
@@ -277,6 +278,8 @@ def run_tune(opts: TuneOptions) -> ExitCode:
         max_regression=opts.max_regression or 0.0,
         alpha=DEFAULT_ALPHA if opts.alpha is None else opts.alpha,
         baseline_values=baseline.values if baseline else None,
+        baseline_single=baseline.single if baseline else None,
+        baseline_failed=baseline.failed if baseline else 0,
     )
     server = opts.server or (None if opts.local else _configured_server())
     previous_handler = signal.signal(signal.SIGTERM, _interrupt)
@@ -359,12 +362,12 @@ def _run_server(
     return _Run(finish, best, enqueued, "server", server)
 
 
-def _run_values(best: dict[str, Any] | None) -> tuple[float, ...] | None:
-    """The best config's run values (its confirmation repeats), None for a single run."""
+def _runs(best: dict[str, Any] | None) -> BestRuns:
+    """The runs behind the new best (`output.best_runs`)."""
     try:
-        return confirmation_values(best)
+        return best_runs(best)
     except ValueError:
-        return None  # not the shape /best documents: gate on the single run
+        return BestRuns(None, None, 0)  # not the shape /best documents: gate on the value
 
 
 def _conclude(
@@ -377,7 +380,8 @@ def _conclude(
     if best is not None:
         value, found = gate_value(best, metric)
         direction = found or direction
-    verdict = evaluate(value, metric, direction, gate, _run_values(best))
+    runs = _runs(best)
+    verdict = evaluate(value, metric, direction, gate, runs.values, runs.single, runs.failed)
     code, reason = finish.code, finish.reason
     if code is None and best is None:
         code, reason = ExitCode.STUDY_FAILED, "no trial completed, so there is no best value"

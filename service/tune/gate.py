@@ -2,14 +2,20 @@
 
 Against a baseline, two rules:
 
-- single runs (either side has fewer than 2 values): the new best may be worse than the
-  baseline's best by at most ``max_regression`` (the rule since the first release);
+- single runs (either side has fewer than 2 values): the new best single run may be worse
+  than the baseline's best single run by at most ``max_regression`` (the rule since the first
+  release). A side with repeats is compared by its best single search run here, not by its
+  mean, so a confirmed mean never meets the other side's luckiest run;
 - repeats on both sides (the best config's run values, ``confirmation.values``): a regression
   is flagged when the new mean is worse than the baseline's mean by more than
   ``max_regression`` AND a one-sided Welch t-test (H0: the new config is not worse; unequal
   variances) rejects at ``alpha``. The check reports the p-value and the ``1 - 2 alpha``
   two-sided interval of the worsening, whose lower end is above 0 exactly when the test
   rejects.
+
+Beside either rule, the best config's runs that failed (``confirmation.failed``: diverged or
+raised while re-training) must be no more than the baseline's: a config that no longer trains
+on every seed has regressed, whatever its finite runs say.
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ class GateOptions:
     alpha: float = DEFAULT_ALPHA
     # the baseline best config's run values (its repeats); None or one value: single runs
     baseline_values: tuple[float, ...] | None = None
+    # the baseline's best single search run (None: `baseline_value`) and its failed repeats
+    baseline_single: float | None = None
+    baseline_failed: int = 0
 
     def __post_init__(self) -> None:
         why = alpha_error(self.alpha)
@@ -77,7 +86,7 @@ class Check:
     beyond the limit and the test rejects.
     """
 
-    name: str  # min_score | max_score | baseline
+    name: str  # min_score | max_score | baseline | failed_runs
     op: str
     limit: float
     value: float | None
@@ -151,14 +160,17 @@ def evaluate(
     direction: str,
     options: GateOptions,
     values: Sequence[float] | None = None,
+    single: float | None = None,
+    failed: int = 0,
 ) -> Verdict:
     """Compare the best value with every threshold that was given.
 
-    `values` are the new best config's run values (its repeats), if any. With at least two
-    of them and at least two ``options.baseline_values``, the baseline check is statistical
-    (see the module doc). Otherwise the best is compared in the study's direction: when
-    minimizing, it may be at most ``baseline + max_regression``; when maximizing, at least
-    ``baseline - max_regression``.
+    `values` are the new best config's run values (its repeats), if any; `single` its best
+    single search run (None: `best`), `failed` its runs that failed. With at least two values
+    and at least two ``options.baseline_values``, the baseline check is statistical (see the
+    module doc). Otherwise the best single runs are compared in the study's direction: when
+    minimizing, the new one may be at most ``baseline + max_regression``; when maximizing, at
+    least ``baseline - max_regression``.
     """
     checks: list[Check] = []
     if options.min_score is not None:
@@ -170,14 +182,40 @@ def evaluate(
         if new is not None and old is not None:
             checks.append(_statistical_check(metric, direction, new, old, options))
         else:
-            tolerance = options.max_regression
-            if maximizes(direction):
-                limit, op = options.baseline_value - tolerance, ">="
-            else:
-                limit, op = options.baseline_value + tolerance, "<="
-            what = (
-                f"{metric} vs baseline {_fmt(options.baseline_value)} "
-                f"(max regression {_fmt(tolerance)}, {direction})"
+            checks.append(_single_run_check(best, metric, direction, options, values, single))
+        if failed > options.baseline_failed:
+            checks.append(
+                Check(
+                    "failed_runs",
+                    "<=",
+                    options.baseline_failed,
+                    failed,
+                    False,
+                    f"{metric}: {failed} of the best config's runs failed (diverged or raised) "
+                    f"vs {options.baseline_failed} in the baseline: regressed",
+                )
             )
-            checks.append(_check("baseline", best, op, limit, what))
     return Verdict(passed=all(c.passed for c in checks), checks=checks)
+
+
+def _single_run_check(
+    best: float | None,
+    metric: str,
+    direction: str,
+    options: GateOptions,
+    values: Sequence[float] | None,
+    single: float | None,
+) -> Check:
+    """Today's rule on single runs; a side with repeats gives its best single search run."""
+    assert options.baseline_value is not None
+    repeats = bool(values) or bool(options.baseline_values)
+    new = single if single is not None and best is not None else best
+    old = options.baseline_value if options.baseline_single is None else options.baseline_single
+    tolerance = options.max_regression
+    if maximizes(direction):
+        limit, op = old - tolerance, ">="
+    else:
+        limit, op = old + tolerance, "<="
+    subject = f"{metric} best single run vs baseline's" if repeats else f"{metric} vs baseline"
+    what = f"{subject} {_fmt(old)} (max regression {_fmt(tolerance)}, {direction})"
+    return _check("baseline", new, op, limit, what)

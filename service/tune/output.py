@@ -20,7 +20,9 @@ from service.tune.gate import Verdict
 
 __all__ = [
     "SCHEMA_VERSION",
+    "BestRuns",
     "Previous",
+    "best_runs",
     "build_output",
     "confirmation_values",
     "load_previous",
@@ -133,6 +135,9 @@ class Previous:
     params: dict[str, Any]
     # the best config's run values (`best.confirmation.values`); None: single runs
     values: tuple[float, ...] | None = None
+    # the best single search run (None: `value`) and the best config's failed runs
+    single: float | None = None
+    failed: int = 0
 
 
 def confirmation_values(best: dict[str, Any] | None) -> tuple[float, ...] | None:
@@ -150,10 +155,54 @@ def confirmation_values(best: dict[str, Any] | None) -> tuple[float, ...] | None
         return None
     if not isinstance(values, list) or len(values) > MAX_REPEATS:
         raise ValueError(f"confirmation.values must be a list of at most {MAX_REPEATS} numbers")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError("confirmation.values must hold finite numbers only")
+    if not all(_finite_number(v) for v in values):
+        raise ValueError("confirmation.values must hold finite numbers only")
     return tuple(float(v) for v in values)
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float (not a bool, NaN, Infinity or an int too large)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+@dataclass(frozen=True)
+class BestRuns:
+    """What the gate reads of a /best result besides its value."""
+
+    values: tuple[float, ...] | None  # the best config's run values; None: a single run
+    single: float | None  # the best single search run's value; None: the best value itself
+    failed: int  # the best config's runs that failed (confirmation.failed)
+
+
+def best_runs(best: dict[str, Any] | None) -> BestRuns:
+    """The runs behind a /best result: `confirmation_values`; the best single search run
+    (``single_run.value`` when the ranking by mean picked another config, else the winner's
+    own search run, its first value); how many of its runs failed.
+
+    Raises ValueError (naming the field) when they are not in /best's shape.
+    """
+    values = confirmation_values(best)
+    single = None
+    single_run = (best or {}).get("single_run")
+    if single_run is not None:
+        value = single_run.get("value") if isinstance(single_run, dict) else None
+        if value is None or not _finite_number(value):
+            raise ValueError("single_run.value must be a finite number")
+        single = float(value)
+    elif values:
+        single = values[0]
+    confirmation = (best or {}).get("confirmation")
+    failed = confirmation.get("failed") if isinstance(confirmation, dict) else None
+    if failed is None:
+        failed = []
+    if not isinstance(failed, list) or len(failed) > MAX_REPEATS:
+        raise ValueError(f"confirmation.failed must be a list of at most {MAX_REPEATS} trials")
+    return BestRuns(values, single, len(failed))
 
 
 def load_previous(path: str | Path, option: str) -> Previous:
@@ -179,8 +228,8 @@ def load_previous(path: str | Path, option: str) -> Previous:
             raise bad(f"{key} is missing")
     value = data.get("best_value")
     params = data.get("best_params") or {}
-    if value is not None and not isinstance(value, int | float):
-        raise bad("best_value must be a number or null")
+    if value is not None and not _finite_number(value):
+        raise bad("best_value must be a finite number or null")
     if not isinstance(params, dict):
         raise bad("best_params must be an object")
     best = data.get("best")
@@ -188,7 +237,8 @@ def load_previous(path: str | Path, option: str) -> Previous:
         raise bad("best must be an object")
     try:
         # `best.confirmation` (the /best shape); a top-level `confirmation` is read as well
-        values = confirmation_values(best if best and "confirmation" in best else data)
+        legacy = "confirmation" in data and "confirmation" not in (best or {})
+        runs = best_runs(data if best is None or legacy else best)
     except ValueError as exc:
         raise bad(f"best.{exc}") from None
     return Previous(
@@ -198,5 +248,7 @@ def load_previous(path: str | Path, option: str) -> Previous:
         direction=data["direction"],
         value=float(value) if value is not None else None,
         params=params,
-        values=values,
+        values=runs.values,
+        single=runs.single,
+        failed=runs.failed,
     )

@@ -133,7 +133,10 @@ def test_single_runs_on_either_side_keep_the_old_rule(
         assert check.test is None
         assert (check.op, check.value, check.passed) == ("<=", best, passed)
         assert check.limit == pytest.approx(base_value + 0.01)
-        assert check.message.startswith(f"val_loss vs baseline {base_value:.6g} (max regression")
+        # a side with repeats is compared by its best single run, and the message says so
+        assert check.message.startswith(
+            f"val_loss best single run vs baseline's {base_value:.6g} (max regression"
+        )
         assert (
             "test"
             not in evaluate(  # the JSON of a single-run check keeps its old keys
@@ -187,6 +190,80 @@ def test_baseline_file_repeats_are_read_and_checked(tmp_path: Path) -> None:
         with pytest.raises(TuneError) as caught:
             load_previous(path, "--baseline")
         assert caught.value.code == 2 and "best.confirmation.values" in caught.value.message
+
+
+def test_a_confirmed_mean_never_meets_the_other_sides_luckiest_run() -> None:
+    """One side with repeats, the other a single run: both are compared by their best single
+    search run (before, the new mean 0.3058 met the baseline's single best 0.300: a false
+    alarm on the same config, and the reverse let a regression through)."""
+    new = (0.300, 0.312, 0.305, 0.309, 0.303)
+    mean = statistics.fmean(new)
+    plain = GateOptions(baseline_value=0.300)
+    verdict = evaluate(mean, "val_loss", "minimize", plain, new, single=0.300)
+    assert verdict.passed and verdict.checks[0].value == 0.300
+    # the baseline confirmed (mean 0.305, its search run 0.296), the new run a single 0.300
+    confirmed = GateOptions(baseline_value=0.305, baseline_values=(0.296, 0.31, 0.309),
+                            baseline_single=0.296)  # fmt: skip
+    (check,) = evaluate(0.300, "val_loss", "minimize", confirmed).checks
+    assert (check.passed, check.limit) == (False, 0.296)
+    assert check.message.startswith("val_loss best single run vs baseline's 0.296")
+    # two single runs: the rule and the message of the first release
+    (check,) = evaluate(0.305, "val_loss", "minimize", plain).checks
+    assert not check.passed and check.message.startswith("val_loss vs baseline 0.3 ")
+
+
+def test_more_failed_runs_than_the_baseline_fail_the_gate() -> None:
+    """A best config whose repeats diverged on 4 of 5 runs is not judged by its one finite run."""
+    options = GateOptions(baseline_value=0.305, baseline_values=BASE)
+    verdict = evaluate(0.296, "val_loss", "minimize", options, (0.296,), failed=4)
+    assert not verdict.passed
+    failed = next(c for c in verdict.checks if c.name == "failed_runs")
+    assert (failed.value, failed.limit, failed.passed) == (4, 0, False)
+    assert "4 of the best config's runs failed" in failed.message
+    # as many as the baseline's: only the value is judged
+    same = GateOptions(baseline_value=1.7, baseline_values=BASE, baseline_failed=1)
+    checks = evaluate(1.7, "val_loss", "minimize", same, BASE, failed=1).checks
+    assert [c.name for c in checks] == ["baseline"]
+
+
+def test_baseline_single_run_and_failed_runs_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "base.json"
+    confirmation: dict[str, Any] = {"n": 3, "values": [0.31, 0.30, 0.32], "failed": [7, 9]}
+    best: dict[str, Any] = {
+        "confirmation": confirmation,
+        "single_run": {"trial_number": 4, "value": 0.29},
+    }
+    path.write_text(json.dumps(_baseline_doc(None, best_value=0.31, best=best)))
+    previous = load_previous(path, "--baseline")
+    assert (previous.single, previous.failed) == (0.29, 2)
+    # no single_run: the winner's own search run (its first value); older files: no `failed`
+    del best["single_run"], confirmation["failed"]
+    path.write_text(json.dumps(_baseline_doc(None, best_value=0.31, best=best)))
+    again = load_previous(path, "--baseline")
+    assert (again.single, again.failed) == (0.31, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('"best_value": NaN', "best_value must be a finite number"),
+        ('"best_value": Infinity', "best_value must be a finite number"),
+        ('"best_value": 1' + "0" * 400, "best_value must be a finite number"),
+        ('"best": {"confirmation": {"values": [1' + "0" * 400 + "]}}", "best.confirmation.values"),
+        ('"best": {"single_run": {"value": "x"}}', "best.single_run.value"),
+        ('"best": {"confirmation": {"values": [1, 2], "failed": 3}}', "best.confirmation.failed"),
+    ],
+)
+def test_a_baseline_with_a_value_no_gate_can_use_exits_2_naming_it(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    """Before, NaN/Infinity fixed the verdict in advance and a huge integer was a traceback."""
+    doc = json.dumps({k: v for k, v in _baseline_doc(None).items() if k != "best_value"})
+    path = tmp_path / "base.json"
+    path.write_text(doc[:-1] + ", " + text + "}")
+    with pytest.raises(TuneError) as caught:
+        load_previous(path, "--baseline")
+    assert caught.value.code == 2 and field in caught.value.message
 
 
 def _confirmation(values: list[float]) -> dict[str, Any]:
