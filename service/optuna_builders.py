@@ -52,6 +52,9 @@ OPTION_LIMITS: dict[str, int] = {
     "min_resource": 1_000_000,  # successive halving, hyperband
     "max_resource": 1_000_000,  # hyperband
     "reduction_factor": 1_000,  # successive halving, hyperband [3]
+    # successive halving: a rung's promotion needs reduction_factor ** (rate + rung) trials,
+    # a power that takes minutes to compute for a rate of 10**7 [0]
+    "min_early_stopping_rate": 100,
     "patience": 1_000_000,  # patient pruner
 }
 

@@ -185,7 +185,7 @@ class PrunerConfig(BaseModel):
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n_trials: int = Field(20, ge=1, le=100_000)
-    timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600)
+    timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600, allow_inf_nan=False)
 
 
 MAX_CONFIRM_TOP_K = 10
@@ -217,12 +217,22 @@ class ExecutionConfig(BaseModel):
     )
 
 
+def _not_an_id(name: str) -> str:
+    """A study is addressed by id or name in one path segment; an all-digit name reads as an
+    id there, so it would name another study."""
+    if name.isdigit():
+        raise ValueError("name cannot be all digits: it would read as a study id")
+    return name
+
+
 class StudySpec(BaseModel):
     """A study: which trainer, which search space, which objective, sampler, pruner and budget."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME_PATTERN, description="unique study name")
+    name: Annotated[str, AfterValidator(_not_an_id)] = Field(
+        pattern=NAME_PATTERN, description="unique study name (not all digits: that is an id)"
+    )
     trainer: str = Field(min_length=1, max_length=128, description="a registered trainer name")
     trainer_config: FreeForm = Field(default_factory=dict)
     search_space: SearchSpace = Field(default_factory=SearchSpace)

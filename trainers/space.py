@@ -40,6 +40,9 @@ from trainers.presets import PRESETS, UnknownPresetError, get_preset
 MAX_ABS_INT = 2**53
 # Most values one `choices` list may hold: a grid or an enqueue check stays cheap.
 MAX_CHOICES = 1_000
+# a range's grid (`step`): more points than this is no grid (and Optuna's Decimal arithmetic
+# on it fails)
+MAX_STEPS = 10**15
 
 
 def finite_number(value: int | float) -> int | float:
@@ -95,6 +98,10 @@ class Range(BaseModel):
                 raise ValueError("step must be > 0")
             if self.log:
                 raise ValueError("step cannot be combined with log: true")
+            if (self.high - self.low) / self.step > MAX_STEPS:
+                raise ValueError(
+                    f"step is too small: more than {MAX_STEPS:.0e} steps from low to high"
+                )
         return self
 
 
@@ -282,7 +289,13 @@ def in_distribution(dist: optuna.distributions.BaseDistribution, value: Any) -> 
     assert isinstance(
         dist, optuna.distributions.IntDistribution | optuna.distributions.FloatDistribution
     )
-    return bool(dist.low <= value <= dist.high)
+    if not dist.low <= value <= dist.high:
+        return False
+    step = dist.step
+    if step is None:
+        return True
+    steps = (value - dist.low) / step  # on the range's grid (Optuna's own test, 1e-8)
+    return abs(steps - round(steps)) < 1e-8
 
 
 Direction = Literal["minimize", "maximize"]

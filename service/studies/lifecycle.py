@@ -116,19 +116,19 @@ def failure_streak(
     return previous
 
 
-def keeps_slot(state: TrialState, counts_as_failure: bool, *, extra: bool) -> bool:
+def keeps_slot(state: TrialState, trainer_failed: bool, *, extra: bool) -> bool:
     """Whether a trial that ended in `state` keeps its slot (counts as done in the budget).
 
     Complete and pruned trials do. A failed search trial gives its slot back, so the study
     still ends with `n_trials` finished trials (another point is sampled). A failed `extra` run
-    (reference, confirmation repeat) whose own training failed (diverged, raised) keeps it: run
-    again it would train the same configuration from the same seed and fail the same way, so
-    the failure is its result. A trial ended by a lost worker or a shutdown
-    (`counts_as_failure` False) gives its slot back and is retried.
+    (reference, confirmation repeat) whose training itself failed (`trainer_failed`: diverged,
+    the trainer raised) keeps it: run again it would train the same configuration from the
+    same seed and fail the same way, so the failure is its result. Any other failure (the
+    database, a lost worker, a shutdown) gives the slot back and the run is tried again.
     """
     if state in (TrialState.complete, TrialState.pruned):
         return True
-    return extra and state == TrialState.fail and counts_as_failure
+    return extra and state == TrialState.fail and trainer_failed
 
 
 def ending_after_trials(

@@ -287,7 +287,11 @@ def confirmed_configs(session: Session, study_id: int) -> list[ConfigRuns]:
     failed (diverged, raised; never re-run: `lifecycle.keeps_slot`) has the value NaN, which
     the statistics leave out of the mean (`confirmation.run_stats`)."""
     complete = (TrialRecord.state == TrialState.complete.value) & TrialRecord.value.is_not(None)
-    failed = (TrialRecord.state == TrialState.fail.value) & TrialRecord.slot.is_not(None)
+    failed = (
+        (TrialRecord.state == TrialState.fail.value)
+        & TrialRecord.slot.is_not(None)
+        & TrialRecord.number.is_not(None)
+    )
     repeats = session.execute(
         select(TrialRecord.repeat_of, TrialRecord.number, TrialRecord.value, TrialRecord.state)
         .where(

@@ -138,8 +138,14 @@ def _trial_fields(trial: _Columns) -> dict[str, Any]:
 
 
 def study_detail(session: Session, study: StudyRecord) -> StudyDetail:
-    """Spec, status, progress and the best trial of `study`."""
-    best = repository.best_trial(session, study.id, study.direction)
+    """Spec, status, progress and the best trial of `study`: the one its `best_trial_number`
+    names (with confirmation, the config ranked best by its mean, as /best), else the best
+    single search trial."""
+    best = None
+    if study.best_trial_number is not None:
+        best = repository.get_trial(session, study.id, study.best_trial_number)
+    if best is None:
+        best = repository.best_trial(session, study.id, study.direction)
     return StudyDetail.model_validate(
         {
             **_summary_fields(_study_columns(study)),

@@ -89,6 +89,9 @@ class TrialResult:
     feasible: bool | None = None
     # False for trials abandoned by a worker shutdown: not the trial's fault
     counts_as_failure: bool = True
+    # the training itself failed (not the database or the worker around it): an extra run
+    # that failed so is not re-run (`lifecycle.keeps_slot`)
+    trainer_failed: bool = False
     train_seed: int | None = None  # the seed the trainer ran with (Optuna user attr)
 
 
@@ -226,10 +229,19 @@ def _search_done(session: Session, study: StudyRecord) -> bool:
 
 
 def ranked_search_runs(session: Session, study: StudyRecord) -> list[extras.SearchRun]:
-    """Complete search trials with a value, best first (ties: the earlier trial)."""
+    """Complete search trials with a value, best first (ties: the earlier trial): the
+    configurations extra runs repeat. Feasible ones only when any is (a study with constraints
+    never confirms, and so never ranks first, a configuration that breaks them), and each
+    configuration once (a point sampled or enqueued twice: its best run)."""
     order = TrialRecord.value.desc() if maximizes(study.direction) else TrialRecord.value.asc()
     rows = session.execute(
-        select(TrialRecord.number, TrialRecord.value, TrialRecord.train_seed, *_PARAM_COLUMNS)
+        select(
+            TrialRecord.number,
+            TrialRecord.value,
+            TrialRecord.train_seed,
+            TrialRecord.feasible,
+            *_PARAM_COLUMNS,
+        )
         .where(
             TrialRecord.study_id == study.id,
             TrialRecord.role == TrialRole.search.value,
@@ -239,15 +251,18 @@ def ranked_search_runs(session: Session, study: StudyRecord) -> list[extras.Sear
         )
         .order_by(TrialRecord.feasible.is_(False), order, TrialRecord.number)
     ).all()
-    return [
-        extras.SearchRun(
-            number=row.number,
-            value=row.value,
-            params={name: getattr(row, name) for name in PARAM_NAMES},
-            train_seed=row.train_seed,
+    if any(row.feasible is not False for row in rows):
+        rows = [row for row in rows if row.feasible is not False]
+    runs: dict[tuple[Any, ...], extras.SearchRun] = {}
+    for row in rows:
+        params = {name: getattr(row, name) for name in PARAM_NAMES}
+        runs.setdefault(
+            tuple(params.values()),
+            extras.SearchRun(
+                number=row.number, value=row.value, params=params, train_seed=row.train_seed
+            ),
         )
-        for row in rows
-    ]
+    return list(runs.values())
 
 
 def _extra_plan(session: Session, study: StudyRecord) -> list[extras.ExtraRun]:
@@ -383,7 +398,7 @@ def finish_trial(session: Session, study: StudyRecord, trial_id: int, result: Tr
     now = utcnow()
     row.state = result.state.value
     extra = row.role != TrialRole.search.value
-    if not lifecycle.keeps_slot(result.state, result.counts_as_failure, extra=extra):
+    if not lifecycle.keeps_slot(result.state, result.trainer_failed, extra=extra):
         row.slot = None
     if _finite(result.value) is not None:
         row.value = result.value

@@ -130,6 +130,7 @@ def _from_optuna(
         if state == TrialState.fail
         else None,
         counts_as_failure=bool(fail_reason),
+        trainer_failed=bool(fail_reason),  # only a diverged trial records one
         train_seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         values=list(values) if values else None,
         # the bounds the worker gave Optuna (Trial.set_constraint); None without constraints

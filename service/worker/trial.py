@@ -108,6 +108,9 @@ class _Run:
     observer: DbTrialObserver | None = None
     values: list[float] | None = None  # every objective's best-epoch value
     feasible: bool | None = None  # the constraints' verdict (None: the study has none)
+    # the training itself failed (the trainer raised, diverged, or gave no finite value), not
+    # the database or the worker around it
+    trainer_failed: bool = False
 
 
 def short_error(exc: BaseException) -> str:
@@ -252,6 +255,7 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
             raise run.error from exc
         except Exception as exc:
             run.error = exc
+            run.trainer_failed = not _is_transient(exc)
             log.error("trial %s of study %s failed", trial.number, claim.study_id, exc_info=exc)
             raise
         run.outcome = outcome
@@ -298,18 +302,22 @@ def _result(ctx: WorkerContext, run: _Run) -> repo.TrialResult:
         state = TrialState.cancelled if run.cancelled else TrialState.pruned
         return replace(partial, state=state)
     error = run.error
+    trainer_failed = run.trainer_failed
     if error is not None:
         message = short_error(error)
     elif run.values is not None and len(run.values) > 1:
         message = f"objective values {run.values!r} are not all finite numbers"
+        trainer_failed = True
     elif run.outcome is not None:
         message = f"objective value {run.outcome.value!r} is not a finite number"
+        trainer_failed = True
     else:
         message = "the trial did not run"
     return replace(
         partial,
         error=message,
         counts_as_failure=not isinstance(error, WorkerShutdown | SlotLost),
+        trainer_failed=trainer_failed,
     )
 
 

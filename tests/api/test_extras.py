@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from service.app import create_app
@@ -155,10 +155,9 @@ def _insert(session: Any, study_id: int, number: int, value: float, **extra: Any
             state=TrialState.complete.value,
             value=value,
             val_loss=value,
-            dropout=0.1 * number,
             epochs_run=1,
             claimed_at=utcnow(),
-            **extra,
+            **{"dropout": 0.1 * number, **extra},
         )
     )
 
@@ -193,6 +192,9 @@ def test_best_ranks_confirmed_configs_by_mean(migrated_db_url: str) -> None:
         assert study.best_value == pytest.approx(0.37 / 3)
         assert (study.n_complete, study.n_extra_finished) == (3, 4)
         best = studies.best_result(session, study)
+        detail = studies.study_detail(session, study)
+    # the study page's best trial is the same config (before, the luckiest single run, 0)
+    assert detail.best_trial is not None and detail.best_trial.number == 1
 
     assert best.trial_number == 1 and best.value == pytest.approx(0.37 / 3)
     assert best.params.dropout == pytest.approx(0.1)
@@ -219,3 +221,36 @@ def test_tune_progress_lines_count_search_trials_and_label_extra_runs() -> None:
         "trial 1 (reference) complete value=0.4000 best=0.5000 [1/1]",
         "trial 2 (confirm of 0) complete value=0.3000 best=0.5000 [1/1]",
     ]
+
+
+def test_confirmation_repeats_feasible_configs_once_each(migrated_db_url: str) -> None:
+    """The configurations extra runs repeat: with constraints, an infeasible trial is never
+    confirmed (nor so made the study's best) while a feasible one exists; a configuration
+    sampled twice is repeated once, from its better run."""
+    sessions = make_session_factory(make_engine(migrated_db_url))
+    with unit_of_work(sessions) as session:
+        study = StudyRecord(
+            name="feasible",
+            trainer="synthetic-mlp",
+            spec={"confirm": {"top_k": 3, "repeats": 1}, "reference": False},
+            status="running",
+            metric="val_loss",
+            direction="minimize",
+            n_trials=4,
+            n_extra=3,
+        )
+        session.add(study)
+        session.flush()
+        _insert(session, study.id, 0, 0.30, feasible=True)
+        _insert(session, study.id, 1, 0.10, feasible=False)  # the best value breaks a bound
+        _insert(session, study.id, 2, 0.20, feasible=True)
+        _insert(session, study.id, 3, 0.25, feasible=True, dropout=0.2)  # trial 2's config
+        ranked = worker_repo.ranked_search_runs(session, study)
+        assert [r.number for r in ranked] == [2, 0]
+        worker_repo.refresh_study(session, study)
+        assert study.n_extra == 2  # top_k 3, but two feasible configurations
+
+        # no feasible trial at all: the infeasible ones are all there is, best first
+        for row in session.scalars(select(TrialRecord).where(TrialRecord.study_id == study.id)):
+            row.feasible = False
+        assert [r.number for r in worker_repo.ranked_search_runs(session, study)] == [1, 2, 0]

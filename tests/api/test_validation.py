@@ -6,6 +6,7 @@ per module (the backend-parametrized suites cover the database paths).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,24 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "reference: Input should be a valid boolean",
     ),
     (
+        "step-too-fine",  # before: a 500 (Optuna's Decimal arithmetic on the grid failed)
+        _space(dropout={"low": 0.0, "high": 0.5, "step": 1e-300}),
+        ["body", "search_space", "dropout", "step"],
+        "search_space.dropout.step is too small",
+    ),
+    (
+        "name-not-an-id",  # before: GET /studies/5 answered with study id 5, not study "5"
+        {"name": "12345"},
+        ["body", "name"],
+        "name cannot be all digits",
+    ),
+    (
+        "halving-rate-bounded",  # before: accepted, and the worker's pruner hung on a power
+        {"pruner": {"name": "successive_halving", "options": {"min_early_stopping_rate": 10**7}}},
+        ["body", "pruner", "options", "min_early_stopping_rate"],
+        "10000000 is more than the limit 100",
+    ),
+    (
         "unknown-top-level-field",
         {"priority": "high"},
         ["body", "priority"],
@@ -241,13 +260,23 @@ def test_invalid_spec_is_422_naming_field_and_rule(
         ({"l1": 0.1}, ["body", "enqueue", "0", "l1"], "enqueue.0.l1 is not a searched parameter"),
         ({"dropout": 0.9}, ["body", "enqueue", "0", "dropout"], "0.9 is outside the search space"),
         ({"batch_size": 48}, ["body", "enqueue", "0", "batch_size"], "outside the search space"),
+        # off the range's step grid (before: accepted, and Optuna trained 0.15 anyway)
+        (
+            {"label_smoothing": 0.15},
+            ["body", "enqueue", "0", "label_smoothing"],
+            "0.15 is outside the search space",
+        ),
     ],
-    ids=["not-searched", "outside-range", "not-a-choice"],
+    ids=["not-searched", "outside-range", "not-a-choice", "off-the-step-grid"],
 )
 def test_enqueued_params_must_lie_in_the_search_space(
     sqlite_client: TestClient, point: dict[str, Any], loc: list[Any], text: str
 ) -> None:
-    r = sqlite_client.post("/api/v1/studies", json=tiny_spec("bad-enqueue", enqueue=[point]))
+    spec = tiny_spec("bad-enqueue", enqueue=[point])
+    if "label_smoothing" in point:  # a range with a step of 0.1
+        grid = {"low": 0, "high": 0.3, "step": 0.1}
+        spec["search_space"] = {**spec["search_space"], "label_smoothing": grid}
+    r = sqlite_client.post("/api/v1/studies", json=spec)
     assert r.status_code == 422, r.text
     matching = [d for d in r.json()["detail"] if d["loc"] == loc]
     assert matching and text in matching[0]["msg"], r.json()["detail"]
@@ -314,3 +343,22 @@ def test_streamed_body_over_the_limit_is_413(sqlite_client: TestClient) -> None:
         "/api/v1/studies", content=chunks(), headers={"content-type": "application/json"}
     )
     assert r.status_code == 413
+
+
+def test_a_timeout_that_is_not_a_finite_number_is_422_at_the_field(
+    sqlite_client: TestClient,
+) -> None:
+    body = json.dumps(tiny_spec("bad", budget={"n_trials": 2, "timeout_s": float("nan")}))
+    r = sqlite_client.post(
+        "/api/v1/studies", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["detail"]
+    assert detail["loc"] == ["body", "budget", "timeout_s"]
+    assert "finite number" in detail["msg"]  # before: "less than or equal to 2592000"
+
+
+def test_an_enqueued_point_on_the_step_grid_is_accepted(sqlite_client: TestClient) -> None:
+    space = {"dropout": {"low": 0.0, "high": 0.5, "step": 0.1}, "patience": {"fixed": 10}}
+    spec = tiny_spec("on-grid", search_space=space, enqueue=[{"dropout": 0.3}])
+    assert sqlite_client.post("/api/v1/studies", json=spec).status_code == 201

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from service.app import create_app
 from service.cli import app as cli
-from service.models import StudyRecord, StudyStatus, TrialRole, TrialState
+from service.models import StudyRecord, StudyStatus, TrialRecord, TrialRole, TrialState
 from service.studies.extras import confirm_seed
 from service.studies.service import best_result
+from service.worker import repository as worker_repo
 from tests.support import TINY_CONFIG, serve_in_thread
 from tests.worker.conftest import Db, insert_study, run_workers_in_threads, settings_for, tiny_spec
 from trainers import registry
@@ -104,3 +106,37 @@ def test_a_failed_confirmation_repeat_is_its_result_and_the_study_completes(
         shown = CliRunner().invoke(cli, ["best", str(study_id), "--server", server])
     assert shown.exit_code == 0, shown.output
     assert "; 2 failed (trials " in shown.stdout and "), not in the mean" in shown.stdout
+
+
+def test_a_database_error_in_a_confirmation_repeat_gives_its_slot_back(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the training's own failure is a repeat's result: a database error around it (here
+    `database is locked` once, when the first repeat records its parameters) leaves the slot
+    to be claimed again, and the repeat then trains with its seed."""
+    real, raised = worker_repo.set_params, list[int]()
+
+    def flaky(session: Any, trial_id: int, params: dict[str, Any]) -> None:
+        row = session.get(TrialRecord, trial_id)
+        if row is not None and row.role == TrialRole.confirm.value and not raised:
+            raised.append(trial_id)
+            raise OperationalError("UPDATE regtune_trials", {}, Exception("database is locked"))
+        real(session, trial_id, params)
+
+    monkeypatch.setattr(worker_repo, "set_params", flaky)
+    spec = tiny_spec(name="flaky", n_trials=2, confirm={"top_k": 1, "repeats": 2})
+    study_id = insert_study(migrated_db_url, spec)
+    run_workers_in_threads(settings_for(migrated_db_url), 1)
+
+    db = Db(migrated_db_url)
+    study = db.study(study_id)
+    confirms = [t for t in db.trials(study_id) if t.role == TrialRole.confirm]
+    assert raised and study.status == StudyStatus.completed, study.error
+    done = [t for t in confirms if t.state == TrialState.complete]
+    assert (study.n_extra_finished, len(done)) == (2, 2)
+    (given_back,) = [t for t in confirms if t.state == TrialState.fail]
+    assert given_back.slot is None and "database is locked" in (given_back.error or "")
+    assert given_back.train_seed in {t.train_seed for t in done}  # tried again with its seed
+    best = db.execute(lambda s: best_result(s, s.get(StudyRecord, study_id)))
+    assert best.confirmation is not None
+    assert (best.confirmation.n, best.confirmation.failed) == (3, [])
