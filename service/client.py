@@ -71,9 +71,25 @@ class ApiClient:
     """Calls ``{server}/api/v1/...``; every failure becomes a `ClientError`."""
 
     def __init__(self, server: str, token: str | None = None, timeout: float = 30.0) -> None:
+        """Raises `ClientError` for a server URL or a token no request could carry."""
         self.server = server.rstrip("/")
+        token = token.strip() if token else token  # a secret pasted with its newline
+        if token and not (token.isascii() and token.isprintable()):
+            raise ClientError(
+                "the token (--token or REGTUNE_TOKEN) holds characters no regtune token has; "
+                "copy it again",
+                detail="invalid token",
+                url=self.server,
+            )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        try:
+            self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        except httpx.InvalidURL as exc:
+            raise ClientError(
+                f"the server URL {server!r} (--server or REGTUNE_SERVER_URL) is not valid: {exc}",
+                detail="invalid URL",
+                url=self.server,
+            ) from None
 
     def close(self) -> None:
         self._http.close()
@@ -102,6 +118,12 @@ class ApiClient:
     def _once(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.InvalidURL as exc:
+            raise ClientError(
+                f"the server URL {self.server!r} is not valid: {exc}",
+                detail="invalid URL",
+                url=self.server,
+            ) from None
         except httpx.TransportError as exc:
             raise ClientError(
                 f"cannot reach the regtune server at {self.server} ({exc.__class__.__name__}); "

@@ -114,6 +114,43 @@ def test_worker_refuses_a_bad_devices_list(sqlite_url: str) -> None:
     assert "--devices must be 'auto', 'cpu' or GPU indices" in result.stderr
 
 
+def test_worker_refuses_an_unknown_accelerator_or_study_before_claiming(sqlite_url: str) -> None:
+    """Before, `--accelerator gpux` claimed trials and failed them until someone's study
+    failed, and `--study 999` idled or exited 0 having done nothing."""
+    assert runner.invoke(app, ["db", "upgrade", "--database-url", sqlite_url]).exit_code == 0
+    db = ["--database-url", sqlite_url, "--exit-when-idle"]
+    typo = runner.invoke(app, ["worker", "--accelerator", "gpux", *db])
+    assert typo.exit_code == 1
+    assert typo.stderr.strip() == "error: --accelerator 'gpux': use one of cpu, gpu, auto"
+    missing = runner.invoke(app, ["worker", "--study", "999", *db])
+    assert missing.exit_code == 1
+    assert missing.stderr.strip() == "error: --study 999: no such study"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "text"),
+    [
+        ("--server", "http://127.0.0.1:8765x", "is not valid"),
+        ("--token", "rgt_\u00e9", "holds characters no regtune token has"),
+    ],
+)
+def test_a_server_url_or_token_no_request_can_carry_is_one_line(
+    option: str, value: str, text: str
+) -> None:
+    value = value.encode().decode("unicode_escape")
+    result = runner.invoke(app, ["status", "1", option, value])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and text in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_token_commands_on_a_database_that_cannot_open_are_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing-dir' / 'regtune.db'}"
+    result = runner.invoke(app, ["token", "list", "--database-url", url])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot open the database (OperationalError)")
+
+
 def test_worker_once_exits_when_there_is_no_work(sqlite_url: str) -> None:
     assert runner.invoke(app, ["db", "upgrade", "--database-url", sqlite_url]).exit_code == 0
     result = runner.invoke(app, ["worker", "--once", "--database-url", sqlite_url])

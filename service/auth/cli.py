@@ -45,7 +45,11 @@ def _session(database_url: str | None) -> Iterator[Session]:
     if settings.should_auto_migrate:  # a fresh SQLite file gets its schema, as `serve` does
         from service.migrations import upgrade
 
-        upgrade(settings.database_url)
+        try:
+            upgrade(settings.database_url)
+        except SQLAlchemyError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            _fail(f"cannot open the database ({exc.__class__.__name__}): {first}")
     engine = make_engine(settings.database_url)
     try:
         with unit_of_work(make_session_factory(engine)) as session:

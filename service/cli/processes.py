@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,9 @@ from service.cli._common import (
     settings_from,
 )
 from service.cli.dashboard import OptunaDashboardHostOpt, OptunaDashboardPortOpt, start_beside
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 __all__ = ["db_upgrade", "serve", "worker"]
 
@@ -80,6 +83,10 @@ def worker(
 
     settings = settings_from(database_url=database_url)
     configure_logging(settings)
+    if accelerator not in ACCELERATORS:  # before a typo fails trials of someone's study
+        fail(f"--accelerator {accelerator!r}: use one of {', '.join(ACCELERATORS)}")
+    if study is not None:
+        _check_study_exists(settings, study)
     try:
         device_list = group_devices(
             check_gpus(parse_devices(devices), allow_cpu_fallback), devices_per_trial
@@ -106,8 +113,36 @@ def worker(
     try:
         run_worker(settings, options)
     except Exception as exc:  # the database is unreachable, the schema is missing, ...
+        import optuna
+        from sqlalchemy.exc import SQLAlchemyError
+
         log.debug("worker crashed", exc_info=True)
-        fail(f"worker stopped: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+        hint = ""
+        if isinstance(exc, SQLAlchemyError | optuna.exceptions.StorageInternalError):
+            hint = "; is the database reachable and its schema migrated (`regtune db upgrade`)?"
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        fail(f"worker stopped: {exc.__class__.__name__}: {first}{hint}")
+
+
+ACCELERATORS = ("cpu", "gpu", "auto")
+
+
+def _check_study_exists(settings: Settings, study_id: int) -> None:
+    """`--study N` names a study (a worker for a typo would idle, or exit 0 having done
+    nothing). A database that cannot answer is left to the worker, which reports it."""
+    from service.db import make_engine, make_session_factory, unit_of_work
+    from service.worker.repository import study_status
+
+    engine = make_engine(settings.database_url)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            status = study_status(session, study_id)
+    except Exception:
+        return
+    finally:
+        engine.dispose()
+    if status is None:
+        fail(f"--study {study_id}: no such study")
 
 
 def _worker_args(

@@ -40,7 +40,10 @@ class RemoteStudy:
     """A study on a regtune server (a `StudySource`)."""
 
     def __init__(self, server: str, token: str | None, timeout: float = 30.0) -> None:
-        self._client = ApiClient(server, token, timeout=timeout)
+        try:
+            self._client = ApiClient(server, token, timeout=timeout)
+        except ClientError as exc:
+            raise TuneError(ExitCode.USAGE, str(exc)) from None
         self.server = self._client.server
         self.study_id: int | None = None
 
