@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,6 +150,21 @@ def test_token_commands_on_a_database_that_cannot_open_are_one_line(tmp_path: Pa
     result = runner.invoke(app, ["token", "list", "--database-url", url])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot open the database (OperationalError)")
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_any_worker_starts(sqlite_url: str) -> None:
+    """Before: uvicorn's log line and exit 3, after the workers had been started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(
+            app, ["serve", "--port", str(port), "--workers", "1", "--database-url", sqlite_url]
+        )
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: --port {port}: cannot listen on 127.0.0.1:{port} (Address already in use)"
+    )
 
 
 def test_worker_once_exits_when_there_is_no_work(sqlite_url: str) -> None:

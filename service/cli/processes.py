@@ -185,6 +185,7 @@ def serve(
     configure_logging(settings)
     if settings.should_auto_migrate:
         _upgrade(settings.database_url)
+    _check_port(settings.host, settings.port)  # before any worker starts
     url = f"http://{settings.host}:{settings.port}"
     side: Any = None  # optuna-dashboard beside the API (service.dashboard.optuna_dashboard)
     env = share_cpu_threads(child_env(settings), workers)
@@ -215,6 +216,25 @@ def serve(
         supervisor.stop()
         if side is not None:
             side.stop()
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line when `host:port` cannot be listened on (uvicorn would log the error
+    and exit 3 after the workers had started). Bound as uvicorn binds (SO_REUSEADDR)."""
+    import socket
+
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+    except OSError as exc:
+        fail(f"--host {host}: {exc.strerror or exc}")
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            fail(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})")
 
 
 def _exit_on_signal(_signum: int, _frame: FrameType | None) -> None:
