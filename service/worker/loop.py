@@ -24,7 +24,13 @@ from service.studies import lifecycle
 from service.worker import repository as repo
 from service.worker.optimization import open_storage, quiet_optuna
 from service.worker.stale import sweep_with
-from service.worker.trial import Claim, WorkerContext, WorkerShutdown, run_claimed_trial
+from service.worker.trial import (
+    Claim,
+    WorkerContext,
+    WorkerShutdown,
+    quiet_abandoned_trials,
+    run_claimed_trial,
+)
 from trainers import available_trainers
 
 __all__ = ["WorkerOptions", "run_worker"]
@@ -187,6 +193,7 @@ def make_context(settings: Settings, options: WorkerOptions) -> WorkerContext:
 def run_worker(settings: Settings, options: WorkerOptions, *, handle_signals: bool = True) -> int:
     """Run trials until told to stop; returns how many trials this worker ran."""
     quiet_optuna()
+    quiet_abandoned_trials()
     ctx = make_context(settings, options)
     previous = _install_signals(ctx) if handle_signals else {}
     specs = _Specs()

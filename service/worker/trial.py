@@ -53,6 +53,22 @@ class SlotLost(RuntimeError):
     """The claim was swept away before the Optuna trial was bound to it."""
 
 
+class AbandonedTrialsFilter(logging.Filter):
+    """Drops Optuna's "Trial N failed ... Traceback" record for a trial the worker abandoned on
+    purpose (a shutdown, a lost slot): the worker says so in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, WorkerShutdown | SlotLost)
+
+
+def quiet_abandoned_trials() -> None:
+    """Install `AbandonedTrialsFilter` on the logger Optuna's `optimize` reports failures on."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, AbandonedTrialsFilter) for f in logger.filters):
+        logger.addFilter(AbandonedTrialsFilter())
+
+
 @dataclass
 class WorkerContext:
     """What every trial of one worker process shares."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -299,3 +300,29 @@ def test_a_long_lived_worker_keeps_only_its_most_recent_studies_in_memory(
     for optuna_id in optuna_ids:
         assert sorted(n for s, n in loads if s == optuna_id) == [0, 1, 2]
     assert max(loads.values()) <= 2
+
+
+def test_optuna_logs_no_traceback_for_a_trial_the_worker_abandoned() -> None:
+    """Ctrl-C during a trial: the worker says so in one line; Optuna's 'Trial N failed ...'
+    record with the WorkerShutdown traceback is dropped, a real failure's is kept."""
+    from service.worker.trial import SlotLost, WorkerShutdown, quiet_abandoned_trials
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.errors: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.errors.append(str(record.exc_info[1]) if record.exc_info else "")
+
+    handler = Keep()
+    logger = logging.getLogger("optuna.study._optimize")
+    logger.addHandler(handler)
+    try:
+        quiet_abandoned_trials()
+        quiet_abandoned_trials()  # installed once
+        for exc in (WorkerShutdown("abandoned"), SlotLost("swept"), RuntimeError("boom")):
+            logger.warning("Trial 3 failed", exc_info=(type(exc), exc, None))
+    finally:
+        logger.removeHandler(handler)
+    assert handler.errors == ["boom"]
