@@ -276,7 +276,12 @@ class _EpochTracker:
         self.trial.report(value, epoch)
         if self.observer is not None and self.observer.should_stop():
             raise TrialCancelled(f"study cancelled: trial stopped after epoch {epoch}")
-        if self.trial.should_prune():
+        # a trial that ends at this epoch anyway (early stop, last epoch) is never pruned:
+        # that would save nothing and throw its finished result away
+        ending = trainer.should_stop or epoch + 1 >= (
+            getattr(trainer, "max_epochs", None) or math.inf
+        )
+        if not ending and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {metric}={value:.6g}")
         reason = self._gap_widened(epoch, metrics)
         if reason is not None and self.spec.gap_stop_action == "prune":

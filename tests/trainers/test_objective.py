@@ -164,6 +164,17 @@ def test_a_pruner_that_must_prune_prunes() -> None:
         assert trial.user_attrs["epochs_run"] == 2 == len(observer.epochs)
 
 
+def test_a_trial_is_never_pruned_at_its_last_epoch() -> None:
+    """The same pruner, first allowed to prune at the last epoch (index 5 of 6): pruning there
+    would save nothing and throw the finished result away, so every trial completes."""
+    pruner = optuna.pruners.ThresholdPruner(upper=1e-9, n_warmup_steps=5)
+    study = optuna.create_study(pruner=pruner)
+    space = fixed_space(patience=100)
+    study.optimize(make_objective(synthetic_spec(space, max_epochs=6)), n_trials=2)
+    assert [t.state for t in study.trials] == [State.COMPLETE] * 2
+    assert all(t.user_attrs["epochs_run"] == 6 for t in study.trials)
+
+
 def test_median_pruner_prunes_a_hopeless_trial() -> None:
     # First trial learns; the second (lr 1e-6, so it cannot) is compared with it and pruned.
     study = optuna.create_study(
