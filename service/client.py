@@ -67,6 +67,14 @@ def _detail(response: httpx.Response) -> str:
     return str(detail)
 
 
+def _invalid_url(server: str, exc: Exception) -> ClientError:
+    return ClientError(
+        f"the server URL {server!r} (--server or REGTUNE_SERVER_URL) is not valid: {exc}",
+        detail="invalid URL",
+        url=server,
+    )
+
+
 class ApiClient:
     """Calls ``{server}/api/v1/...``; every failure becomes a `ClientError`."""
 
@@ -85,11 +93,7 @@ class ApiClient:
         try:
             self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
         except httpx.InvalidURL as exc:
-            raise ClientError(
-                f"the server URL {server!r} (--server or REGTUNE_SERVER_URL) is not valid: {exc}",
-                detail="invalid URL",
-                url=self.server,
-            ) from None
+            raise _invalid_url(self.server, exc) from None
 
     def close(self) -> None:
         self._http.close()
@@ -119,11 +123,7 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.InvalidURL as exc:
-            raise ClientError(
-                f"the server URL {self.server!r} is not valid: {exc}",
-                detail="invalid URL",
-                url=self.server,
-            ) from None
+            raise _invalid_url(self.server, exc) from None
         except httpx.TransportError as exc:
             raise ClientError(
                 f"cannot reach the regtune server at {self.server} ({exc.__class__.__name__}); "

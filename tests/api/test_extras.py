@@ -162,23 +162,31 @@ def _insert(session: Any, study_id: int, number: int, value: float, **extra: Any
     )
 
 
+def _running_study(
+    session: Any, name: str, *, top_k: int, repeats: int, n_trials: int
+) -> StudyRecord:
+    """A running study with confirmation and no reference run, stored straight in SQL."""
+    study = StudyRecord(
+        name=name,
+        trainer="synthetic-mlp",
+        spec={"confirm": {"top_k": top_k, "repeats": repeats}, "reference": False},
+        status="running",
+        metric="val_loss",
+        direction="minimize",
+        n_trials=n_trials,
+        n_extra=top_k * repeats,
+    )
+    session.add(study)
+    session.flush()
+    return study
+
+
 def test_best_ranks_confirmed_configs_by_mean(migrated_db_url: str) -> None:
     """Trial 0 is the luckiest single run, trial 1 the better config on average: /best and the
     study's best (what the list shows) pick trial 1 with its mean; trial 0 stays beside it."""
     sessions = make_session_factory(make_engine(migrated_db_url))
     with unit_of_work(sessions) as session:
-        study = StudyRecord(
-            name="ranked",
-            trainer="synthetic-mlp",
-            spec={"confirm": {"top_k": 2, "repeats": 2}, "reference": False},
-            status="running",
-            metric="val_loss",
-            direction="minimize",
-            n_trials=3,
-            n_extra=4,
-        )
-        session.add(study)
-        session.flush()
+        study = _running_study(session, "ranked", top_k=2, repeats=2, n_trials=3)
         for number, value in enumerate([0.10, 0.12, 0.30]):
             _insert(session, study.id, number, value)
         confirm = TrialRole.confirm.value
@@ -229,18 +237,7 @@ def test_confirmation_repeats_feasible_configs_once_each(migrated_db_url: str) -
     sampled twice is repeated once, from its better run."""
     sessions = make_session_factory(make_engine(migrated_db_url))
     with unit_of_work(sessions) as session:
-        study = StudyRecord(
-            name="feasible",
-            trainer="synthetic-mlp",
-            spec={"confirm": {"top_k": 3, "repeats": 1}, "reference": False},
-            status="running",
-            metric="val_loss",
-            direction="minimize",
-            n_trials=4,
-            n_extra=3,
-        )
-        session.add(study)
-        session.flush()
+        study = _running_study(session, "feasible", top_k=3, repeats=1, n_trials=4)
         _insert(session, study.id, 0, 0.30, feasible=True)
         _insert(session, study.id, 1, 0.10, feasible=False)  # the best value breaks a bound
         _insert(session, study.id, 2, 0.20, feasible=True)

@@ -111,13 +111,18 @@ FAILING = Trainer(
 )
 
 
+def register_trainer(monkeypatch: pytest.MonkeyPatch, trainer: Trainer) -> Trainer:
+    """Adds a test-only trainer to this process's registry (in-process workers only)."""
+    trainers = registry.available_trainers()
+    monkeypatch.setattr(registry, "_cache", {**trainers, trainer.name: trainer})
+    return trainer
+
+
 @pytest.fixture
 def failing_trainer(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trainer]:
     """Registers the `failing` trainer in this process (in-process workers only)."""
-    trainers = registry.available_trainers()
-    monkeypatch.setattr(registry, "_cache", {**trainers, "failing": FAILING})
     _builds["count"] = 0
-    yield FAILING
+    yield register_trainer(monkeypatch, FAILING)
 
 
 def run_workers_in_threads(settings: Settings, n: int) -> list[int]:

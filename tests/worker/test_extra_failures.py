@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,8 +19,14 @@ from service.studies.extras import confirm_seed
 from service.studies.service import best_result
 from service.worker import repository as worker_repo
 from tests.support import TINY_CONFIG, serve_in_thread
-from tests.worker.conftest import Db, insert_study, run_workers_in_threads, settings_for, tiny_spec
-from trainers import registry
+from tests.worker.conftest import (
+    Db,
+    insert_study,
+    register_trainer,
+    run_workers_in_threads,
+    settings_for,
+    tiny_spec,
+)
 from trainers.builtin import SYNTHETIC_MLP
 from trainers.registry import Trainer
 
@@ -51,10 +56,8 @@ REPEATS_DIVERGE = Trainer(
 
 
 @pytest.fixture
-def repeats_diverge(monkeypatch: pytest.MonkeyPatch) -> Iterator[Trainer]:
-    trainers = registry.available_trainers()
-    monkeypatch.setattr(registry, "_cache", {**trainers, "repeats-diverge": REPEATS_DIVERGE})
-    yield REPEATS_DIVERGE
+def repeats_diverge(monkeypatch: pytest.MonkeyPatch) -> Trainer:
+    return register_trainer(monkeypatch, REPEATS_DIVERGE)
 
 
 def _seeds_that_train(n_trials: int) -> list[int]:
