@@ -613,9 +613,11 @@
       const rows = [];
       for (let i = 0; i < count; i++) {
         const mark = marks.get(i);
-        rows.push(mark ? `<span class="bad" title="${mark.replace(/"/g, "&quot;")}">⚠${i + 1}</span>` : String(i + 1));
+        if (i > 0) rows.push("\n");
+        // the server's message as a title attribute, never parsed as markup
+        rows.push(mark ? el("span", { class: "bad", title: mark }, `⚠${i + 1}`) : String(i + 1));
       }
-      gutter.innerHTML = rows.join("\n");
+      gutter.replaceChildren(...rows);
       gutter.scrollTop = textarea.scrollTop;
     }
 
