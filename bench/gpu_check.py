@@ -12,7 +12,7 @@ stored through the service layer as ``POST /api/v1/studies`` stores it):
    resume from a later epoch than 0;
 5. memory: peak GPU memory of one trial (``torch.cuda.max_memory_allocated``) against the
    model's own size (parameters only): the best epoch's weights must not add a second copy;
-6. repeats: a study with confirmation (``confirm: {top_k: 2, repeats: 2}``) run twice, 2 trials
+6. repeats: a study with confirmation (``confirm: {top_k: 1, repeats: 4}``) run twice, 2 trials
    packed per device: every run once with its own training seed, and each seed's value the
    same in both runs (within ``SEED_TOLERANCE``).
 
@@ -207,12 +207,12 @@ SEED_TOLERANCE = 1e-3
 
 def check_repeats(url: str, plan: Plan) -> None:
     """Training seeds on the device: one configuration searched twice (two warm-start points,
-    so packing cannot change which trial gets which parameters) and each search trial
-    re-trained twice (``confirm: {top_k: 2, repeats: 2}``), 2 trials packed per device; the
-    study run twice. Each run: 6 complete runs with 6 seeds; between the two runs, each seed's
-    value within `SEED_TOLERANCE` (the largest difference is printed)."""
+    so packing cannot change which trial gets which parameters) and re-trained 4 times
+    (``confirm: {top_k: 1, repeats: 4}``), 2 trials packed per device; the study run twice.
+    Each run: 6 complete runs with 6 seeds; between the two runs, each seed's value within
+    `SEED_TOLERANCE` (the largest difference is printed)."""
     point = {"dropout": 0.2, "weight_decay": 1e-4}
-    fields = {"confirm": {"top_k": 2, "repeats": 2}, "enqueue": [point, point]}
+    fields = {"confirm": {"top_k": 1, "repeats": 4}, "enqueue": [point, point]}
     runs: list[dict[int | None, float | None]] = []
     for attempt in (1, 2):
         study_id = _common.submit_study(url, _spec(f"repeats-{attempt}", plan, 2, **fields))

@@ -35,10 +35,19 @@ def namespace_of(module: Any, datamodule: Any) -> ModuleType:
         if ns is None or not isinstance(module, ns.LightningModule):
             continue
         if not isinstance(datamodule, ns.LightningDataModule):
+            other = any(
+                (o := _import(n)) is not None and isinstance(datamodule, o.LightningDataModule)
+                for n in _NAMESPACES
+                if n != name
+            )
+            why = (
+                "the two Lightning namespaces cannot be mixed"
+                if other
+                else "wrap its DataLoaders in a LightningDataModule"
+            )
             raise TypeError(
                 f"the trainer's module is a {name}.LightningModule but its data module "
-                f"{type(datamodule).__name__} is not a {name}.LightningDataModule; "
-                "the two Lightning namespaces cannot be mixed"
+                f"{type(datamodule).__name__} is not a {name}.LightningDataModule; {why}"
             )
         return ns
     raise TypeError(

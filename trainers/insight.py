@@ -17,7 +17,7 @@ The classification metrics are defined in `trainers.metrics` (torchmetrics; 15-b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -116,6 +116,22 @@ def _batch_size(loader: Any) -> int:
     return size if isinstance(size, int) and size > 0 else 0
 
 
+def regression_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of a regression model (the default `loss`). A ``(n, 1)`` prediction
+    against ``(n,)`` targets (or the reverse) is one column, not a broadcast ``(n, n)``; any
+    other shape mismatch is an error naming both shapes."""
+    if pred.dim() == y.dim() + 1 and pred.shape[-1] == 1:
+        pred = pred.squeeze(-1)
+    elif y.dim() == pred.dim() + 1 and y.shape[-1] == 1:
+        y = y.squeeze(-1)
+    if pred.shape != y.shape:
+        raise ValueError(
+            f"regression: the model's output has shape {tuple(pred.shape)} but the targets "
+            f"{tuple(y.shape)}; declare a `loss` for the trainer that compares them"
+        )
+    return F.mse_loss(pred, y.to(pred.dtype))
+
+
 def _subset_batches(loader: Any, size: int, batch_size: int) -> list[Any] | None:
     """A fixed, ordered subset of ``size`` rows of a loader's training data, collated once.
 
@@ -124,18 +140,30 @@ def _subset_batches(loader: Any, size: int, batch_size: int) -> list[Any] | None
     collate function into batches of ``batch_size`` rows (the larger of the training and
     validation loaders' batch sizes: fewer, larger no-grad forward passes), read once and kept
     (a few hundred rows). No shuffling and no random generator touched: training stays as it
-    was. None for other loaders.
+    was. With a sampler that picks rows (``indices``, as ``SubsetRandomSampler``) the subset is
+    spaced over those rows; None for other loaders (an iterable dataset, another sampler, a
+    custom batch sampler).
     """
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, Subset
 
     dataset = getattr(loader, "dataset", None)
     if not isinstance(loader, DataLoader) or not hasattr(dataset, "__getitem__"):
         return None
-    try:
-        n = len(dataset)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-    idx = list(range(n)) if n <= size else [i * n // size for i in range(size)]
+    sampler, batches = loader.sampler, loader.batch_sampler
+    if batches is not None and type(batches) is not BatchSampler:
+        return None  # a custom batch sampler decides which rows are training rows
+    if isinstance(sampler, SequentialSampler | RandomSampler):
+        try:
+            pool: Sequence[int] = range(len(dataset))  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    else:
+        indices = getattr(sampler, "indices", None)  # e.g. SubsetRandomSampler's rows
+        if not isinstance(indices, Sequence):
+            return None
+        pool = indices
+    n = len(pool)
+    idx = [int(pool[i]) for i in (range(n) if n <= size else (i * n // size for i in range(size)))]
     subset = DataLoader(
         Subset(dataset, idx),  # type: ignore[arg-type]
         batch_size=max(batch_size, _batch_size(loader), 1),
@@ -204,7 +232,7 @@ class Insight:
     ) -> None:
         self.task = task
         self.to_xy = batch_to_xy or _default_xy
-        self.loss = loss or F.mse_loss
+        self.loss = loss or regression_loss
         self.every = every
         self.train_subset = train_subset
         self.names = insight_metrics(task)

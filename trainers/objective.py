@@ -180,6 +180,18 @@ def host_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
 
 
+def _one_number(name: Any, value: Any) -> float:
+    """A value of a module's ``epoch_metrics`` as a float; a tensor of several elements (or
+    anything else that is not one number) is an error naming the metric."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        shape = f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""
+        raise TypeError(
+            f"epoch_metrics[{name!r}] must be one number, got {type(value).__name__}{shape}"
+        ) from None
+
+
 class _EpochTracker:
     """Per-epoch bookkeeping of one trial: history, best epoch (and its weights), Optuna reports.
 
@@ -236,7 +248,7 @@ class _EpochTracker:
         # self.log per metric (the built-in module logs only what callbacks monitor).
         extra = getattr(module, "epoch_metrics", None)
         if isinstance(extra, dict):
-            metrics.update({str(name): float(v) for name, v in extra.items()})
+            metrics.update({str(name): _one_number(name, v) for name, v in extra.items()})
         if self.insight is not None and self.insight.due(epoch):
             metrics.update(self.insight.compute(trainer, module, metrics))
         metric = self.spec.metric

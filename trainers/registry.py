@@ -119,10 +119,26 @@ class Trainer:
     def build_seeded(
         self, params: RegularizationParams, config: Any, seed: int | None
     ) -> tuple[Any, Any]:
-        """``build(params, config)``, passing ``seed=`` when the build accepts it."""
+        """``build(params, config)``, passing ``seed=`` when the build accepts it.
+
+        Raises:
+            TypeError: the build did not return a ``(module, datamodule)`` pair (naming the
+                trainer and what it returned).
+        """
         if seed is not None and self.takes_seed():
-            return self.build(params, config, seed=seed)
-        return self.build(params, config)
+            built = self.build(params, config, seed=seed)
+        else:
+            built = self.build(params, config)
+        if not isinstance(built, tuple | list) or len(built) != 2:
+            got = (
+                f"{len(built)} values" if isinstance(built, tuple | list) else type(built).__name__
+            )
+            raise TypeError(
+                f"trainer {self.name!r}: build() must return (LightningModule, "
+                f"LightningDataModule), got {got}"
+            )
+        module, datamodule = built
+        return module, datamodule
 
     def insight(self, every: int | None = None) -> Insight:
         """regtune's per-epoch insight computation for this trainer's modules, at cadence

@@ -434,3 +434,37 @@ def test_bad_declarations_are_refused() -> None:
         )
     with pytest.raises(ValueError, match="insight_every"):
         Trainer(name="x", description="", config_model=_Config, build=build, insight_every=-1)
+
+
+def test_a_regression_output_column_is_compared_with_its_targets_not_broadcast() -> None:
+    """A (n, 1) output against (n,) targets is one column: before, F.mse_loss broadcast it to
+    (n, n) and val_task_loss and gap were wrong (6.80 where the model's own MSE was 3.34)."""
+    pred, y = torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.0, 2.0, 3.0])
+    assert insight_module.regression_loss(pred, y).item() == pytest.approx(1 / 3)
+    assert insight_module.regression_loss(pred.squeeze(-1), y.unsqueeze(-1)).item() == (
+        pytest.approx(1 / 3)
+    )
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) but the targets \(3,\)"):
+        insight_module.regression_loss(torch.zeros(3, 2), y)
+
+
+def test_the_training_subset_keeps_to_the_rows_the_loader_samples() -> None:
+    """A loader whose sampler picks the training rows of a shared set (SubsetRandomSampler):
+    the train metrics' subset comes from those rows only (before: evenly over the whole set,
+    validation rows included); a custom batch sampler is not second-guessed."""
+    from torch.utils.data import BatchSampler, SequentialSampler, SubsetRandomSampler
+
+    data = TensorDataset(torch.arange(400.0).unsqueeze(1), torch.zeros(400))
+    picked = DataLoader(data, batch_size=32, sampler=SubsetRandomSampler(range(300)))
+    batches = insight_module._subset_batches(picked, 256, 64)
+    assert batches is not None
+    rows = torch.cat([x for x, _ in batches]).squeeze(1)
+    assert len(rows) == 256 and int(rows.max()) < 300
+    plain = insight_module._subset_batches(DataLoader(data, batch_size=32), 256, 64)
+    assert plain is not None and int(torch.cat([x for x, _ in plain]).max()) >= 300
+
+    class Pairs(BatchSampler):
+        pass
+
+    custom = DataLoader(data, batch_sampler=Pairs(SequentialSampler(data), 2, False))
+    assert insight_module._subset_batches(custom, 256, 64) is None

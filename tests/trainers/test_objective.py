@@ -250,3 +250,13 @@ def test_train_seed_retrains_on_the_same_split_with_other_initialization() -> No
     assert torch.equal(splits[0].x_val, splits[1].x_val)
     assert torch.equal(splits[0].y_train, splits[1].y_train)
     assert not torch.equal(splits[0].x_val, splits[2].x_val)  # the split follows `seed`
+
+
+def test_an_epoch_metric_that_is_not_one_number_is_named() -> None:
+    """A module's epoch_metrics value of several elements: the error names the metric (before:
+    torch's 'only one element tensors can be converted' with no name)."""
+    from trainers.objective import _one_number
+
+    assert _one_number("val_loss", torch.tensor(0.5)) == 0.5
+    with pytest.raises(TypeError, match=r"epoch_metrics\['val_loss'\] must be one number, got "):
+        _one_number("val_loss", torch.tensor([0.5, 0.6]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from typing import Any
 
 import lightning.pytorch
 import optuna
@@ -74,6 +75,27 @@ def test_mixing_namespaces_is_refused(test_plugin: str) -> None:
         namespace_of(pl_module, l_data)
     with pytest.raises(TypeError, match="not a LightningModule"):
         namespace_of(object(), l_data)
+
+
+def test_a_plugins_build_mistakes_are_named(test_plugin: str) -> None:
+    """What a build returns is checked with a message naming the trainer and the contract
+    (before: 'cannot unpack non-iterable ...'); a plain DataLoader in place of the data module
+    is not called a namespace mix."""
+    from dataclasses import replace
+
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    plugin = get_trainer("test-plugin-pl")
+    params, config = _defaults("test-plugin-pl")
+    module, data = plugin.build(params, config)
+    returns: list[Any] = [module, (module, data, None)]
+    for built, got in zip(returns, ["got [A-Za-z]+Module", "got 3 values"], strict=True):
+        broken = replace(plugin, build=lambda _p, _c, built=built: built)
+        with pytest.raises(TypeError, match=rf"'test-plugin-pl': build\(\) must return .*{got}"):
+            broken.build_seeded(params, config, None)
+    with pytest.raises(TypeError, match="wrap its DataLoaders in a LightningDataModule"):
+        namespace_of(module, DataLoader(TensorDataset(torch.zeros(1))))
 
 
 def test_plugin_without_test_step_has_no_test_metrics(test_plugin: str) -> None:
