@@ -6,6 +6,7 @@ what happened as data (HTTP status, server detail) so callers decide on types, n
 from __future__ import annotations
 
 import time
+import urllib.parse
 from typing import Any
 
 import httpx
@@ -65,6 +66,11 @@ def _detail(response: httpx.Response) -> str:
                 parts.append(str(item))
         return "; ".join(parts)
     return str(detail)
+
+
+def _ref(study: int | str) -> str:
+    """A study id or name as one path segment."""
+    return urllib.parse.quote(str(study), safe="")
 
 
 def _invalid_url(server: str, exc: Exception) -> ClientError:
@@ -152,8 +158,8 @@ class ApiClient:
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("POST", "/api/v1/studies", json=spec))
 
-    def study(self, study_id: int, *, retry_for: float = 0.0) -> dict[str, Any]:
-        return dict(self.request("GET", f"/api/v1/studies/{study_id}", retry_for=retry_for))
+    def study(self, study_id: int | str, *, retry_for: float = 0.0) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/v1/studies/{_ref(study_id)}", retry_for=retry_for))
 
     def trials(
         self,
@@ -166,8 +172,8 @@ class ApiClient:
         path = f"/api/v1/studies/{study_id}/trials"
         return dict(self.request("GET", path, params=params, retry_for=retry_for))
 
-    def best(self, study_id: int) -> dict[str, Any]:
-        return dict(self.request("GET", f"/api/v1/studies/{study_id}/best"))
+    def best(self, study_id: int | str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/v1/studies/{_ref(study_id)}/best"))
 
-    def cancel(self, study_id: int) -> dict[str, Any]:
-        return dict(self.request("POST", f"/api/v1/studies/{study_id}/cancel"))
+    def cancel(self, study_id: int | str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/api/v1/studies/{_ref(study_id)}/cancel"))

@@ -43,7 +43,11 @@ def test_submit_status_cancel_through_the_api(api: str) -> None:
     assert f"study {study['id']} 'quick' (synthetic-mlp): queued" in status.stdout
     assert "0/10 finished" in status.stdout
 
-    cancelled = runner.invoke(app, ["cancel", str(study["id"]), "--server", api])
+    by_name = runner.invoke(app, ["status", "quick", "--server", api, "--format", "json"])
+    assert by_name.exit_code == 0, by_name.output  # a name works where an id does (the API's)
+    assert json.loads(by_name.stdout)["id"] == study["id"]
+
+    cancelled = runner.invoke(app, ["cancel", "quick", "--server", api])
     assert cancelled.exit_code == 0, cancelled.output
     assert "cancelled" in cancelled.stdout
     assert httpx.get(f"{api}/api/v1/studies/{study['id']}").json()["status"] == "cancelled"

@@ -42,6 +42,10 @@ def _call(server: str | None, token: str | None, method: str, *args: Any) -> dic
         fail(str(exc))
 
 
+# a study's id or its name (all-digit names are refused at submit: digits are an id)
+StudyArg = Annotated[str, typer.Argument(metavar="STUDY", help="study id or name")]
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -94,7 +98,7 @@ def submit(
 
 @app.command()
 def status(
-    study_id: Annotated[int, typer.Argument(metavar="ID", help="study id")],
+    study_id: StudyArg,
     server: ServerOpt = None,
     token: TokenOpt = None,
     format: FormatOpt = OutputFormat.text,
@@ -109,7 +113,7 @@ def status(
 
 @app.command()
 def best(
-    study_id: Annotated[int, typer.Argument(metavar="ID", help="study id")],
+    study_id: StudyArg,
     server: ServerOpt = None,
     token: TokenOpt = None,
     format: FormatOpt = OutputFormat.text,
@@ -202,7 +206,7 @@ def _print_tradeoffs(result: dict[str, Any]) -> None:
 
 @app.command()
 def cancel(
-    study_id: Annotated[int, typer.Argument(metavar="ID", help="study id")],
+    study_id: StudyArg,
     server: ServerOpt = None,
     token: TokenOpt = None,
     format: FormatOpt = OutputFormat.text,
