@@ -34,11 +34,18 @@ __all__ = [
     "ServiceUnavailableError",
     "TooManyRequestsError",
     "UnauthorizedError",
+    "first_line",
     "install_error_handlers",
     "validation_details",
 ]
 
 log = logging.getLogger(__name__)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ('' when it has none): what a one-line error
+    says of it (the full text goes to the log)."""
+    return (str(exc).splitlines() or [""])[0]
 
 
 class ErrorDetail(BaseModel):

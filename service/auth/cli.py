@@ -22,7 +22,7 @@ from service.auth.service import TokenInfo, TokenScope
 from service.cli._common import DbUrlOpt, FormatOpt, JsonAliasOpt, OutputFormat, output_format
 from service.config import Settings
 from service.db import make_engine, make_session_factory, unit_of_work
-from service.errors import RegtuneError
+from service.errors import RegtuneError, first_line
 
 __all__ = ["token_app"]
 
@@ -48,8 +48,7 @@ def _session(database_url: str | None) -> Iterator[Session]:
         try:
             upgrade(settings.database_url)
         except SQLAlchemyError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            _fail(f"cannot open the database ({exc.__class__.__name__}): {first}")
+            _fail(f"cannot open the database ({exc.__class__.__name__}): {first_line(exc)}")
     engine = make_engine(settings.database_url)
     try:
         with unit_of_work(make_session_factory(engine)) as session:
@@ -57,10 +56,9 @@ def _session(database_url: str | None) -> Iterator[Session]:
     except RegtuneError as exc:
         _fail(exc.message)
     except SQLAlchemyError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
         _fail(
-            f"database error ({exc.__class__.__name__}): {first}; is the schema migrated "
-            "(`regtune db upgrade`)?"
+            f"database error ({exc.__class__.__name__}): {first_line(exc)}; is the schema "
+            "migrated (`regtune db upgrade`)?"
         )
     finally:
         engine.dispose()

@@ -116,12 +116,13 @@ def worker(
         import optuna
         from sqlalchemy.exc import SQLAlchemyError
 
+        from service.errors import first_line
+
         log.debug("worker crashed", exc_info=True)
         hint = ""
         if isinstance(exc, SQLAlchemyError | optuna.exceptions.StorageInternalError):
             hint = "; is the database reachable and its schema migrated (`regtune db upgrade`)?"
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        fail(f"worker stopped: {exc.__class__.__name__}: {first}{hint}")
+        fail(f"worker stopped: {exc.__class__.__name__}: {first_line(exc)}{hint}")
 
 
 ACCELERATORS = ("cpu", "gpu", "auto")
@@ -247,8 +248,10 @@ def _upgrade(url: str) -> None:
     try:
         upgrade(url)
     except Exception as exc:
-        reason = (str(exc).splitlines() or [""])[0]
-        fail(_hide_password(f"cannot migrate {url}: {exc.__class__.__name__}: {reason}", url))
+        from service.errors import first_line
+
+        reason = f"{exc.__class__.__name__}: {first_line(exc)}"
+        fail(_hide_password(f"cannot migrate {url}: {reason}", url))
 
 
 @db_app.command("upgrade")

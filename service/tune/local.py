@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import make_engine, make_session_factory, unit_of_work
-from service.errors import ConflictError
+from service.errors import ConflictError, first_line
 from service.models import TrialState
 from service.spec import StudySpec
 from service.studies import service as studies
@@ -66,8 +66,7 @@ class LocalStudy:
         except Exception as exc:
             raise TuneError(
                 ExitCode.USAGE,
-                f"--db: cannot migrate the database: {exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}",
+                f"--db: cannot migrate the database: {exc.__class__.__name__}: {first_line(exc)}",
             ) from None
         self.engine = make_engine(self.url)
         self.sessions = make_session_factory(self.engine)
