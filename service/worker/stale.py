@@ -68,8 +68,14 @@ def _best_step(steps: dict[int, float], maximize: bool) -> int | None:
     return best_epoch
 
 
+def _lineage_exhausted(frozen: FrozenTrial, max_retries: int) -> bool:
+    """Whether Optuna retries no more of this trial's lineage (`RetryHeartbeatStaleTrialCallback`
+    stops once `retry_history`, the runs before this one, holds `max_retries` numbers)."""
+    return len(frozen.system_attrs.get("retry_history") or []) >= max_retries
+
+
 def _from_optuna(
-    session: Session, candidate: sweep_repo.SweepCandidate, frozen: FrozenTrial
+    session: Session, candidate: sweep_repo.SweepCandidate, frozen: FrozenTrial, max_retries: int
 ) -> repo.TrialResult:
     """The row's outcome rebuilt from the finished Optuna trial (its source of truth).
 
@@ -79,6 +85,11 @@ def _from_optuna(
     stored with the objective metric alone; the best epoch's other metrics are taken from its
     stored epoch when there is one, and left empty otherwise, so the row never pairs one
     epoch's value with another epoch's metrics.
+
+    A lost worker's trial is its run's result (`trainer_failed`: an extra run keeps its slot)
+    once Optuna retries it no more: a reference or confirmation run whose worker died on it
+    `max_retries` + 1 times (killed for memory, say) would die again with the same config and
+    seed, and its slot given back would start it anew without end.
     """
     attrs = frozen.user_attrs
     metric = candidate.metric
@@ -118,6 +129,11 @@ def _from_optuna(
         state = TrialState.fail
     test_metrics = attrs.get("test_metrics") if state == TrialState.complete else None
     fail_reason = attrs.get("fail_reason")
+    lost = state == TrialState.fail and not fail_reason
+    exhausted = lost and _lineage_exhausted(frozen, max_retries)
+    error = str(fail_reason) if fail_reason else LOST_WORKER
+    if exhausted:
+        error = f"{LOST_WORKER}, {max_retries + 1} time(s) in a row; not retried again"
     seed = attrs.get("train_seed")
     return repo.TrialResult(
         state,
@@ -126,11 +142,9 @@ def _from_optuna(
         epochs_run=epochs_run,
         metrics=metrics,
         test_metrics=test_metrics if isinstance(test_metrics, dict) else None,
-        error=(str(fail_reason) if fail_reason else LOST_WORKER)
-        if state == TrialState.fail
-        else None,
+        error=error if state == TrialState.fail else None,
         counts_as_failure=bool(fail_reason),
-        trainer_failed=bool(fail_reason),  # only a diverged trial records one
+        trainer_failed=bool(fail_reason) or exhausted,  # only a diverged trial records one
         train_seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         values=list(values) if values else None,
         # the bounds the worker gave Optuna (Trial.set_constraint); None without constraints
@@ -139,7 +153,11 @@ def _from_optuna(
 
 
 def _reconcile(
-    session: Session, storage: RDBStorage, candidate: sweep_repo.SweepCandidate, settle: bool
+    session: Session,
+    storage: RDBStorage,
+    candidate: sweep_repo.SweepCandidate,
+    settle: bool,
+    max_retries: int,
 ) -> bool:
     """Record the outcome of a row's finished Optuna trial; False while it has not finished.
 
@@ -158,7 +176,7 @@ def _reconcile(
     # its worker may have recorded it after all between our read and the lock
     if candidate.trial_id not in {r.id for r in repo.running_trials(session, study.id)}:
         return False
-    result = _from_optuna(session, candidate, frozen)
+    result = _from_optuna(session, candidate, frozen, max_retries)
     repo.finish_trial(session, study, candidate.trial_id, result)
     repo.refresh_study(session, study)
     return True
@@ -181,7 +199,9 @@ def sweep_with(sessions: sessionmaker[Session], storage: RDBStorage, settings: S
     for candidate in candidates:
         with unit_of_work(sessions) as session:
             # a trial this sweep just failed needs no settling time
-            changed += _reconcile(session, storage, candidate, settle=candidate.optuna_finished)
+            changed += _reconcile(
+                session, storage, candidate, candidate.optuna_finished, settings.max_retries
+            )
 
     claims_by_study: dict[int, list[int]] = defaultdict(list)
     for claim_id, study_id in claims:

@@ -161,9 +161,11 @@ def test_kill_storm(pg_url: str) -> None:
     retries_before = {t.number: len(t.system_attrs.get("retry_history", [])) for t in frozen}
     for trial_id in killed:  # every interrupted trial: FAIL with the reason, and retried
         dead = by_id[trial_id]
-        assert dead.state == TrialState.fail and dead.error == LOST_WORKER, dead.number
-        assert dead.number is not None
+        assert dead.state == TrialState.fail and dead.number is not None
+        assert (dead.error or "").startswith(LOST_WORKER), dead.number
         # ... unless its lineage has used up the retries (REGTUNE_MAX_RETRIES, bounded)
-        assert dead.number in retried or retries_before[dead.number] == MAX_RETRIES, dead.number
+        exhausted = retries_before[dead.number] == MAX_RETRIES
+        assert dead.number in retried or exhausted, dead.number
+        assert exhausted == ("not retried again" in (dead.error or "")), dead.number
     assert len(killed) >= kills
     _assert_agrees_with_optuna(db, normalize_url(pg_url), study_id, "storm")

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import text
 
 from service.db import unit_of_work
-from service.models import StudyStatus, TrialRole, TrialState, utcnow
+from service.models import StudyRecord, StudyStatus, TrialRole, TrialState, utcnow
 from service.spec import StudySpec
-from service.studies.extras import REPEAT_OF_ATTR, ROLE_ATTR, SLOT_ATTR
+from service.studies.extras import REPEAT_OF_ATTR, ROLE_ATTR, SLOT_ATTR, ExtraRun
+from service.studies.service import best_result
 from service.worker import WorkerOptions, run_worker
 from service.worker import repository as repo
 from service.worker import stale as sweep_module
@@ -104,6 +105,28 @@ def test_confirmation_runs_claimed_by_two_workers_are_counted_exactly(
         assert frozen.params == optuna_trials[confirm.repeat_of].params  # type: ignore[index]
 
 
+def _die_in_an_extra_run(
+    db: Db, storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec
+) -> tuple[int, ExtraRun]:
+    """What a worker does with an extra run up to the moment it is SIGKILLed: claim the slot,
+    start the trial (Optuna's waiting retry of it, if any), bind it, beat once, an hour ago.
+    Returns the claim's row id and its run."""
+    with unit_of_work(db.sessions) as session:
+        study_row = repo.lock_study(session, study_id)
+        assert study_row is not None
+        row = repo.claim_slot(session, study_row, "dead-worker")
+        assert row is not None and row.role != TrialRole.search
+        claim_id, slot, extra = row.id, row.slot, repo.extra_run(row)
+    assert extra is not None and slot is not None
+    trial = open_extra_study(storage, spec, extra, slot).ask()
+    with unit_of_work(db.sessions) as session:
+        assert repo.bind_trial(session, claim_id, trial.number, trial._trial_id, None)
+    storage.record_heartbeat(trial._trial_id)
+    old = utcnow() - timedelta(hours=1)
+    db.execute(lambda s: s.execute(text("UPDATE trial_heartbeats SET heartbeat = :t"), {"t": old}))
+    return claim_id, extra
+
+
 def test_a_crashed_confirmation_run_is_retried_with_its_seed(
     migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,22 +139,9 @@ def test_a_crashed_confirmation_run_is_retried_with_its_seed(
     settings = settings_for(migrated_db_url)
     assert run_worker(settings, WorkerOptions(max_trials=2), handle_signals=False) == 2
 
-    # what a worker does up to the moment it is SIGKILLed: claim, start the trial, bind, beat
     db = Db(migrated_db_url)
-    with unit_of_work(db.sessions) as session:
-        study_row = repo.lock_study(session, study_id)
-        assert study_row is not None
-        row = repo.claim_slot(session, study_row, "dead-worker")
-        assert row is not None and row.role == TrialRole.confirm
-        claim_id, slot, extra = row.id, row.slot, repo.extra_run(row)
-    assert extra is not None and slot == 2
     storage = open_storage(migrated_db_url, settings)
-    trial = open_extra_study(storage, StudySpec.model_validate(spec), extra, slot).ask()
-    with unit_of_work(db.sessions) as session:
-        assert repo.bind_trial(session, claim_id, trial.number, trial._trial_id, None)
-    storage.record_heartbeat(trial._trial_id)
-    old = utcnow() - timedelta(hours=1)
-    db.execute(lambda s: s.execute(text("UPDATE trial_heartbeats SET heartbeat = :t"), {"t": old}))
+    claim_id, extra = _die_in_an_extra_run(db, storage, study_id, StudySpec.model_validate(spec))
 
     assert sweep_once(migrated_db_url, settings) == 1
     dead = next(t for t in db.trials(study_id) if t.id == claim_id)
@@ -149,6 +159,48 @@ def test_a_crashed_confirmation_run_is_retried_with_its_seed(
     assert (study.n_complete, study.n_failed, study.n_extra, study.n_extra_finished) == (2, 0, 1, 1)
     frozen = optuna.load_study(study_name="crash", storage=migrated_db_url).trials
     assert frozen[retry.number].user_attrs[SLOT_ATTR] == 2  # type: ignore[index]
+    storage.engine.dispose()
+
+
+def test_an_extra_run_whose_worker_keeps_dying_is_failed_after_its_retries(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A confirm run kills its worker every time (say, killed for memory): with
+    REGTUNE_MAX_RETRIES=1 it runs twice, is then recorded failed, keeping its slot, and the
+    study completes after the other repeat; before, its slot was given back after the last
+    retry and the same config and seed started over without end."""
+    monkeypatch.setattr(sweep_module, "SETTLE_S", 0.0)
+    spec = tiny_spec(name="oom", n_trials=2, confirm={"top_k": 1, "repeats": 2})
+    study_id = insert_study(migrated_db_url, spec)
+    settings = settings_for(migrated_db_url, max_retries=1)
+    assert run_worker(settings, WorkerOptions(max_trials=2), handle_signals=False) == 2
+    db = Db(migrated_db_url)
+    storage = open_storage(migrated_db_url, settings)
+    parsed = StudySpec.model_validate(spec)
+
+    first, run = _die_in_an_extra_run(db, storage, study_id, parsed)
+    assert sweep_once(migrated_db_url, settings) == 1
+    dead = next(t for t in db.trials(study_id) if t.id == first)
+    assert dead.slot is None  # given back, to be retried
+    first_number = dead.number
+    second, retried = _die_in_an_extra_run(db, storage, study_id, parsed)
+    assert retried.train_seed == run.train_seed
+    assert sweep_once(migrated_db_url, settings) == 1
+
+    study = db.study(study_id)
+    last = next(t for t in db.trials(study_id) if t.id == second)
+    assert last.state == TrialState.fail and last.slot == 2
+    frozen = optuna.load_study(study_name="oom", storage=migrated_db_url).trials
+    assert frozen[last.number].system_attrs["retry_history"] == [first_number]  # type: ignore[index]
+    assert "2 time(s) in a row; not retried again" in (last.error or "")
+    assert (study.n_extra, study.n_extra_finished) == (2, 1)
+    assert run_worker(settings, IDLE, handle_signals=False) == 1  # the other repeat, only
+    study = db.study(study_id)
+    assert study.status == StudyStatus.completed, study.error
+    assert (study.n_extra, study.n_extra_finished) == (2, 2)
+    best = db.execute(lambda s: best_result(s, s.get(StudyRecord, study_id)))
+    assert best.confirmation is not None
+    assert (best.confirmation.n, best.confirmation.failed) == (2, [last.number])
     storage.engine.dispose()
 
 
