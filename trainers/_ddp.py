@@ -45,7 +45,7 @@ def broadcast(trainer: Any, decision: str | None) -> str:
 class HelperTracker:
     """The epoch hook of ranks 1..n-1: apply rank 0's decision, nothing else."""
 
-    def on_epoch(self, trainer: Any, module: Any) -> None:
+    def on_epoch(self, trainer: Any, module: Any, stale: frozenset[str] = frozenset()) -> None:
         decision = broadcast(trainer, None)
         if decision == STOP:
             trainer.should_stop = True

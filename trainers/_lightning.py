@@ -75,8 +75,9 @@ def quiet() -> None:
 class EpochState(Protocol):
     """What the per-epoch callback drives: the objective's `_EpochTracker`."""
 
-    def on_epoch(self, trainer: Any, module: Any) -> None:
-        """After each real validation epoch; raising stops the fit."""
+    def on_epoch(self, trainer: Any, module: Any, stale: frozenset[str] = frozenset()) -> None:
+        """After each real validation epoch (`stale`: names in `trainer.callback_metrics`
+        this epoch did not log, `StaleMetrics`); raising stops the fit."""
 
     def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
         """Before each training epoch."""
@@ -98,6 +99,33 @@ class ValidationHooks(Protocol):
     def on_validation_batch_end(self, batch: Any, dataloader_idx: int) -> None: ...
 
 
+class StaleMetrics:
+    """The names in `trainer.callback_metrics` that this validation epoch did not log.
+
+    Lightning never clears `callback_metrics`: a name validation logs on some epochs only keeps
+    its last value on the others, which the objective would read as this epoch's. Lightning
+    stores each value it logs as a new tensor, so a name whose value is the same object before
+    and after the validation loop was not logged in it. Names logged in validation before and
+    not in this one are stale; names validation never logs (training hooks' `on_epoch`
+    aggregates, updated after validation) are left alone, as before.
+    """
+
+    def __init__(self) -> None:
+        self._before: dict[str, Any] = {}
+        self._logged_in_validation: set[str] = set()
+
+    def start(self, trainer: Any) -> None:
+        """At the start of each validation epoch."""
+        self._before = dict(trainer.callback_metrics)
+
+    def stale(self, trainer: Any) -> frozenset[str]:
+        """At the end of a real validation epoch."""
+        now = trainer.callback_metrics
+        fresh = {name for name, value in now.items() if value is not self._before.get(name)}
+        self._logged_in_validation |= fresh
+        return frozenset(n for n in now if n in self._logged_in_validation and n not in fresh)
+
+
 def epoch_callback(
     ns: ModuleType, tracker: EpochState, insight: ValidationHooks | None = None
 ) -> Any:
@@ -117,8 +145,10 @@ def epoch_callback(
                 super().__init__()
                 self.tracker = tracker
                 self.insight = insight
+                self.metrics = StaleMetrics()
 
             def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+                self.metrics.start(trainer)
                 if self.insight is not None:
                     self.insight.on_validation_epoch_start(trainer, pl_module)
 
@@ -151,7 +181,7 @@ def epoch_callback(
             def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
                 if trainer.sanity_checking:
                     return
-                self.tracker.on_epoch(trainer, pl_module)
+                self.tracker.on_epoch(trainer, pl_module, self.metrics.stale(trainer))
 
             def state_dict(self) -> dict[str, Any]:
                 return self.tracker.state_dict()

@@ -225,24 +225,24 @@ class _EpochTracker:
         self._gaps: list[tuple[int, float]] = []  # (epoch, gap) of the epochs that measured it
         self._gap_missing_logged = False
 
-    def on_epoch(self, trainer: Any, module: Any) -> None:
+    def on_epoch(self, trainer: Any, module: Any, stale: frozenset[str] = frozenset()) -> None:
         if not _ddp.is_distributed(trainer):
-            self._on_epoch(trainer, module)
+            self._on_epoch(trainer, module, stale)
             return
         # DDP: every rank applies this rank's decision at this same epoch (none hangs)
         try:
-            self._on_epoch(trainer, module)
+            self._on_epoch(trainer, module, stale)
         except BaseException:
             _ddp.broadcast(trainer, _ddp.END)
             raise
         _ddp.broadcast(trainer, _ddp.STOP if trainer.should_stop else _ddp.GO_ON)
 
-    def _on_epoch(self, trainer: Any, module: Any) -> None:
+    def _on_epoch(self, trainer: Any, module: Any, stale: frozenset[str]) -> None:
         epoch = int(trainer.current_epoch)
-        metrics = {
+        metrics = {  # without values an earlier epoch logged (`_lightning.StaleMetrics`)
             name: float(v)
             for name, v in trainer.callback_metrics.items()
-            if not isinstance(v, torch.Tensor) or v.numel() == 1
+            if name not in stale and (not isinstance(v, torch.Tensor) or v.numel() == 1)
         }
         # A module may also hand over its epoch's metrics as floats, sparing Lightning a
         # self.log per metric (the built-in module logs only what callbacks monitor).
@@ -255,7 +255,8 @@ class _EpochTracker:
         if metric not in metrics:
             raise RuntimeError(
                 f"trainer {self.spec.trainer!r} did not log the objective metric {metric!r} "
-                f"(logged: {', '.join(sorted(metrics)) or 'nothing'})"
+                f"at epoch {epoch} (logged: {', '.join(sorted(metrics)) or 'nothing'}; "
+                "log it in validation every epoch)"
             )
         bad = [
             f"{name}={value}"

@@ -260,3 +260,34 @@ def test_an_epoch_metric_that_is_not_one_number_is_named() -> None:
     assert _one_number("val_loss", torch.tensor(0.5)) == 0.5
     with pytest.raises(TypeError, match=r"epoch_metrics\['val_loss'\] must be one number, got "):
         _one_number("val_loss", torch.tensor([0.5, 0.6]))
+
+
+@pytest.mark.parametrize("trainer", ["test-plugin-lightning", "test-plugin-pl"])
+def test_a_metric_logged_on_some_epochs_is_absent_on_the_others(
+    test_plugin: str, trainer: str
+) -> None:
+    """Lightning keeps a name's last logged value in `callback_metrics`: a plugin logging
+    val_acc on even epochs only had epoch 0's val_acc recorded again at epoch 1 and 3. Now those
+    epochs have no val_acc, and the training hook's train_loss is still recorded."""
+    spec = ObjectiveSpec(
+        trainer=trainer,
+        trainer_config={"max_epochs": 4, "log_every": {"val_acc": 2}},
+        search_space=fixed_space(patience=100),
+    )
+    observer = Recorder()
+    run_trial(optuna.trial.FixedTrial({}), spec, observer)
+    logged = [sorted(record.metrics) for record in observer.epochs]
+    assert [("val_acc" in names) for names in logged] == [True, False, True, False]
+    assert all("val_loss" in names for names in logged)
+    assert all("train_loss" in names for names in logged[1:])
+
+
+def test_an_objective_logged_on_some_epochs_fails_naming_the_epoch(test_plugin: str) -> None:
+    """The objective missing at an epoch fails the trial there (before: early stopping and the
+    pruner read the previous epoch's value as this one's)."""
+    spec = ObjectiveSpec(
+        trainer="test-plugin-lightning",
+        trainer_config={"max_epochs": 4, "log_every": {"val_loss": 2}},
+    )
+    with pytest.raises(RuntimeError, match=r"objective metric 'val_loss' at epoch 1 .*every epoch"):
+        run_trial(optuna.trial.FixedTrial({}), spec)

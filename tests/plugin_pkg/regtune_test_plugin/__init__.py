@@ -3,7 +3,8 @@
 The module and data module are ordinary Lightning code (``self.log`` in ``validation_step``, a
 ``DataLoader`` over a ``TensorDataset``); `make_trainer` builds the same trainer against either
 Lightning namespace so the tests can drive both. ``nan_at_epoch`` makes the training loss NaN
-from that epoch on (for the divergence tests).
+from that epoch on (for the divergence tests); ``log_every`` logs a validation metric on some
+epochs only (for the stale-metric tests).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class TinyConfig(BaseModel):
     seed: int = 0
     learning_rate: float = Field(0.05, gt=0)
     nan_at_epoch: int | None = None
+    # validation metrics logged on every Nth epoch only (epoch % N == 0), by name
+    log_every: dict[str, int] = {}
 
 
 def make_trainer(ns: ModuleType, name: str) -> Trainer:
@@ -58,8 +61,12 @@ def make_trainer(ns: ModuleType, name: str) -> Trainer:
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             x, y = batch
             logits = self.net(x)
-            self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True)
-            self.log("val_acc", (logits.argmax(1) == y).float().mean(), on_epoch=True)
+            for name, value in (
+                ("val_loss", F.cross_entropy(logits, y)),
+                ("val_acc", (logits.argmax(1) == y).float().mean()),
+            ):
+                if self.current_epoch % self.config.log_every.get(name, 1) == 0:
+                    self.log(name, value, on_epoch=True)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.AdamW(
