@@ -11,7 +11,9 @@ Pure functions: no database, no study.
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -236,6 +238,12 @@ def check_options(spec: StudySpec) -> None:
             value = options.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
                 raise SpecError(f"{field}.options.{key}: {value!r} is more than the limit {limit}")
+    _check_types(
+        "sampler", _SAMPLER_CLASSES.get(spec.sampler.name), spec.sampler.options, {"random_share"}
+    )
+    _check_types(
+        "pruner", _PRUNER_CLASSES.get(spec.pruner.name), spec.pruner.options, {"epochs", "action"}
+    )
     with warnings.catch_warnings():
         # "experimental" warnings of some samplers are noise at submit; workers log them
         warnings.simplefilter("ignore")
@@ -251,6 +259,65 @@ def check_options(spec: StudySpec) -> None:
             raise
         except Exception as exc:
             raise SpecError(f"pruner.options: {_describe(exc)}") from None
+
+
+# The Optuna class behind each sampler and pruner name: its constructor's annotations say which
+# options a JSON spec can give at all (`_check_types`).
+_SAMPLER_CLASSES: dict[str, type] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+}
+_PRUNER_CLASSES: dict[str, type] = {
+    "auto": optuna.pruners.PercentilePruner,
+    "gap": optuna.pruners.PercentilePruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "patient": optuna.pruners.PatientPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+}
+# type names a JSON value can be; an annotation naming anything else (Callable, BaseSampler,
+# FrozenTrial, ...) takes a Python object, which Optuna stores unchecked and calls mid-study
+_JSON_TYPES = {"bool", "int", "float", "str", "None", "dict", "list", "Any", "Mapping", "Sequence"}
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "None": (type(None),),
+}
+
+
+def _check_types(field: str, cls: type | None, options: dict[str, Any], own: set[str]) -> None:
+    """Refuse an option the Optuna constructor types as a Python object (a function, a sampler)
+    or as plain numbers/strings the value is not: Optuna's constructors store such values
+    unchecked, so the study would fail in a worker at its first sample instead of at submit.
+    `own`: regtune's own options, checked where they are read."""
+    if cls is None:
+        return
+    parameters = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    for key, value in options.items():
+        parameter = parameters.get(key)
+        if key in own or parameter is None:
+            continue  # an unknown name: the constructor's TypeError names it
+        annotation = parameter.annotation
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        names = set(re.findall(r"[A-Za-z_][A-Za-z_0-9.]*", text))
+        if not names <= _JSON_TYPES:
+            raise SpecError(
+                f"{field}.options.{key}: takes a Python object ({text[:60]}), which a spec "
+                "cannot give"
+            )
+        if names <= set(_SCALARS):
+            allowed = tuple(t for name in names for t in _SCALARS[name])
+            if not isinstance(value, allowed) or (isinstance(value, bool) and "bool" not in names):
+                raise SpecError(f"{field}.options.{key}: must be {text}, got {_short(value)}")
 
 
 def _describe(exc: Exception) -> str:

@@ -137,5 +137,5 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise UnknownPresetError(
-            f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}"
+            f"unknown preset {name[:64]!r}; choose one of: {', '.join(preset_names())}"
         ) from None

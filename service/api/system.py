@@ -11,8 +11,9 @@ from service.studies.schemas import Health, TrainerInfo
 router = APIRouter()
 
 
-@router.get(
+@router.api_route(  # HEAD too: load balancers' and `curl -I` probes
     "/healthz",
+    methods=["GET", "HEAD"],
     response_model=Health,
     tags=["system"],
     responses={

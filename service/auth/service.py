@@ -76,7 +76,7 @@ def create_token(session: Session, name: str, scope: TokenScope) -> tuple[TokenI
         ValueError: `name` does not match `NAME_PATTERN`.
         ConflictError: a token with this name exists (revoked tokens keep their name).
     """
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # match: `$` also before a trailing newline
         raise ValueError(
             "name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

@@ -226,6 +226,30 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "10000000 is more than the limit 100",
     ),
     (
+        "sampler-option-takes-a-function",  # before: 201, then every trial failed in the worker
+        {"sampler": {"name": "tpe", "options": {"gamma": 5, "n_startup_trials": 1}}},
+        ["body", "sampler", "options", "gamma"],
+        "sampler.options.gamma: takes a Python object (Callable[[int], int] | None)",
+    ),
+    (
+        "sampler-option-of-the-wrong-type",  # before: 201, then a TypeError at the first sample
+        {"sampler": {"name": "tpe", "options": {"n_startup_trials": "ten"}}},
+        ["body", "sampler", "options", "n_startup_trials"],
+        "must be int, got 'ten'",
+    ),
+    (
+        "pruner-option-takes-a-pruner",
+        {"pruner": {"name": "patient", "options": {"wrapped_pruner": "median"}}},
+        ["body", "pruner", "options", "wrapped_pruner"],
+        "takes a Python object (BasePruner | None)",
+    ),
+    (
+        "preset-name-bounded",  # before: all 5,000 characters echoed in the message
+        _space(preset="x" * 5000),
+        ["body", "search_space", "preset"],
+        "search_space.preset: unknown preset '" + "x" * 64 + "'; choose one of",
+    ),
+    (
         "unknown-top-level-field",
         {"priority": "high"},
         ["body", "priority"],

@@ -74,6 +74,7 @@ def test_every_write_needs_a_token(client: TestClient) -> None:
 
 def test_health_metrics_and_docs_stay_open(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
+    assert client.head("/healthz").status_code == 200  # probes that send HEAD (was 405)
     assert client.get("/metrics").status_code == 200
     assert client.get("/openapi.json").status_code == 200
 

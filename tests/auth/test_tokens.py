@@ -80,7 +80,7 @@ def test_names_are_unique_and_validated(sessions: sessionmaker[Session]) -> None
         create_token(s, "ci", TokenScope.read)
     with unit_of_work(sessions) as s, pytest.raises(ConflictError, match="already exists"):
         create_token(s, "ci", TokenScope.write)
-    for bad in ("", "-x", "a b", "x" * 65, "../etc"):
+    for bad in ("", "-x", "a b", "x" * 65, "../etc", "ci\n"):  # "ci\n": listed as "ci"
         with unit_of_work(sessions) as s, pytest.raises(ValueError, match="name must be"):
             create_token(s, bad, TokenScope.read)
 
