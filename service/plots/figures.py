@@ -440,7 +440,7 @@ def curves(
         )
     if not data:
         recorded = any(epochs.get(row.id) for row in trials)
-        note = "no epoch has been recorded yet"
+        note = NO_EPOCH
         if recorded:
             note = missing or f"no trial logged {key} per epoch"
         return _empty(title, note)
@@ -477,6 +477,12 @@ def gap_curves(trials: Sequence[PlotRow], epochs: dict[int, list[dict[str, Any]]
     )
 
 
+# the panels' notes while they have nothing to draw: only complete (and, when shown, pruned)
+# trials are drawn, so a study whose trials all failed is "not yet", not "never recorded"
+NO_COMPLETE_TRIAL = "no trial has completed yet"
+NO_EPOCH = "no complete or pruned trial has recorded an epoch yet"
+
+
 def _no_trial_yet(rows: Sequence[PlotRow]) -> bool:
     return not any(r.state == TrialState.complete.value for r in rows)
 
@@ -492,7 +498,7 @@ def calibration(rows: Sequence[PlotRow], smoothing_searched: bool) -> Figure:
     )
     if not data:
         if _no_trial_yet(rows):
-            return _empty(title, "no trial has finished yet")
+            return _empty(title, NO_COMPLETE_TRIAL)
         if all(r.val_ece is None for r in rows):
             return _empty(title, f"this trainer logs no val_ece: {HOW_CLASSIFIER}")
         return _empty(title, "no trial recorded a label smoothing ε beside its val_ece")
@@ -533,7 +539,7 @@ def sparsity(rows: Sequence[PlotRow], axes: Sequence[Axis]) -> Figure:
     )
     if not left and not right:
         if _no_trial_yet(rows):
-            return _empty(title, "no trial has finished yet")
+            return _empty(title, NO_COMPLETE_TRIAL)
         return _empty(
             title,
             "no trial recorded near_zero_frac or weight_l2: regtune computes both for every "

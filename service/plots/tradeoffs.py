@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.models import TrialRole, TrialState
-from service.plots.figures import BEST_COLOR, Figure, _by_state, _empty, _layout, _marker
+from service.plots.figures import (
+    BEST_COLOR,
+    NO_COMPLETE_TRIAL,
+    Figure,
+    _by_state,
+    _empty,
+    _layout,
+    _marker,
+)
 from service.plots.repository import PlotRow
 from service.studies.confirmation import ConfigRuns, RunStats, rank_by_mean
 from service.studies.pareto import pareto_indices
@@ -57,7 +65,7 @@ def pareto(rows: Sequence[PlotRow], objectives: Sequence[Objective]) -> Figure |
         if r.state == TrialState.complete.value and _finite(r.values, len(objectives))
     ]
     if not done:
-        return _empty(title, "no trial has finished yet")
+        return _empty(title, NO_COMPLETE_TRIAL)
     feasible = [r for r in done if r.feasible is not False]
     pool = feasible or done
     maximize = [o.maximize for o in objectives]

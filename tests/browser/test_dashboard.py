@@ -69,6 +69,11 @@ def test_study_page_draws_every_plot_from_the_finished_study(page: Page, server:
     assert p.locator("#cancel-button").is_hidden()  # nothing to cancel once it ended
     best_params = p.locator("#best-params").inner_text()
     assert "weight_decay" in best_params and "dropout" in best_params
+    best = httpx.get(f"{server.url}/api/v1/studies/{server.study_id}").json()["best_trial"]
+    # best_epoch counts from 0: the card counts epochs from 1, like epochs_run (was "4 of 5"
+    # for the last of 5 epochs)
+    epoch = f"epoch {best['best_epoch'] + 1} of {best['epochs_run']})"
+    assert epoch in p.locator("#best-trial .best-value").inner_text()
 
     for name in PLOTS:
         assert _points(p, f"#plot-{name}") > 0, f"{name} has no data points"

@@ -71,6 +71,11 @@ def test_pareto_front_and_infeasible_trials_on_the_page(page: Page, served: Serv
     x_title = "document.querySelector('#plot-pareto .js-plotly-plot').layout.xaxis.title.text"
     assert p.evaluate(x_title) == "val_loss (min)"
     assert p.locator("#plot-confirmation").is_hidden()
+    # the study's facts name both objectives and the constraint, and the best card says the
+    # trial it shows breaks the constraint (before: "minimize val_loss", and no word of it)
+    facts = p.locator("#study-times").inner_text()
+    assert "minimize val_loss, minimize val_ece; subject to gap <= -10" in facts
+    assert "infeasible" in p.locator("#best-trial .tag.infeasible").inner_text()
     # the trials table tags them too
     p.locator("#trials tbody tr[data-role]").first.wait_for()
     assert p.locator("#trials tbody .tag.infeasible").count() == len(infeasible)
@@ -106,7 +111,10 @@ def test_reference_run_and_confirmed_configs_on_the_page(page: Page, confirmed: 
     # the reference run (regularization off) beside the tuned best
     p.locator("#reference-table").wait_for()
     head = p.locator("#reference-table thead").inner_text()
-    assert f"tuned (trial {best['trial_number']}, mean of 2 runs)" in head
+    # only the validation row is a mean of the runs; test metrics, gap, ... are the search run's
+    assert f"tuned (trial {best['trial_number']})" in head and "mean of" not in head
+    label = p.locator("#reference-table tr[data-metric='validation val_loss'] th").inner_text()
+    assert label == "validation val_loss (mean of 2 runs)"
     assert f"regularization off (trial {reference['trial_number']})" in head
     row = p.locator("#reference-table tr[data-metric='validation val_loss'] td")
     assert float(row.nth(0).inner_text()) == pytest.approx(best["value"], rel=1e-3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from service.plots import figures
 from service.plots.figures import Axis
 from service.plots.repository import PlotRow
@@ -51,7 +53,7 @@ def test_learning_curves_of_an_unlogged_metric_say_which_ones_exist() -> None:
     assert "val_nll, val_acc" in figure["note"]
     # before any epoch is recorded the note says so instead
     waiting = figures.learning_curves([_row(1)], {}, "val_nll", "val_nll")
-    assert waiting["note"] == "no epoch has been recorded yet"
+    assert waiting["note"] == figures.NO_EPOCH
     assert waiting["metrics"] == []
 
 
@@ -78,11 +80,18 @@ def test_panels_a_plugin_cannot_feed_say_why_and_how() -> None:
     assert "near_zero_frac" in sparsity["note"]
 
 
-def test_panels_of_a_study_without_a_finished_trial_say_so() -> None:
-    running: list[PlotRow] = []
-    assert figures.calibration(running, True)["note"] == "no trial has finished yet"
-    assert figures.sparsity(running, [])["note"] == "no trial has finished yet"
-    assert figures.gap_curves(running, {})["note"] == "no epoch has been recorded yet"
+@pytest.mark.parametrize("state", [None, "fail"])
+def test_panels_of_a_study_without_a_completed_trial_say_so(state: str | None) -> None:
+    """None yet, or only failed ones (the notes said "no trial has finished yet" and "no epoch
+    has been recorded yet" beside failed trials that had finished and recorded epochs)."""
+    rows = [] if state is None else [_row(0, state, value=None, val_ece=0.1)]
+    assert figures.calibration(rows, True)["note"] == "no trial has completed yet"
+    assert figures.sparsity(rows, [])["note"] == "no trial has completed yet"
+    epochs = {100: [{"epoch": 0, "gap": 0.1}]}
+    top = figures.top_trials(rows, maximize=False, k=5, with_pruned=True)
+    assert figures.gap_curves(top, epochs)["note"] == (
+        "no complete or pruned trial has recorded an epoch yet"
+    )
 
 
 def test_gap_curves_draw_when_the_trainer_logs_gap() -> None:

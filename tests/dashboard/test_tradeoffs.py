@@ -67,7 +67,7 @@ def test_pareto_needs_several_objectives_and_notes_more_than_two() -> None:
     assert figure is not None and figure["data"] == []
     assert "3 objectives" in figure["note"] and "pareto" in figure["note"]
     waiting = tradeoffs.pareto([_row(0, "running")], LOSS_ECE)
-    assert waiting is not None and waiting["note"] == "no trial has finished yet"
+    assert waiting is not None and waiting["note"] == figures.NO_COMPLETE_TRIAL
 
 
 def test_history_marks_infeasible_trials_and_its_best_line_skips_them() -> None:

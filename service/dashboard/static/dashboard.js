@@ -445,6 +445,14 @@
     refresh();
   }
 
+  // every objective of the spec (one, or a multi-objective study's list) and its constraints
+  function objectivesText(spec) {
+    const objectives = Array.isArray(spec.objective) ? spec.objective : [spec.objective];
+    const text = objectives.map((o) => `${o.direction || "minimize"} ${o.metric}`).join(", ");
+    const constraints = (spec.constraints || []).map((c) => `${c.metric} ${c.op} ${fmt(c.value)}`);
+    return constraints.length ? `${text}; subject to ${constraints.join(", ")}` : text;
+  }
+
   function renderDetail(study) {
     document.title = `${study.name} · regtune`;
     document.getElementById("study-name").textContent = study.name;
@@ -455,7 +463,7 @@
     document.getElementById("study-progress").replaceChildren(progressBar(study.progress));
     const rows = [
       ["trainer", study.trainer],
-      ["objective", `${study.direction} ${study.metric}`],
+      ["objective", objectivesText(study.spec)],
       ["precision", (study.spec.execution || {}).precision || "32-true"],
       ["created", when(study.created_at)],
       ["started", when(study.started_at)],
@@ -480,7 +488,9 @@
         { class: "best-value" },
         `${study.metric} = `,
         el("strong", { text: fmt(best.value) }),
-        ` (trial ${best.number}, epoch ${fmt(best.best_epoch)} of ${best.epochs_run})`,
+        // best_epoch counts from 0: its epoch is the (best_epoch + 1)th of epochs_run
+        ` (trial ${best.number}, epoch ${best.best_epoch === null ? "?" : best.best_epoch + 1} of ${best.epochs_run})`,
+        best.feasible === false ? el("span", { class: "tag infeasible", text: "infeasible: no trial meets the constraints" }) : null,
       ),
       el("dl", { class: "kv", id: "best-params" }, params.flatMap((p) => [el("dt", { text: p }), el("dd", { text: fmt(best.params[p]) })])),
       el("details", {}, el("summary", { text: "metrics at the best epoch" }), el("dl", { class: "kv" }, metrics.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: fmt(v) })]))),
@@ -510,7 +520,9 @@
     card.hidden = !ref;
     if (!ref) return;
     const tuned = best.metrics || {};
-    const rows = [[`validation ${best.metric}`, best.value, ref.value]];
+    // with confirmation only the validation value is a mean; the other rows are the search run's
+    const first = `validation ${best.metric}`;
+    const rows = [[first, best.value, ref.value]];
     const testKeys = [...new Set([...Object.keys(best.test_metrics || {}), ...Object.keys(ref.test_metrics || {})])];
     for (const key of testKeys.sort()) rows.push([key, (best.test_metrics || {})[key], (ref.test_metrics || {})[key]]);
     for (const key of ["gap", "val_ece", "near_zero_frac", "weight_l2"]) rows.push([key, tuned[key], ref[key]]);
@@ -519,8 +531,8 @@
       el(
         "table",
         { class: "data compare", id: "reference-table" },
-        el("thead", {}, el("tr", {}, el("th", { text: "" }), el("th", { class: "num", text: c ? `tuned (trial ${best.trial_number}, mean of ${c.n} runs)` : `tuned (trial ${best.trial_number})` }), el("th", { class: "num", text: `regularization off (trial ${fmt(ref.trial_number)})` }))),
-        el("tbody", {}, shown.map(([label, a, b]) => el("tr", { "data-metric": label }, el("th", { text: label }), el("td", { class: "num", text: fmt(a) }), el("td", { class: "num", text: fmt(b) })))),
+        el("thead", {}, el("tr", {}, el("th", { text: "" }), el("th", { class: "num", text: `tuned (trial ${best.trial_number})` }), el("th", { class: "num", text: `regularization off (trial ${fmt(ref.trial_number)})` }))),
+        el("tbody", {}, shown.map(([label, a, b]) => el("tr", { "data-metric": label }, el("th", { text: label === first && c ? `${label} (mean of ${c.n} runs)` : label }), el("td", { class: "num", text: fmt(a) }), el("td", { class: "num", text: fmt(b) })))),
       ),
       el("p", { class: "muted", text: ref.state === "complete" ? "reference: weight decay, L1, dropout and label smoothing 0, same trainer config and seed" : `reference run: ${ref.state}` }),
     );
