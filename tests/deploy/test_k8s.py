@@ -4,6 +4,7 @@ Kubernetes schemas offline (kubernetes-validate ships them), and describes what 
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -164,6 +165,62 @@ def test_quickstart_is_self_contained(rendered: dict[str, list[Doc]]) -> None:
     decoded = base64.b64decode(with_url[0]["data"]["database-url"]).decode()
     assert decoded.startswith("postgresql+psycopg://")
     assert "@regtune-postgres:5432/" in decoded
+
+
+@pytest.mark.parametrize("overlay", ["overlays/gpu", "overlays/cpu", "overlays/gpu-autoscaled"])
+def test_worker_torch_threads_match_the_cores_it_requests(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    """Without it torch runs a thread per node core in every worker pod of the node."""
+    c = container(one(rendered[overlay], "Deployment", "regtune-worker"))
+    threads = [e["value"] for e in c["env"] if e["name"] == "REGTUNE_TORCH_THREADS"]
+    assert threads == [c["resources"]["requests"]["cpu"]]
+
+
+def _image_env() -> dict[str, str]:
+    """The `ENV` values of the runtime image that name regtune settings (docker/Dockerfile)."""
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    return dict(re.findall(r"^\s*(REGTUNE_[A-Z_]+)=(\S+?)\s*\\?$", text, flags=re.M))
+
+
+def _pod_env(doc: Doc, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: the image's ENV, then each `env`
+    entry; an optional secret key that is absent is skipped (the image's value stays)."""
+    env = _image_env()
+    for entry in container(doc).get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        data = secrets.get(ref["name"], {})
+        if ref["key"] in data:
+            env[entry["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        else:
+            assert ref.get("optional"), ref  # a required key that is absent: the pod fails
+    return env
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_the_migration_job_upgrades_the_secrets_database(
+    rendered: dict[str, list[Doc]], direct: bool
+) -> None:
+    """With only `database-url` (the quickstart, and what docs/deployment.md creates) the Job
+    migrated the image's SQLite file: its optional key, absent, left the image's
+    REGTUNE_DATABASE_URL in place. It must name the Secret's database, or the direct URL."""
+    docs = rendered["overlays/quickstart"]
+    secrets = {d["metadata"]["name"]: dict(d["data"]) for d in docs if d["kind"] == "Secret"}
+    (name,) = [n for n, data in secrets.items() if "database-url" in data]
+    if direct:
+        secrets[name]["database-url-direct"] = base64.b64encode(b"postgresql://direct/db").decode()
+    job = one(docs, "Job", "regtune-migrate")
+    env = _pod_env(job, secrets)
+    script = container(job)["command"][-1].replace("exec ", "echo ", 1)
+    shown = subprocess.run(
+        ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    url = base64.b64decode(secrets[name]["database-url"]).decode()
+    assert shown[-1] == ("postgresql://direct/db" if direct else url)
+    assert _image_env()["REGTUNE_DATABASE_URL"].startswith("sqlite")  # what it must replace
 
 
 def test_keda_scales_the_workers_on_an_exported_metric(rendered: dict[str, list[Doc]]) -> None:
