@@ -147,13 +147,15 @@ def _short(value: Any) -> str:
 def auto_warmup_steps(spec: StudySpec) -> int:
     """Epochs the ``auto`` pruner lets every trial run before judging it.
 
-    The shortest early-stopping patience the search space allows (its ``patience`` low bound or
-    fixed value; Lightning's default 5 when patience is not searched), at most a quarter of
-    ``max_epochs``: a trial is not cut before it could have stopped itself, and strongly
-    regularized settings, which learn more slowly in the first epochs, are not pruned for it.
+    The shortest early-stopping patience the search space allows (its ``patience`` low bound,
+    smallest choice or fixed value; regtune's default 5 when patience is not searched), at most
+    a quarter of ``max_epochs``: a trial is not cut before it could have stopped itself, and
+    strongly regularized settings, which learn more slowly in the first epochs, are not pruned
+    for it.
     """
     patience = getattr(spec.search_space, "patience", None)
-    low = getattr(patience, "low", getattr(patience, "fixed", 5))
+    choices = getattr(patience, "choices", None)
+    low = min(choices) if choices else getattr(patience, "low", getattr(patience, "fixed", 5))
     max_epochs = spec.trainer_config.get("max_epochs")
     cap = max(1, max_epochs // 4) if isinstance(max_epochs, int) else int(low)
     return max(0, min(int(low), cap))

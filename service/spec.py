@@ -254,8 +254,8 @@ class StudySpec(BaseModel):
     reference: bool = Field(
         True,
         description="also train one reference run with regularization off (weight decay, L1, "
-        "dropout, label smoothing 0; the largest patience) after the search, shown beside the "
-        "best in /best; never counts toward n_trials",
+        "dropout, label smoothing 0; patience max_epochs: no early stopping) after the search, "
+        "shown beside the best in /best; never counts toward n_trials",
     )
     confirm: ConfirmConfig | None = Field(
         None,
@@ -396,6 +396,13 @@ class StudySpec(BaseModel):
                     )
                 elif not in_distribution(dists[name], value):
                     errors.append(f"enqueue.{i}.{name}: {value!r} is outside the search space")
+            missing = [name for name in searched if name not in point]
+            if self.sampler.name == "grid" and missing:
+                # Optuna's GridSampler fails such a trial ("All parameters must be specified")
+                errors.append(
+                    f"enqueue.{i}: the grid sampler needs every searched parameter; "
+                    f"missing {', '.join(missing)}"
+                )
         if errors:
             raise ValueError("; ".join(errors))
 

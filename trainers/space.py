@@ -17,12 +17,14 @@ the expanded parameters, so validating its dump again gives the same space.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import optuna
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -60,8 +62,16 @@ def finite_number(value: int | float) -> int | float:
     return value
 
 
-Number = Annotated[int | float, AfterValidator(finite_number)]
-"""A finite int or float (see `finite_number`)."""
+def not_a_boolean(value: Any) -> Any:
+    """Refuse JSON ``true``/``false`` where a number belongs (pydantic would read them as 1 and
+    0: ``batch_size: {fixed: true}`` trained with batch size 1)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "Input should be a number, not a boolean")
+    return value
+
+
+Number = Annotated[int | float, BeforeValidator(not_a_boolean), AfterValidator(finite_number)]
+"""A finite int or float, never a boolean (see `finite_number`)."""
 
 # Which parameters are integers, and the rule each parameter's values obey.
 INT_PARAMS = frozenset({"batch_size", "patience"})
@@ -101,6 +111,16 @@ class Range(BaseModel):
             if (self.high - self.low) / self.step > MAX_STEPS:
                 raise ValueError(
                     f"step is too small: more than {MAX_STEPS:.0e} steps from low to high"
+                )
+            # Optuna's rule (Decimal of the printed values): a high off the grid is lowered to
+            # the last point with a warning in a worker's log, the spec still showing high
+            low, high, step = (Decimal(str(v)) for v in (self.low, self.high, self.step))
+            if (high - low) % step != 0:
+                last = (high - low) // step * step + low
+                raise ValueError(
+                    f"step {self.step:g} does not divide high - low: the last point would be "
+                    f"{float(last):g}, not high {self.high:g} (make high low + a multiple of "
+                    "step)"
                 )
         return self
 

@@ -165,7 +165,8 @@ class ParetoTrial(BaseModel):
 
 class RunResult(BaseModel):
     """The reference run: the best config retrained with regularization off (weight decay,
-    L1, dropout, label smoothing 0; the largest patience; same batch size and seed)."""
+    L1, dropout, label smoothing 0; patience max_epochs, so no early stopping; same batch size
+    and seed)."""
 
     trial_number: int | None
     state: TrialState

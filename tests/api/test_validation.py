@@ -250,6 +250,28 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "search_space.preset: unknown preset '" + "x" * 64 + "'; choose one of",
     ),
     (
+        "step-must-divide-the-range",  # before: accepted, Optuna searched 0-0.4 with a warning
+        _space(dropout={"low": 0.0, "high": 0.5, "step": 0.2}),
+        ["body", "search_space", "dropout", "step"],
+        "step 0.2 does not divide high - low: the last point would be 0.4, not high 0.5",
+    ),
+    (
+        "a-boolean-is-not-a-number",  # before: batch_size {fixed: true} trained with batch 1
+        _space(batch_size={"fixed": True}),
+        ["body", "search_space", "batch_size", "fixed"],
+        "Input should be a number, not a boolean",
+    ),
+    (
+        "grid-enqueue-names-every-parameter",  # before: accepted, then the trial failed
+        {
+            **_space(dropout={"choices": [0.0, 0.2]}, batch_size={"choices": [16, 32]}),
+            "sampler": {"name": "grid"},
+            "enqueue": [{"dropout": 0.2}],
+        },
+        ["body", "enqueue", "0"],
+        "enqueue.0: the grid sampler needs every searched parameter; missing batch_size",
+    ),
+    (
         "unknown-top-level-field",
         {"priority": "high"},
         ["body", "priority"],

@@ -21,7 +21,8 @@ def spec(**fields: Any) -> StudySpec:
         ({"low": 2, "high": 10}, 30, 2),  # the shortest patience the space allows
         ({"fixed": 6}, 40, 6),
         ({"low": 8, "high": 12}, 12, 3),  # capped at max_epochs // 4
-        (None, 40, 5),  # patience not searched: Lightning's default, 5
+        ({"choices": [2, 1, 8]}, 40, 1),  # the smallest choice (was 5)
+        (None, 40, 5),  # patience not searched: regtune's default, 5
     ],
 )
 def test_auto_pruner_waits_out_the_shortest_patience(

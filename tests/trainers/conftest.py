@@ -2,50 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import optuna
 import pytest
 import torch
 
-from trainers import ObjectiveSpec, SearchSpace, available_trainers
-
-PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugin_pkg"
-PLUGIN_DIST = "regtune-test-plugin"
-
-
-@pytest.fixture(scope="session")
-def test_plugin() -> str:
-    """Make sure the tiny plugin distribution is installed in this venv (editable).
-
-    The tests then see it the way a worker sees a team's package: through its entry points.
-    `tests/setup_env.py` may install it ahead of time; this installs it when it is missing.
-    """
-    try:
-        dist = importlib.metadata.distribution(PLUGIN_DIST)
-        declared = {"test-plugin-pl", "test-plugin-lightning", "insight-cnn"}
-        if not declared <= {ep.name for ep in dist.entry_points}:
-            # an install older than the pyproject's entry points: reinstall it
-            raise importlib.metadata.PackageNotFoundError(PLUGIN_DIST)
-    except importlib.metadata.PackageNotFoundError:
-        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(PLUGIN_DIR)]
-        # Without build isolation pip reuses the venv's setuptools (no download); fall back to
-        # an isolated build where that setuptools cannot build it.
-        if subprocess.run([*pip, "--no-build-isolation"], check=False).returncode != 0:
-            subprocess.run(pip, check=True)
-        importlib.invalidate_caches()
-    try:
-        importlib.import_module("regtune_test_plugin")
-    except ImportError:
-        # Installed during this run: the editable finder's .pth is only read at start-up.
-        sys.path.insert(0, str(PLUGIN_DIR))
-    available_trainers(refresh=True)
-    return PLUGIN_DIST
+from trainers import ObjectiveSpec, SearchSpace
 
 
 @pytest.fixture(scope="session", autouse=True)

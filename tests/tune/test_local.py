@@ -125,16 +125,14 @@ def test_timeout_cancels_the_study_and_exits_3(tmp_path: Path) -> None:
     assert doc["status"] == "cancelled" and doc["gate"]["exit_code"] == 3
 
 
-def test_failed_study_exits_3_with_the_reason(tmp_path: Path) -> None:
-    # TPE's `gamma` must be a function: the sampler builds (so the spec is accepted) but every
-    # trial fails when it suggests, and the failure streak (one, here) fails the study
-    bad = tiny_spec(
-        sampler={"name": "tpe", "seed": 0, "options": {"gamma": 5, "n_startup_trials": 0}}
-    )
+def test_failed_study_exits_3_with_the_reason(tmp_path: Path, test_plugin: str) -> None:
+    # the test plugin's loss turns NaN at epoch 0: every trial diverges, and the failure streak
+    # (one, here) fails the study
+    bad = tiny_spec(trainer="test-plugin-lightning", trainer_config={"nan_at_epoch": 0})
     spec = write_spec(tmp_path / "spec.yaml", bad)
     streak = {"REGTUNE_MAX_CONSECUTIVE_FAILURES": "1"}
     result = tune(tmp_path, str(spec), "--output", "out.json", env=streak)
     assert result.returncode == 3, result.stderr
     assert "study did not finish (exit 3): the study ended failed" in result.stderr
-    assert "not callable" in result.stderr
+    assert "TrialDiverged: training diverged at epoch 0" in result.stderr
     assert load_valid_output(tmp_path / "out.json")["status"] == "failed"
