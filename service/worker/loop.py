@@ -157,15 +157,27 @@ def claim_next(
     return None
 
 
+# Signals this soon after the first are the same request: Ctrl-C reaches the whole process
+# group, so a worker under `regtune serve` gets the terminal's SIGINT and then its supervisor's
+# SIGTERM (or a forwarded SIGINT) within milliseconds.
+SAME_REQUEST_S = 1.0
+
+
 def _install_signals(ctx: WorkerContext) -> dict[int, Any]:
+    first: list[float] = []
+
     def handler(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if ctx.shutdown.is_set():
-            # second signal: abandon now (Optuna records FAIL, the slot is released)
+            if first and time.monotonic() - first[0] < SAME_REQUEST_S:
+                log.info("%s received: already shutting down", name)
+                return
+            # a second request: abandon now (Optuna records FAIL, the slot is released)
             raise WorkerShutdown("abandoned: the worker was asked to shut down twice")
         log.warning(
-            "%s received: abandoning the current trial at its next step, then exiting",
-            signal.Signals(signum).name,
+            "%s received: abandoning the current trial at its next step, then exiting", name
         )
+        first.append(time.monotonic())
         ctx.shutdown.set()
 
     return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

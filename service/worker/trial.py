@@ -269,6 +269,12 @@ def _objective(ctx: WorkerContext, claim: Claim, spec: StudySpec, run: _Run) -> 
             # leave the trial RUNNING: make it an ordinary failure instead.
             run.error = WorkerShutdown("abandoned: the worker was asked to shut down")
             raise run.error from exc
+        except (WorkerShutdown, SlotLost) as exc:
+            # the worker's (a second shutdown signal) or the slot's fate, not the training's:
+            # an extra run gives its slot back and is run again
+            run.error = exc
+            log.warning("trial %s of study %s: %s", trial.number, claim.study_id, exc)
+            raise
         except Exception as exc:
             run.error = exc
             run.trainer_failed = not _is_transient(exc)

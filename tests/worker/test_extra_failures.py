@@ -18,6 +18,7 @@ from service.models import StudyRecord, StudyStatus, TrialRecord, TrialRole, Tri
 from service.studies.extras import confirm_seed
 from service.studies.service import best_result
 from service.worker import repository as worker_repo
+from service.worker.trial import WorkerShutdown
 from tests.support import TINY_CONFIG, serve_in_thread
 from tests.worker.conftest import (
     Db,
@@ -143,3 +144,59 @@ def test_a_database_error_in_a_confirmation_repeat_gives_its_slot_back(
     best = db.execute(lambda s: best_result(s, s.get(StudyRecord, study_id)))
     assert best.confirmation is not None
     assert (best.confirmation.n, best.confirmation.failed) == (3, [])
+
+
+class _ShutdownConfig(BaseModel):
+    max_epochs: int = 3
+    seeds_that_train: list[int] = []  # other seeds: the first build is interrupted
+
+
+_interrupted: list[int] = []
+
+
+def _build_interrupted_once(params: Any, config: Any) -> tuple[Any, Any]:
+    seed = torch.initial_seed()
+    if seed not in config.seeds_that_train and seed not in _interrupted:
+        _interrupted.append(seed)
+        # what the worker's signal handler raises inside training on a second SIGTERM/Ctrl-C
+        raise WorkerShutdown("abandoned: the worker was asked to shut down twice")
+    return SYNTHETIC_MLP.build(
+        params, SYNTHETIC_MLP.validate_config({**TINY_CONFIG, "max_epochs": config.max_epochs})
+    )
+
+
+def test_a_confirmation_repeat_abandoned_by_a_shutdown_is_run_again(
+    migrated_db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second signal abandons the running repeat at once: that is the worker's shutdown, not
+    the repeat's result. Before, it was recorded failed keeping its slot (never run again; the
+    study completed with the repeat missing); now the slot is given back and it trains."""
+    register_trainer(
+        monkeypatch,
+        Trainer(
+            name="interrupted-once",
+            description="the first build of an unlisted seed is interrupted (tests only)",
+            config_model=_ShutdownConfig,
+            build=_build_interrupted_once,
+        ),
+    )
+    _interrupted.clear()
+    spec = tiny_spec(
+        name="twice",
+        n_trials=1,
+        trainer="interrupted-once",
+        trainer_config={"max_epochs": 3, "seeds_that_train": _seeds_that_train(1)},
+        confirm={"top_k": 1, "repeats": 1},
+    )
+    study_id = insert_study(migrated_db_url, spec)
+    run_workers_in_threads(settings_for(migrated_db_url), 1)
+
+    db = Db(migrated_db_url)
+    study = db.study(study_id)
+    confirms = [t for t in db.trials(study_id) if t.role == TrialRole.confirm]
+    assert len(_interrupted) == 1 and study.status == StudyStatus.completed, study.error
+    (abandoned,) = [t for t in confirms if t.state == TrialState.fail]
+    assert abandoned.slot is None and "shut down twice" in (abandoned.error or "")
+    (done,) = [t for t in confirms if t.state == TrialState.complete]
+    assert done.train_seed == abandoned.train_seed
+    assert (study.n_extra, study.n_extra_finished, study.consecutive_failures) == (1, 1, 0)
