@@ -189,3 +189,11 @@ def test_token_commands_take_format_json_like_every_other_command(sqlite_url: st
     assert json.loads(listed.stdout) == json.loads(alias.stdout)
     assert [t["name"] for t in json.loads(listed.stdout)] == ["ci"]
     assert "--json" not in runner.invoke(app, ["token", "list", "--help"]).stdout
+
+
+def test_help_names_the_environment_variables() -> None:
+    """Rich read "[env: REGTUNE_SERVER_URL]" as markup and dropped it from every --help."""
+    for command in (["status"], ["submit"], ["db", "upgrade"]):
+        shown = CliRunner().invoke(app, [*command, "--help"], terminal_width=200).stdout
+        env = "REGTUNE_DATABASE_URL" if command[0] == "db" else "REGTUNE_SERVER_URL"
+        assert f"[env: {env}]" in shown, command

@@ -63,11 +63,11 @@ def settings_from(**overrides: Any) -> Settings:
 
 
 ServerOpt = Annotated[
-    str | None, typer.Option("--server", help="API base URL [env: REGTUNE_SERVER_URL]")
+    str | None, typer.Option("--server", help="API base URL \\[env: REGTUNE_SERVER_URL]")
 ]
 TokenOpt = Annotated[
     str | None,
-    typer.Option("--token", help="Bearer token [env: REGTUNE_TOKEN]", show_default=False),
+    typer.Option("--token", help="Bearer token \\[env: REGTUNE_TOKEN]", show_default=False),
 ]
 FormatOpt = Annotated[
     OutputFormat, typer.Option("--format", "-f", help="text for people, json for scripts")
@@ -76,7 +76,7 @@ FormatOpt = Annotated[
 JsonAliasOpt = Annotated[bool, typer.Option("--json", hidden=True, help="same as --format json")]
 DbUrlOpt = Annotated[
     str | None,
-    typer.Option("--database-url", help="database URL [env: REGTUNE_DATABASE_URL]"),
+    typer.Option("--database-url", help="database URL \\[env: REGTUNE_DATABASE_URL]"),
 ]
 
 

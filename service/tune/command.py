@@ -6,6 +6,7 @@ Exit codes are the CI contract (see `ExitCode` and docs/ci.md). Every failure is
 
 from __future__ import annotations
 
+import os
 import signal
 import tempfile
 import time
@@ -68,12 +69,16 @@ class TuneOptions:
     gate_metric: str | None = None
 
 
-def _configured_server() -> str | None:
-    """``REGTUNE_SERVER_URL`` (or ``.env``) when it is set: then tune runs on that server."""
+def _settings() -> Settings:
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as exc:
         raise _usage(f"settings: {exc.errors()[0]['msg']}") from None
+
+
+def _configured_server() -> str | None:
+    """``REGTUNE_SERVER_URL`` (or ``.env``) when it is set: then tune runs on that server."""
+    settings = _settings()
     return settings.server_url if "server_url" in settings.model_fields_set else None
 
 
@@ -118,6 +123,11 @@ def _check_usage(opts: TuneOptions) -> None:
     low, high = opts.min_score, opts.max_score
     if low is not None and high is not None and low > high:
         raise _usage("--min-score is greater than --max-score: no result can pass")
+    for option, path in (("--output", opts.output), ("--summary", opts.summary)):
+        folder = Path(path).parent if path else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            # found before the study runs, not after it (the files are written last)
+            raise _usage(f"{option} {path}: folder {str(folder)!r} is missing or not writable")
 
 
 def _check_previous(prev: Previous, option: str, objective: ObjectiveConfig) -> None:
@@ -348,7 +358,10 @@ def _run_server(
         enqueued = _warm_params(warm, space)
         if enqueued:  # the server evaluates these first (spec field `enqueue`)
             body = {**body, "enqueue": [enqueued, *(body.get("enqueue") or [])]}
-    remote = RemoteStudy(server, opts.token)
+    # --token or REGTUNE_TOKEN, else `.env`'s (as `regtune submit` reads it)
+    configured = _settings().token
+    token = opts.token or (configured.get_secret_value() if configured else None)
+    remote = RemoteStudy(server, token)
     try:
         created = remote.submit(body)
         try:
@@ -400,11 +413,8 @@ def _conclude(
         exit_code=code,
         warm_start=run.enqueued,
         baseline=baseline,
+        reason=reason if code == ExitCode.STUDY_FAILED else None,
     )
-    if opts.output:
-        write_json(opts.output, doc)
-    if opts.summary:
-        write_summary(opts.summary, doc)
     counts = doc["counts"]
     typer.echo(
         f"study {study['id']} {study['name']!r} {study['status']}: {counts['complete']} complete, "
@@ -421,6 +431,12 @@ def _conclude(
         _echo_err(f"error: gate failed (exit 1): {missed}")
     elif code == ExitCode.STUDY_FAILED:
         _echo_err(f"error: study did not finish (exit 3): {reason}")
+    # after the verdict is on the screen: a file that cannot be written (checked at start,
+    # `_check_usage`, but a disk may fill) must not hide it
+    if opts.output:
+        write_json(opts.output, doc)
+    if opts.summary:
+        write_summary(opts.summary, doc)
     return code
 
 
@@ -432,7 +448,9 @@ Opt = typer.Option
 def tune_command(
     spec: Annotated[str, typer.Argument(help="study spec file (YAML or JSON)")],
     server: Annotated[
-        str | None, Opt("--server", help="submit to this regtune server [env: REGTUNE_SERVER_URL]")
+        str | None,
+        # \\[: a literal bracket (Rich reads "[env: ...]" as markup and drops it)
+        Opt("--server", help="submit to this regtune server \\[env: REGTUNE_SERVER_URL]"),
     ] = None,
     token: Annotated[
         str | None, Opt("--token", envvar="REGTUNE_TOKEN", help="Bearer token", show_default=False)

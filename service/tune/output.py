@@ -58,8 +58,10 @@ def build_output(
     exit_code: ExitCode,
     warm_start: dict[str, Any] | None,
     baseline: Previous | None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Assemble the document from the final study (API shape) and its best trial (or None)."""
+    """Assemble the document from the final study (API shape) and its best trial (or None);
+    `reason`: why tune ended it early (timeout, interrupted), when the study says nothing."""
     progress = study.get("progress") or {}
     return {
         "schema_version": SCHEMA_VERSION,
@@ -70,7 +72,7 @@ def build_output(
         "study_name": study["name"],
         "trainer": study.get("trainer"),
         "status": study["status"],
-        "status_reason": study.get("error"),
+        "status_reason": study.get("error") or reason,
         "metric": study["metric"],
         "direction": study["direction"],
         "best_value": best["value"] if best else None,

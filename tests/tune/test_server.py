@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.auth import TokenScope, create_token
+from service.db import make_engine, make_session_factory, unit_of_work
 from tests.tune.conftest import Server, load_valid_output, tiny_spec, write_spec
 
 pytestmark = pytest.mark.slow
@@ -120,3 +122,24 @@ def test_refused_token_exits_4(auth_server: Server, tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4, err
     assert "the server refused the token (HTTP 401" in err and "Traceback" not in err
+
+
+def test_the_token_and_reason_come_from_dotenv_and_the_timeout(
+    auth_server: Server, tmp_path: Path
+) -> None:
+    """`.env`'s REGTUNE_TOKEN is used as `regtune submit` uses it (before: tune sent no token,
+    exit 4); a study tune ended by --timeout says why in `status_reason` (was null)."""
+    engine = make_engine(f"sqlite:///{auth_server.db}")
+    with unit_of_work(make_session_factory(engine)) as session:
+        _info, secret = create_token(session, "tune-dotenv", TokenScope.write)
+    engine.dispose()
+    (tmp_path / ".env").write_text(f"REGTUNE_TOKEN={secret}\n")
+    spec = write_spec(tmp_path / "spec.yaml", tiny_spec(name="dotenv", n_trials=1))
+    # no worker on this server: the study waits until --timeout cancels it
+    args = [str(spec), "--server", auth_server.url, "--timeout", "2", "-o", "out.json"]
+    proc = _start_tune(tmp_path, *args)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "timed out after 2 s" in err
+    doc = load_valid_output(tmp_path / "out.json")
+    assert doc["status"] == "cancelled" and "timed out after 2 s" in doc["status_reason"]

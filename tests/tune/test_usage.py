@@ -31,6 +31,9 @@ def test_invalid_spec_exits_2_naming_the_field_and_rule(
         (["--warm-start", "spec.yaml"], "--warm-start spec.yaml: not valid JSON"),
         (["--local", "--server", "http://127.0.0.1:1"], "--local and --server exclude"),
         (["--min-score", "2", "--max-score", "1"], "no result can pass"),
+        # found before the study runs (was: after it, replacing the verdict)
+        (["-o", "no/such/out.json"], "--output no/such/out.json: folder 'no/such' is missing"),
+        (["--summary", "gone/s.md"], "--summary gone/s.md: folder 'gone' is missing"),
     ],
 )
 def test_bad_options_exit_2(
