@@ -58,6 +58,7 @@ def trial_line(trial: dict[str, Any], tally: Tally, n_trials: int) -> str:
 class Reporter(Protocol):
     def start(self, study: dict[str, Any], headline: str) -> None: ...
     def trial(self, trial: dict[str, Any], study: dict[str, Any]) -> None: ...
+    def poll(self, study: dict[str, Any]) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -77,6 +78,9 @@ class LineReporter:
     def trial(self, trial: dict[str, Any], study: dict[str, Any]) -> None:
         self.tally.add(trial, study["direction"])
         self._print(trial_line(trial, self.tally, study["progress"]["n_trials"]))
+
+    def poll(self, study: dict[str, Any]) -> None:
+        pass  # a line per finished trial, nothing in between
 
     def stop(self) -> None:
         pass
@@ -99,6 +103,7 @@ class BarReporter:
             transient=False,
         )
         self.task: Any = None
+        self.extra_task: Any = None  # the reference and confirmation runs, once there are some
         self.tally = Tally()
 
     def start(self, study: dict[str, Any], headline: str) -> None:
@@ -117,6 +122,18 @@ class BarReporter:
             completed=self.tally.finished,
             description=f"best {study['metric']}={_fmt(self.tally.best)}",
         )
+        self.poll(study)
+
+    def poll(self, study: dict[str, Any]) -> None:
+        # runs beyond n_trials get a bar of their own once planned: without it a finished
+        # search bar sat still while `regtune tune`'s confirmation repeats trained
+        progress = study["progress"]
+        extra = int(progress.get("extra") or 0)
+        if extra:
+            if self.extra_task is None:
+                self.extra_task = self.progress.add_task("extra runs", total=extra)
+            done = int(progress.get("extra_finished") or 0)
+            self.progress.update(self.extra_task, total=extra, completed=done)
 
     def stop(self) -> None:
         self.progress.stop()

@@ -43,8 +43,10 @@ def watch(
     while True:
         study = source.study()
         p = study["progress"]
-        count = p["finished"] + p["failed"]
+        # extra runs (reference, confirmation) are counted apart from finished and failed
+        count = p["finished"] + p["failed"] + p.get("extra_finished", 0)
         final = study["status"] in FINAL_STATUSES
+        reporter.poll(study)
         if count != last_count or final:
             last_count = count
             for trial in source.finished_trials():

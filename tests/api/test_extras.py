@@ -27,7 +27,7 @@ from service.studies.confirmation import ConfigRuns, rank_by_mean, run_stats
 from service.tune.errors import ExitCode
 from service.tune.gate import Verdict
 from service.tune.output import build_output, output_schema
-from service.tune.progress import Tally, trial_line
+from service.tune.progress import BarReporter, Tally, trial_line
 from service.tune.summary import render_summary
 from service.worker import repository as worker_repo
 from tests.api.conftest import run_worker_until_idle
@@ -229,6 +229,25 @@ def test_tune_progress_lines_count_search_trials_and_label_extra_runs() -> None:
         "trial 1 (reference) complete value=0.4000 best=0.5000 [1/1]",
         "trial 2 (confirm of 0) complete value=0.3000 best=0.5000 [1/1]",
     ]
+
+
+def test_the_progress_bar_counts_extra_runs_on_a_bar_of_their_own() -> None:
+    """On a terminal the search bar was full and still while confirmation repeats trained."""
+    bar = BarReporter()
+    study: dict[str, Any] = {
+        "metric": "val_loss",
+        "direction": "minimize",
+        "progress": {"n_trials": 1, "extra": 0, "extra_finished": 0},
+    }
+    bar.start(study, "study 1 'x' on a test")
+    bar.trial({"number": 0, "state": "complete", "value": 0.5}, study)
+    assert len(bar.progress.tasks) == 1  # no extra runs planned yet
+    study["progress"] = {"n_trials": 1, "extra": 2, "extra_finished": 1}
+    bar.trial({"number": 1, "state": "complete", "value": 0.4, "role": "confirm"}, study)
+    bar.stop()
+    search, extra = bar.progress.tasks
+    assert (search.completed, search.total) == (1, 1)
+    assert (extra.description, extra.completed, extra.total) == ("extra runs", 1, 2)
 
 
 def test_confirmation_repeats_feasible_configs_once_each(migrated_db_url: str) -> None:
