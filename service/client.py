@@ -48,6 +48,10 @@ class ClientError(Exception):
         return self.status_code is None or self.status_code >= 500
 
 
+# where in the request a 422's `loc` starts; the field path follows
+_LOC_ROOTS = frozenset({"body", "path", "query", "header"})
+
+
 def _detail(response: httpx.Response) -> str:
     """The server's error message(s): ``{"detail": [{"loc", "msg"}]}`` or a plain detail."""
     try:
@@ -59,9 +63,11 @@ def _detail(response: httpx.Response) -> str:
         parts = []
         for item in detail:
             if isinstance(item, dict):
-                loc = [str(p) for p in item.get("loc", []) if p != "body"]
+                where = ".".join(str(p) for p in item.get("loc", []) if p not in _LOC_ROOTS)
                 msg = str(item.get("msg", ""))
-                parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+                # the server's messages mostly start with the field already
+                named = not where or msg.startswith(where)
+                parts.append(msg if named else f"{where}: {msg}")
             else:
                 parts.append(str(item))
         return "; ".join(parts)
@@ -96,6 +102,8 @@ class ApiClient:
                 url=self.server,
             )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if not self.server.startswith(("http://", "https://")):
+            raise _invalid_url(self.server, ValueError("it needs http:// or https://"))
         try:
             self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
         except httpx.InvalidURL as exc:

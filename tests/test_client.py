@@ -29,10 +29,19 @@ def test_a_refused_request_carries_its_status_and_the_servers_detail(api: str) -
     assert "search_space.dropout" in refused.value.detail
     assert not refused.value.transient and not refused.value.auth
     assert str(refused.value).startswith("HTTP 422: ")
+    # the field is named once (was "search_space.dropout.high: search_space.dropout.high ...")
+    assert refused.value.detail.count("search_space.dropout.high") == 1, refused.value.detail
 
     with ApiClient(api) as client, pytest.raises(ClientError) as missing:
         client.best(999)
     assert missing.value.status_code == 404 and not missing.value.transient
+    assert missing.value.detail == "study '999' not found"  # was "path.study: study ..."
+
+
+def test_a_server_url_without_a_scheme_says_so() -> None:
+    """Was "cannot reach ... (UnsupportedProtocol); is `regtune serve` running?"."""
+    with pytest.raises(ClientError, match="'localhost:9' .* is not valid: it needs http://"):
+        ApiClient("localhost:9")
 
 
 def test_a_refused_token_is_an_auth_error_and_is_not_retried(sqlite_url: str) -> None:
