@@ -40,7 +40,7 @@ def test_a_refused_request_carries_its_status_and_the_servers_detail(api: str) -
 
 def test_a_server_url_without_a_scheme_says_so() -> None:
     """Was "cannot reach ... (UnsupportedProtocol); is `regtune serve` running?"."""
-    with pytest.raises(ClientError, match="'localhost:9' .* is not valid: it needs http://"):
+    with pytest.raises(ClientError, match=r"'localhost:9' .* is not valid: it needs http://"):
         ApiClient("localhost:9")
 
 
