@@ -171,6 +171,15 @@ def test_serve_on_a_port_in_use_is_one_line_before_any_worker_starts(sqlite_url:
     )
 
 
+def test_serve_on_an_address_of_no_interface_blames_the_host(sqlite_url: str) -> None:
+    """Was "--port 8799: cannot listen ..." when the port was free and the host was wrong."""
+    port = free_port()
+    args = ["serve", "--host", "192.0.2.1", "--port", str(port), "--workers", "0"]
+    result = runner.invoke(app, [*args, "--database-url", sqlite_url])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: --host 192.0.2.1: cannot listen on 192.0.2.1:{port}")
+
+
 def test_worker_once_exits_when_there_is_no_work(sqlite_url: str) -> None:
     assert runner.invoke(app, ["db", "upgrade", "--database-url", sqlite_url]).exit_code == 0
     result = runner.invoke(app, ["worker", "--once", "--database-url", sqlite_url])

@@ -222,6 +222,7 @@ def serve(
 def _check_port(host: str, port: int) -> None:
     """Fail with one line when `host:port` cannot be listened on (uvicorn would log the error
     and exit 3 after the workers had started). Bound as uvicorn binds (SO_REUSEADDR)."""
+    import errno
     import socket
 
     try:
@@ -235,7 +236,12 @@ def _check_port(host: str, port: int) -> None:
         try:
             sock.bind(address)
         except OSError as exc:
-            fail(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})")
+            # EADDRNOTAVAIL: no interface of this host has that address (the host's fault)
+            option = "--host" if exc.errno == errno.EADDRNOTAVAIL else "--port"
+            fail(
+                f"{option} {host if option == '--host' else port}: cannot listen on "
+                f"{host}:{port} ({exc.strerror or exc})"
+            )
 
 
 def _exit_on_signal(_signum: int, _frame: FrameType | None) -> None:
