@@ -32,6 +32,7 @@ from service.worker.trial import (
     run_claimed_trial,
 )
 from trainers import available_trainers
+from trainers.space import STORED
 
 __all__ = ["WorkerOptions", "run_worker"]
 
@@ -72,7 +73,8 @@ class _Specs:
         if study.id in self.parsed:
             return self.parsed[study.id]
         try:
-            spec = StudySpec.model_validate(study.spec)
+            # rules added after it was accepted do not fail a queued study (`space.STORED`)
+            spec = StudySpec.model_validate(study.spec, context={STORED: True})
         except ValidationError as exc:
             if study.trainer not in available_trainers():
                 # another worker (with that plugin installed) may run it

@@ -55,6 +55,27 @@ def test_study_runs_to_completed_with_exactly_n_trials(migrated_db_url: str) -> 
     assert (study.best_trial_number, study.best_value) == (best.number, best.value)
 
 
+def test_a_study_stored_before_a_new_submit_rule_still_runs(migrated_db_url: str) -> None:
+    """Submit now refuses a step that does not divide its range; a study accepted before that
+    rule (queued across the upgrade) is run as it was, not failed by the worker."""
+    spec = tiny_spec(name="legacy", n_trials=1)
+    spec["search_space"]["dropout"] = {"low": 0.0, "high": 0.5, "step": 0.1}
+    study_id = insert_study(migrated_db_url, spec)
+    db = Db(migrated_db_url)
+    legacy = {**spec, "search_space": {**spec["search_space"]}}
+    legacy["search_space"]["dropout"] = {"low": 0.0, "high": 0.5, "step": 0.2}
+    db.execute(
+        lambda s: s.execute(update(StudyRecord).where(StudyRecord.id == study_id).values(
+            spec={**s.get(StudyRecord, study_id).spec, "search_space": legacy["search_space"]}
+        ))
+    )  # fmt: skip
+    assert run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False) == 1
+    study = db.study(study_id)
+    assert study.status == StudyStatus.completed, study.error
+    (trial,) = db.trials(study_id)
+    assert trial.dropout in (0.0, 0.2, 0.4)  # Optuna's grid, as before the rule
+
+
 def test_optuna_load_study_sees_the_same_trials(migrated_db_url: str) -> None:
     study_id = insert_study(migrated_db_url, tiny_spec(name="compat", n_trials=2))
     run_worker(settings_for(migrated_db_url), IDLE, handle_signals=False)
