@@ -15,7 +15,20 @@ from tests.worker.conftest import Db, insert_study, tiny_spec, wait_for, worker_
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_abandons_the_running_trial_cleanly(migrated_db_url: str) -> None:
+@pytest.mark.parametrize(
+    "signals",
+    [
+        [signal.SIGTERM],
+        # Ctrl-C under `regtune serve`: the terminal's SIGINT, then the supervisor's SIGTERM right
+        # after. Before, the worker took the second as "abandon at once" (a traceback, and the
+        # trial recorded "shut down twice"); it is the same request
+        [signal.SIGINT, signal.SIGTERM],
+    ],
+    ids=["sigterm", "ctrl-c-under-a-supervisor"],
+)
+def test_a_shutdown_signal_abandons_the_running_trial_cleanly(
+    migrated_db_url: str, signals: list[signal.Signals]
+) -> None:
     spec = tiny_spec(name="sigterm", n_trials=2)
     spec["trainer_config"]["max_epochs"] = 5000
     spec["search_space"]["patience"] = {"fixed": 5000}
@@ -24,7 +37,8 @@ def test_sigterm_abandons_the_running_trial_cleanly(migrated_db_url: str) -> Non
     proc = worker_process(migrated_db_url, "--study", str(study_id))
     try:
         wait_for(lambda: any(t.epochs_run >= 2 for t in db.trials(study_id)), what="a trial")
-        proc.send_signal(signal.SIGTERM)
+        for signum in signals:
+            proc.send_signal(signum)
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
@@ -33,36 +47,12 @@ def test_sigterm_abandons_the_running_trial_cleanly(migrated_db_url: str) -> Non
     (trial,) = db.trials(study_id)
     assert trial.state == TrialState.fail
     assert trial.slot is None  # another worker will run this slot
-    assert trial.error is not None and "shut down" in trial.error
+    assert trial.error is not None and "shut down" in trial.error and "twice" not in trial.error
     frozen = optuna.load_study(study_name="sigterm", storage=migrated_db_url).trials
     assert [t.state for t in frozen] == [OptunaState.FAIL]  # not left RUNNING
     study = db.study(study_id)
     # an abandoned trial is not the study's fault
     assert study.status == StudyStatus.running and study.consecutive_failures == 0
-
-
-def test_ctrl_c_under_a_supervisor_is_one_request(migrated_db_url: str) -> None:
-    """Ctrl-C under `regtune serve`: the terminal's SIGINT, then the supervisor's SIGTERM right
-    after. Before, the worker took the second as "abandon at once" (a traceback, and the trial
-    recorded "shut down twice"); it is the same request: the trial ends at its next step."""
-    spec = tiny_spec(name="ctrl-c", n_trials=2)
-    spec["trainer_config"]["max_epochs"] = 5000
-    spec["search_space"]["patience"] = {"fixed": 5000}
-    study_id = insert_study(migrated_db_url, spec)
-    db = Db(migrated_db_url)
-    proc = worker_process(migrated_db_url, "--study", str(study_id))
-    try:
-        wait_for(lambda: any(t.epochs_run >= 2 for t in db.trials(study_id)), what="a trial")
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    (trial,) = db.trials(study_id)
-    assert trial.state == TrialState.fail and trial.slot is None
-    assert trial.error is not None and "shut down" in trial.error and "twice" not in trial.error
 
 
 @pytest.mark.postgres
