@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -35,7 +36,7 @@ from service.optuna_builders import (
 from service.studies.confirmation import RACE_ALPHA
 from trainers import PARAM_NAMES, Range, SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
-from trainers.space import MAX_ABS_INT, Number, in_distribution
+from trainers.space import MAX_ABS_INT, Number, in_distribution, not_a_boolean
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -47,6 +48,11 @@ MAX_KEY_LENGTH = 128
 # A grid sampler runs every combination of the choices; a worker builds the whole grid.
 MAX_GRID_POINTS = 100_000
 MAX_ENQUEUE = 100
+
+
+# a number field that refuses JSON true/false (pydantic would read them as 1 and 0)
+_T = TypeVar("_T")
+NotBool = Annotated[_T, BeforeValidator(not_a_boolean)]
 
 
 def _json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
@@ -128,7 +134,7 @@ class ConstraintConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metric: str = Field(min_length=1, max_length=64)
     op: Literal["<=", ">="]
-    value: float = Field(allow_inf_nan=False)
+    value: NotBool[float] = Field(allow_inf_nan=False)
 
     def violation(self, metrics: dict[str, float]) -> float:
         """Optuna's constraint value: <= 0 when the bound holds (inf when the metric is absent
@@ -142,7 +148,7 @@ class ConstraintConfig(BaseModel):
 class SamplerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Literal["tpe", "random", "grid", "cmaes", "gp", "qmc", "nsga2"] = "tpe"
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    seed: NotBool[int | None] = Field(None, ge=0, le=2**31 - 1)
     # extra keyword arguments for the Optuna sampler (checked by building it at submit)
     options: FreeForm = Field(default_factory=dict)
 
@@ -184,8 +190,8 @@ class PrunerConfig(BaseModel):
 
 class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    n_trials: int = Field(20, ge=1, le=100_000)
-    timeout_s: float | None = Field(None, gt=0, le=30 * 24 * 3600, allow_inf_nan=False)
+    n_trials: NotBool[int] = Field(20, ge=1, le=100_000)
+    timeout_s: NotBool[float | None] = Field(None, gt=0, le=30 * 24 * 3600, allow_inf_nan=False)
 
 
 MAX_CONFIRM_TOP_K = 10
@@ -197,8 +203,8 @@ class ConfirmConfig(BaseModel):
     seeds, once the search budget is spent (docs/api.md, "Confirmation")."""
 
     model_config = ConfigDict(extra="forbid")
-    top_k: int = Field(3, ge=1, le=MAX_CONFIRM_TOP_K)
-    repeats: int = Field(2, ge=1, le=MAX_CONFIRM_REPEATS)
+    top_k: NotBool[int] = Field(3, ge=1, le=MAX_CONFIRM_TOP_K)
+    repeats: NotBool[int] = Field(2, ge=1, le=MAX_CONFIRM_REPEATS)
     race: bool = Field(
         False,
         description="repeat round by round and stop re-training a configuration once a "

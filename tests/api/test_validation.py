@@ -262,6 +262,12 @@ CASES: list[tuple[str, dict[str, Any], list[Any], str]] = [
         "Input should be a number, not a boolean",
     ),
     (
+        "budget-is-not-a-boolean",  # before: n_trials true was a budget of 1 trial
+        {"budget": {"n_trials": True}},
+        ["body", "budget", "n_trials"],
+        "budget.n_trials: Input should be a number, not a boolean",
+    ),
+    (
         "grid-enqueue-names-every-parameter",  # before: accepted, then the trial failed
         {
             **_space(dropout={"choices": [0.0, 0.2]}, batch_size={"choices": [16, 32]}),
