@@ -75,6 +75,30 @@ DEFAULT_RANDOM_SHARE = 0.0
 `service.samplers.RandomShareSampler` and docs/benchmarks.md, "Sampler regret")."""
 
 
+# The Optuna class behind each sampler and pruner name: `build_sampler` builds the plain ones
+# from it, and its constructor's annotations say which options a JSON spec can give at all
+# (`_check_types`).
+_SAMPLER_CLASSES: dict[str, type] = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+}
+_PRUNER_CLASSES: dict[str, type] = {
+    "auto": optuna.pruners.PercentilePruner,
+    "gap": optuna.pruners.PercentilePruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "patient": optuna.pruners.PatientPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+}
+
+
 class SpecError(ValueError):
     """Sampler/pruner options Optuna refuses; the message starts with the field path."""
 
@@ -102,22 +126,15 @@ def build_sampler(
             case "tpe":
                 tpe = optuna.samplers.TPESampler(seed=seed, **options)
                 return RandomShareSampler(tpe, share, seed) if share > 0 else tpe
-            case "random":
-                return optuna.samplers.RandomSampler(seed=seed, **options)
             case "grid":
                 grid = {
                     name: list(dist.choices)[: None if full_grid else 1]  # type: ignore[attr-defined]
                     for name, dist in spec.search_space.distributions().items()
                 }
                 return optuna.samplers.GridSampler(grid, seed=seed, **options)
-            case "cmaes":
-                return optuna.samplers.CmaEsSampler(seed=seed, **options)
-            case "gp":
-                return optuna.samplers.GPSampler(seed=seed, **options)
-            case "qmc":
-                return optuna.samplers.QMCSampler(seed=seed, **options)
-            case "nsga2":
-                return optuna.samplers.NSGAIISampler(seed=seed, **options)
+            case name if name in _SAMPLER_CLASSES:  # random, cmaes, gp, qmc, nsga2
+                sampler: optuna.samplers.BaseSampler = _SAMPLER_CLASSES[name](seed=seed, **options)
+                return sampler
     except (TypeError, ValueError) as exc:
         raise SpecError(f"sampler.options: {_describe(exc)}") from None
     raise SpecError(f"sampler.name: unknown sampler {config.name!r}")
@@ -263,27 +280,6 @@ def check_options(spec: StudySpec) -> None:
             raise SpecError(f"pruner.options: {_describe(exc)}") from None
 
 
-# The Optuna class behind each sampler and pruner name: its constructor's annotations say which
-# options a JSON spec can give at all (`_check_types`).
-_SAMPLER_CLASSES: dict[str, type] = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "grid": optuna.samplers.GridSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "gp": optuna.samplers.GPSampler,
-    "qmc": optuna.samplers.QMCSampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
-}
-_PRUNER_CLASSES: dict[str, type] = {
-    "auto": optuna.pruners.PercentilePruner,
-    "gap": optuna.pruners.PercentilePruner,
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "patient": optuna.pruners.PatientPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-}
 # type names a JSON value can be; an annotation naming anything else (Callable, BaseSampler,
 # FrozenTrial, ...) takes a Python object, which Optuna stores unchecked and calls mid-study
 _JSON_TYPES = {"bool", "int", "float", "str", "None", "dict", "list", "Any", "Mapping", "Sequence"}

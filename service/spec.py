@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -36,7 +35,7 @@ from service.optuna_builders import (
 from service.studies.confirmation import RACE_ALPHA
 from trainers import PARAM_NAMES, Range, SearchSpace, UnknownTrainerError, get_trainer
 from trainers.objective import ObjectiveSpec
-from trainers.space import MAX_ABS_INT, Number, in_distribution, not_a_boolean
+from trainers.space import MAX_ABS_INT, NotBool, Number, in_distribution
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -48,11 +47,6 @@ MAX_KEY_LENGTH = 128
 # A grid sampler runs every combination of the choices; a worker builds the whole grid.
 MAX_GRID_POINTS = 100_000
 MAX_ENQUEUE = 100
-
-
-# a number field that refuses JSON true/false (pydantic would read them as 1 and 0)
-_T = TypeVar("_T")
-NotBool = Annotated[_T, BeforeValidator(not_a_boolean)]
 
 
 def _json_problem(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import optuna
 from pydantic import (
@@ -71,7 +71,11 @@ def not_a_boolean(value: Any) -> Any:
     return value
 
 
-Number = Annotated[int | float, BeforeValidator(not_a_boolean), AfterValidator(finite_number)]
+_T = TypeVar("_T")
+NotBool = Annotated[_T, BeforeValidator(not_a_boolean)]
+"""A number field that refuses JSON true/false (pydantic would read them as 1 and 0)."""
+
+Number = Annotated[NotBool[int | float], AfterValidator(finite_number)]
 """A finite int or float, never a boolean (see `finite_number`)."""
 
 # Which parameters are integers, and the rule each parameter's values obey.

@@ -34,14 +34,20 @@ from trainers.registry import Trainer
 
 class _Config(BaseModel):
     max_epochs: int = 3
-    seeds_that_train: list[int] = []  # seeds that train normally; any other diverges
+    # seeds that train normally; any other diverges (or, interrupted-once, is interrupted once)
+    seeds_that_train: list[int] = []
+
+
+def _synthetic(params: Any, config: Any) -> tuple[Any, Any]:
+    """The tiny synthetic-mlp, trained for `config.max_epochs`."""
+    return SYNTHETIC_MLP.build(
+        params, SYNTHETIC_MLP.validate_config({**TINY_CONFIG, "max_epochs": config.max_epochs})
+    )
 
 
 def _build(params: Any, config: Any) -> tuple[Any, Any]:
     diverges = torch.initial_seed() not in config.seeds_that_train  # regtune seeded torch
-    module, data = SYNTHETIC_MLP.build(
-        params, SYNTHETIC_MLP.validate_config({**TINY_CONFIG, "max_epochs": config.max_epochs})
-    )
+    module, data = _synthetic(params, config)
     if diverges:
         forward = module.backbone.forward
         module.backbone.forward = lambda x: forward(x) * float("nan")
@@ -146,11 +152,6 @@ def test_a_database_error_in_a_confirmation_repeat_gives_its_slot_back(
     assert (best.confirmation.n, best.confirmation.failed) == (3, [])
 
 
-class _ShutdownConfig(BaseModel):
-    max_epochs: int = 3
-    seeds_that_train: list[int] = []  # other seeds: the first build is interrupted
-
-
 _interrupted: list[int] = []
 
 
@@ -160,9 +161,7 @@ def _build_interrupted_once(params: Any, config: Any) -> tuple[Any, Any]:
         _interrupted.append(seed)
         # what the worker's signal handler raises inside training on a second SIGTERM/Ctrl-C
         raise WorkerShutdown("abandoned: the worker was asked to shut down twice")
-    return SYNTHETIC_MLP.build(
-        params, SYNTHETIC_MLP.validate_config({**TINY_CONFIG, "max_epochs": config.max_epochs})
-    )
+    return _synthetic(params, config)
 
 
 def test_a_confirmation_repeat_abandoned_by_a_shutdown_is_run_again(
@@ -176,7 +175,7 @@ def test_a_confirmation_repeat_abandoned_by_a_shutdown_is_run_again(
         Trainer(
             name="interrupted-once",
             description="the first build of an unlisted seed is interrupted (tests only)",
-            config_model=_ShutdownConfig,
+            config_model=_Config,
             build=_build_interrupted_once,
         ),
     )
